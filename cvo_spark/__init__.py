@@ -1,0 +1,3 @@
+"""cvo_spark: the Customer Value Optimizer on PySpark and Delta Lake."""
+
+__version__ = "0.1.0"

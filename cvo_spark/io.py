@@ -1,0 +1,227 @@
+"""The one module that knows Delta, paths and catalog names.
+
+Every stage reads and writes through a `TableStore`. A table is addressed by
+(layer, name): the layer (bronze, silver, gold) is a folder under the lake root or a
+catalog schema, as `conf/*.yaml` says. Writes are Delta only; there is no Parquet
+fallback.
+
+Write modes and the invariant each keeps:
+
+- `overwrite` - whole table replaced in one Delta commit (atomic).
+- `overwrite_partition` - exactly one `as_of` partition replaced (`replaceWhere`), so
+  re-running a stage for the same date leaves no duplicates and no leftovers.
+- `merge` - upsert on a key (MERGE INTO), for tables keyed by id rather than date.
+- `append` - only for logs (`runs`, `quarantine`, `trigger_offers`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    DataType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    ShortType,
+    StructType,
+)
+
+from cvo_spark.config import Config
+from cvo_spark.errors import MissingTableError, SchemaMismatchError
+from cvo_spark.schemas import INPUT_SCHEMAS
+
+log = logging.getLogger(__name__)
+
+LAYERS = ("bronze", "silver", "gold")
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """Where one table lives: a filesystem/object-store path or a catalog name."""
+
+    layer: str
+    name: str
+    path: str | None = None
+    catalog_name: str | None = None
+
+    def __str__(self) -> str:
+        return self.catalog_name or self.path or self.name
+
+
+def _is_catalog(location: str) -> bool:
+    return "." in location and "/" not in location and "://" not in location
+
+
+def _join(root: str, *parts: str) -> str:
+    if "://" in root:
+        return "/".join([root.rstrip("/"), *parts])
+    return str(Path(root, *parts).absolute())
+
+
+class TableStore:
+    """Read and write the lake's Delta tables by (layer, name)."""
+
+    def __init__(self, spark: SparkSession, config: Config):
+        self.spark = spark
+        self.config = config
+
+    # ------------------------------------------------------------------ locations
+    def ref(self, layer: str, name: str) -> TableRef:
+        if layer not in LAYERS:
+            raise ValueError(f"unknown layer {layer!r}; one of {LAYERS}")
+        tables = self.config.tables
+        override = tables.overrides.get(name) if layer != "bronze" else tables.overrides.get(f"bronze.{name}")
+        if override:
+            if _is_catalog(override):
+                return TableRef(layer, name, catalog_name=override)
+            return TableRef(layer, name, path=override if "://" in override else str(Path(override).absolute()))
+        location = getattr(tables, layer)
+        if _is_catalog(location):
+            return TableRef(layer, name, catalog_name=f"{location}.{name}")
+        return TableRef(layer, name, path=_join(self.config.lake, location, name))
+
+    def exists(self, layer: str, name: str) -> bool:
+        ref = self.ref(layer, name)
+        if ref.catalog_name:
+            return self.spark.catalog.tableExists(ref.catalog_name)
+        return DeltaTable.isDeltaTable(self.spark, ref.path)
+
+    def _delta(self, ref: TableRef) -> DeltaTable:
+        if ref.catalog_name:
+            return DeltaTable.forName(self.spark, ref.catalog_name)
+        return DeltaTable.forPath(self.spark, ref.path)
+
+    # ------------------------------------------------------------------ reads
+    def read(self, layer: str, name: str, version: int | None = None) -> DataFrame:
+        """Read a Delta table; a missing one raises `MissingTableError` naming it."""
+        ref = self.ref(layer, name)
+        if not self.exists(layer, name):
+            raise MissingTableError(f"missing table {layer}.{name}: no Delta table at {ref}")
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.table(ref.catalog_name) if ref.catalog_name else reader.load(ref.path)
+
+    def read_input(self, layer: str, name: str) -> DataFrame:
+        """Read an input-contract table, conformed to its schema (see `conform_to_contract`)."""
+        return conform_to_contract(self.read(layer, name), name)
+
+    def history(self, layer: str, name: str, limit: int = 20) -> DataFrame:
+        return self._delta(self.ref(layer, name)).history(limit)
+
+    # ------------------------------------------------------------------ writes
+    def _writer(self, df: DataFrame, mode: str, partition_by: Sequence[str] | None):
+        writer = df.write.format("delta").mode(mode)
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        return writer
+
+    def _save(self, writer, ref: TableRef) -> None:
+        if ref.catalog_name:
+            writer.saveAsTable(ref.catalog_name)
+        else:
+            writer.save(ref.path)
+
+    def overwrite(self, df: DataFrame, layer: str, name: str, partition_by: Sequence[str] | None = None) -> None:
+        """Replace the whole table in one Delta commit (schema replaced too)."""
+        writer = self._writer(df, "overwrite", partition_by).option("overwriteSchema", "true")
+        self._save(writer, self.ref(layer, name))
+
+    def append(self, df: DataFrame, layer: str, name: str, partition_by: Sequence[str] | None = None) -> None:
+        self._save(self._writer(df, "append", partition_by), self.ref(layer, name))
+
+    def overwrite_partition(
+        self, df: DataFrame, layer: str, name: str, as_of: date, column: str = "as_of"
+    ) -> None:
+        """Replace exactly the rows with ``column = as_of`` in one commit (idempotent re-runs).
+
+        Rows of `df` must all carry that date; Delta's replaceWhere enforces it and fails
+        the write otherwise, so a bug can never overwrite a neighbouring day.
+        """
+        ref = self.ref(layer, name)
+        condition = f"{column} = DATE'{as_of.isoformat()}'"
+        if not self.exists(layer, name):
+            self._save(self._writer(df, "overwrite", [column]), ref)
+            return
+        writer = self._writer(df, "overwrite", None).option("replaceWhere", condition)
+        self._save(writer, ref)
+
+    def merge(self, df: DataFrame, layer: str, name: str, keys: Iterable[str]) -> None:
+        """Upsert `df` on `keys`: matching rows are updated, new ones inserted."""
+        keys = list(keys)
+        ref = self.ref(layer, name)
+        if not self.exists(layer, name):
+            self._save(self._writer(df, "overwrite", None), ref)
+            return
+        cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+        (
+            self._delta(ref)
+            .alias("t")
+            .merge(df.alias("s"), cond)
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+
+    def delete_where(self, layer: str, name: str, condition: str) -> None:
+        if self.exists(layer, name):
+            self._delta(self.ref(layer, name)).delete(condition)
+
+
+# ---------------------------------------------------------------------- contract checks
+_WIDENINGS: dict[type, tuple[type, ...]] = {
+    DoubleType: (FloatType, IntegerType, LongType, ShortType),
+    LongType: (IntegerType, ShortType),
+}
+
+
+def _compatible(expected: DataType, actual: DataType) -> bool:
+    if expected == actual:
+        return True
+    if isinstance(expected, StructType) or isinstance(actual, StructType):
+        return False
+    return isinstance(actual, _WIDENINGS.get(type(expected), ()))
+
+
+def contract_problems(df: DataFrame, table: str) -> tuple[list[str], list[str], list[str]]:
+    """Compare a DataFrame with the input contract: (missing, incompatible, extra) columns.
+
+    ``incompatible`` entries read ``column (expected T, found U)``. Numeric widenings
+    (int to bigint or double, float to double) are compatible and cast on read.
+    """
+    expected = INPUT_SCHEMAS[table]
+    actual = {f.name: f.dataType for f in df.schema.fields}
+    missing = [f.name for f in expected.fields if f.name not in actual]
+    incompatible = [
+        f"{f.name} (expected {f.dataType.simpleString()}, found {actual[f.name].simpleString()})"
+        for f in expected.fields
+        if f.name in actual and not _compatible(f.dataType, actual[f.name])
+    ]
+    extra = [c for c in actual if c not in set(expected.fieldNames())]
+    return missing, incompatible, extra
+
+
+def conform_to_contract(df: DataFrame, table: str) -> DataFrame:
+    """Select the contract's columns in order, casting numeric widenings.
+
+    Raises `SchemaMismatchError` naming the table and the first bad column when a
+    required column is missing or has an incompatible type; an extra column is ignored
+    with a warning.
+    """
+    missing, incompatible, extra = contract_problems(df, table)
+    if missing:
+        raise SchemaMismatchError(f"table {table}: missing required column {missing[0]}")
+    if incompatible:
+        raise SchemaMismatchError(f"table {table}: incompatible type for column {incompatible[0]}")
+    if extra:
+        log.warning("table %s: ignoring extra column(s) %s", table, ", ".join(extra))
+    return df.select(*[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in INPUT_SCHEMAS[table].fields])

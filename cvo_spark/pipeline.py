@@ -1,0 +1,112 @@
+"""Stage orchestration: run the batch stages in order and audit each in `runs`.
+
+A stage is a module in `cvo_spark/stages/` with ``run(ctx: StageContext) -> StageResult``.
+Stages do IO through `ctx.store`; their business rules live in the transform modules.
+Every stage run, successful or not, appends one row to the gold `runs` table with its
+row counts and check results, so a refused publish is as visible as a good one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+
+from pyspark.sql import SparkSession
+
+from cvo_spark.config import Config
+from cvo_spark.errors import ConfigError, CvoError, PublishRefused
+from cvo_spark.io import TableStore
+from cvo_spark.schemas import OUTPUT_SCHEMAS
+
+log = logging.getLogger(__name__)
+
+#: Batch stages, in the order `cvo run` executes them.
+STAGES: tuple[str, ...] = ("ingest", "features", "segments", "train", "score", "offers", "measure", "report")
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What every stage gets: session, config, table store, the as-of date and run id."""
+
+    spark: SparkSession
+    config: Config
+    store: TableStore
+    as_of: date
+    run_id: str
+    #: Named publish checks an operator explicitly overrides (recorded in `runs`).
+    overrides: frozenset[str] = frozenset()
+    #: Free-form options from the command line (e.g. the report's output file).
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class StageResult:
+    row_counts: dict[str, int] = field(default_factory=dict)
+    checks: dict[str, str] = field(default_factory=dict)
+    message: str = ""
+
+
+def new_run_id(as_of: date) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{as_of.isoformat()}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def parse_stages(text: str | None) -> tuple[str, ...]:
+    """`a,b,c` into a validated tuple kept in pipeline order; unknown names are an error."""
+    if not text:
+        return STAGES
+    wanted = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"--stages: unknown stage {unknown[0]!r}; known: {', '.join(STAGES)}")
+    return tuple(s for s in STAGES if s in wanted)
+
+
+def record_run(ctx: StageContext, stage: str, status: str, result: StageResult, started: datetime) -> None:
+    """Append one audit row to gold `runs` (a log: appends only, keyed by run_id + stage)."""
+    row = (
+        ctx.run_id,
+        stage,
+        ctx.as_of,
+        status,
+        {k: int(v) for k, v in result.row_counts.items()},
+        {k: str(v) for k, v in result.checks.items()},
+        result.message[:2000],
+        started,
+        datetime.now(timezone.utc).replace(tzinfo=None),
+    )
+    df = ctx.spark.createDataFrame([row], OUTPUT_SCHEMAS["runs"])
+    ctx.store.append(df, "gold", "runs")
+
+
+def run_stage(ctx: StageContext, stage: str) -> StageResult:
+    """Run one stage and audit it; errors are recorded, then re-raised."""
+    module = importlib.import_module(f"cvo_spark.stages.{stage}")
+    started = datetime.now(timezone.utc).replace(tzinfo=None)
+    t0 = time.monotonic()
+    print(f"cvo: [{stage}] as of {ctx.as_of} ...", file=sys.stderr, flush=True)
+    try:
+        result = module.run(ctx)
+    except PublishRefused as err:
+        record_run(ctx, stage, "refused", StageResult(checks=getattr(err, "checks", {}), message=str(err)), started)
+        raise
+    except CvoError as err:
+        record_run(ctx, stage, "failed", StageResult(message=str(err)), started)
+        raise
+    except Exception as err:  # noqa: BLE001 - audit, then let the CLI report it
+        record_run(ctx, stage, "failed", StageResult(message=f"{type(err).__name__}: {err}"), started)
+        raise
+    record_run(ctx, stage, "succeeded", result, started)
+    counts = ", ".join(f"{k}={v:,}" for k, v in result.row_counts.items())
+    print(f"cvo: [{stage}] done in {time.monotonic() - t0:.1f}s {counts}", file=sys.stderr, flush=True)
+    return result
+
+
+def run_pipeline(ctx: StageContext, stages: tuple[str, ...] = STAGES) -> dict[str, StageResult]:
+    """Run `stages` in pipeline order; the first failure stops the run."""
+    return {stage: run_stage(ctx, stage) for stage in stages}
