@@ -1,0 +1,68 @@
+"""Config loads into typed objects; a bad key or value is an error that names it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cvo_spark.config import Config, load_config, parse_config
+from cvo_spark.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_local_yaml_loads_with_business_defaults():
+    config = load_config(REPO / "conf" / "local.yaml")
+    assert isinstance(config, Config)
+    tiers = config.segments.value_tiers
+    assert tiers.high_value_min_los_days == 180
+    assert tiers.high_value_min_arpu_3m == 100_000
+    assert config.segments.lifecycle.new_max_days == 90
+    # relative catalog path is resolved beside the config file
+    assert Path(config.offers.catalog_file) == (REPO / "conf" / "offers.yaml").absolute()
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        ({"spark": {"shuffle_partitons": 4}}, "spark.shuffle_partitons: unknown key"),
+        ({"features": {"windows": {"arpu_long_days": -30}}}, "features.windows.arpu_long_days"),
+        ({"segments": {"personas": {"k_min": 6, "k_max": 3}}}, "k range is empty"),
+        ({"offers": {"control_share": 1.5}}, "offers.control_share"),
+        ({"models": {"auc_ceiling": "high"}}, "models.auc_ceiling"),
+        ({"lakee": "x"}, "lakee: unknown key"),
+    ],
+)
+def test_bad_key_or_value_names_it(data, named):
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, "test.yaml")
+    assert named in str(err.value)
+    assert str(err.value).startswith("test.yaml: ")
+    assert "\n" not in str(err.value)
+
+
+def test_config_is_frozen():
+    config = parse_config({})
+    with pytest.raises(Exception):
+        config.lake = "elsewhere"  # type: ignore[misc]
+
+
+def test_missing_and_invalid_yaml_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spark: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just a string\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(scalar)
+
+
+def test_cluster_yaml_validates():
+    path = REPO / "conf" / "cluster.yaml"
+    if path.exists():
+        config = load_config(path)
+        assert "." in config.tables.gold  # catalog schema

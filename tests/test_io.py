@@ -1,0 +1,107 @@
+"""TableStore: real Delta tables, idempotent partition overwrite, MERGE, contract checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+from pyspark.sql.types import DateType, DoubleType, IntegerType, LongType, StringType, StructField, StructType
+
+from cvo_spark.config import parse_config
+from cvo_spark.errors import MissingTableError, SchemaMismatchError
+from cvo_spark.io import TableStore, conform_to_contract, contract_problems
+from cvo_spark.schemas import INPUT_SCHEMAS
+
+D1, D2 = dt.date(2026, 6, 1), dt.date(2026, 6, 2)
+SCHEMA = StructType(
+    [StructField("subscriber_id", StringType()), StructField("as_of", DateType()), StructField("score", DoubleType())]
+)
+
+
+@pytest.fixture()
+def store(spark, tmp_path):
+    return TableStore(spark, parse_config({"lake": str(tmp_path / "lake")}))
+
+
+def test_paths_and_catalog_names(spark, tmp_path):
+    store = TableStore(spark, parse_config({"lake": str(tmp_path), "tables": {"gold": "main.cvo_gold"}}))
+    assert store.ref("silver", "usage_daily").path == str(tmp_path / "silver" / "usage_daily")
+    assert store.ref("gold", "offers").catalog_name == "main.cvo_gold.offers"
+    override = TableStore(spark, parse_config({"lake": str(tmp_path), "tables": {"overrides": {"offers": "a.b.c"}}}))
+    assert override.ref("gold", "offers").catalog_name == "a.b.c"
+
+
+def test_partition_overwrite_is_idempotent_and_touches_one_partition(spark, store):
+    day1 = spark.createDataFrame([("a", D1, 1.0), ("b", D1, 2.0)], SCHEMA)
+    day2 = spark.createDataFrame([("a", D2, 3.0)], SCHEMA)
+    store.overwrite_partition(day1, "gold", "scores", D1)
+    store.overwrite_partition(day2, "gold", "scores", D2)
+    rerun = spark.createDataFrame([("a", D1, 10.0)], SCHEMA)
+    store.overwrite_partition(rerun, "gold", "scores", D1)
+    store.overwrite_partition(rerun, "gold", "scores", D1)
+
+    expected = spark.createDataFrame([("a", D1, 10.0), ("a", D2, 3.0)], SCHEMA)
+    assert_df_equality(store.read("gold", "scores"), expected, ignore_row_order=True, ignore_nullable=True)
+    assert Path(store.ref("gold", "scores").path, "_delta_log").is_dir()
+
+
+def test_partition_overwrite_refuses_rows_of_another_date(spark, store):
+    store.overwrite_partition(spark.createDataFrame([("a", D1, 1.0)], SCHEMA), "gold", "scores", D1)
+    wrong = spark.createDataFrame([("a", D2, 1.0)], SCHEMA)
+    with pytest.raises(Exception, match="(?i)replaceWhere|DELTA_REPLACE_WHERE|does not conform"):
+        store.overwrite_partition(wrong, "gold", "scores", D1)
+    assert store.read("gold", "scores").count() == 1
+
+
+def test_merge_updates_and_inserts(spark, store):
+    schema = StructType([StructField("account_id", StringType()), StructField("revenue", DoubleType())])
+    store.merge(spark.createDataFrame([("x", 1.0), ("y", 2.0)], schema), "gold", "accounts", ["account_id"])
+    store.merge(spark.createDataFrame([("y", 5.0), ("z", 7.0)], schema), "gold", "accounts", ["account_id"])
+    expected = spark.createDataFrame([("x", 1.0), ("y", 5.0), ("z", 7.0)], schema)
+    assert_df_equality(store.read("gold", "accounts"), expected, ignore_row_order=True, ignore_nullable=True)
+    assert store.history("gold", "accounts").filter(F.col("operation") == "MERGE").count() == 1
+
+
+def test_missing_table_names_it(store):
+    with pytest.raises(MissingTableError, match=r"missing table silver\.usage_daily"):
+        store.read("silver", "usage_daily")
+
+
+def _subscribers(spark, schema):
+    return spark.createDataFrame([], schema)
+
+
+def test_contract_check_names_table_and_column(spark):
+    good = INPUT_SCHEMAS["recharges"]
+    assert contract_problems(spark.createDataFrame([], good), "recharges") == ([], [], [])
+
+    missing = StructType([f for f in good.fields if f.name != "amount"])
+    with pytest.raises(SchemaMismatchError, match="table recharges: missing required column amount"):
+        conform_to_contract(spark.createDataFrame([], missing), "recharges")
+
+    changed = StructType([StructField(f.name, DateType() if f.name == "amount" else f.dataType) for f in good.fields])
+    with pytest.raises(SchemaMismatchError, match=r"recharges: incompatible type for column amount \(expected double"):
+        conform_to_contract(spark.createDataFrame([], changed), "recharges")
+
+
+def test_contract_casts_widenings_and_drops_extras(spark):
+    schema = StructType(
+        [
+            StructField("subscriber_id", StringType()),
+            StructField("recharge_ts", INPUT_SCHEMAS["recharges"]["recharge_ts"].dataType),
+            StructField("amount", IntegerType()),
+            StructField("channel", StringType()),
+            StructField("promo_code", StringType()),
+        ]
+    )
+    df = spark.createDataFrame([("s1", dt.datetime(2026, 6, 1, 9), 5000, "app", "X")], schema)
+    out = conform_to_contract(df, "recharges")
+    assert out.schema == INPUT_SCHEMAS["recharges"]
+    assert out.collect()[0]["amount"] == 5000.0
+    # sms_count may come as int and is widened to bigint
+    usage = StructType([StructField(f.name, IntegerType() if f.name == "sms_count" else f.dataType)
+                        for f in INPUT_SCHEMAS["usage_daily"].fields])
+    assert conform_to_contract(spark.createDataFrame([], usage), "usage_daily").schema["sms_count"].dataType == LongType()
