@@ -129,12 +129,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from cvo_spark.pipeline import parse_stages, run_pipeline
-    from cvo_spark.summary import print_summary
 
     config = _config(args)
     stages = parse_stages(args.stages)
     ctx = _context(config, args.as_of, args.override, {"report_out": args.report_out})
     run_pipeline(ctx, stages)
+    from cvo_spark.summary import print_summary
+
     print_summary(ctx)
     return 0
 
