@@ -150,6 +150,8 @@ OUTPUT_SCHEMAS: dict[str, StructType] = {
         ("raw", S),
         ("run_id", S),
         ("ingested_at", TS),
+        # The ingest run's as_of: the partition a re-run replaces (idempotent quarantine).
+        ("as_of", DT),
     ),
     "runs": _schema(
         ("run_id", S),
