@@ -49,7 +49,7 @@ class TablesConfig(_Section):
 
 
 class MlflowConfig(_Section):
-    tracking_uri: str | None = None  # None: a local store under <lake>/mlruns
+    tracking_uri: str | None = None  # None: sqlite:///<lake>/mlflow.db, artefacts in <lake>/mlartifacts
     registry_uri: str | None = None
     experiment: str = "cvo_spark"
     model_prefix: str = "cvo"
@@ -135,6 +135,8 @@ class PersonasConfig(_Section):
     k_max: int = Field(8, gt=1)
     seed: int = 42
     max_iter: int = Field(40, gt=0)
+    #: K-Means initialisations per k (best within-cluster cost kept); each costs a fit.
+    n_init: int = Field(1, gt=0)
     fit_sample_rows: int = Field(200_000, gt=0)
     silhouette_sample_rows: int = Field(50_000, gt=0)
     features: tuple[str, ...] = (
@@ -148,6 +150,13 @@ class PersonasConfig(_Section):
         "recharge_count_3m",
     )
     log_features: tuple[str, ...] = ("arpu_3m", "data_mb_3m", "voice_minutes_3m", "recharge_count_3m")
+    #: Features that are totals over the 3-month window: for subscribers younger than the
+    #: window they are scaled up to the full window (features.windows.arpu_long_days)
+    #: before clustering, so a short tenure does not read as light usage. () turns it off.
+    window_total_features: tuple[str, ...] = ("arpu_3m", "data_mb_3m", "voice_minutes_3m", "recharge_count_3m")
+    #: Fit K-Means on subscribers with a complete window only (everyone is still assigned);
+    #: falls back to everyone when fewer than k_max of them.
+    fit_full_window_only: bool = True
     naming: tuple[PersonaNamingRule, ...] = (
         PersonaNamingRule(name="Legacy Active", min_voice_sms_share=0.5),
         PersonaNamingRule(name="Digital Active", min_digital_share=0.3),
@@ -162,13 +171,31 @@ class PersonasConfig(_Section):
         missing = set(self.log_features) - set(self.features)
         if missing:
             raise ValueError(f"log_features not in features: {sorted(missing)}")
+        missing = set(self.window_total_features) - set(self.features)
+        if missing:
+            raise ValueError(f"window_total_features not in features: {sorted(missing)}")
         return self
 
 
 class MatrixConfig(_Section):
+    """Strategic matrix: arpu_3m against usage in MB-equivalent.
+
+    Usage = data_mb_3m + voice_minute_mb * voice_minutes_3m (a voice minute counted as the
+    MB of traffic it roughly costs; 1.0 is about a VoLTE minute). With ``method: median``
+    both thresholds are the medians of the as-of population; ``fixed`` needs both values.
+    A value >= its threshold counts as high.
+    """
+
     method: Literal["median", "fixed"] = "median"
     revenue_threshold: float | None = None
     usage_threshold: float | None = None
+    voice_minute_mb: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _fixed_needs_thresholds(self) -> "MatrixConfig":
+        if self.method == "fixed" and (self.revenue_threshold is None or self.usage_threshold is None):
+            raise ValueError("method fixed needs revenue_threshold and usage_threshold")
+        return self
 
 
 class SegmentsConfig(_Section):
@@ -176,8 +203,27 @@ class SegmentsConfig(_Section):
     lifecycle: LifecycleConfig = LifecycleConfig()
     personas: PersonasConfig = PersonasConfig()
     matrix: MatrixConfig = MatrixConfig()
-    tactics: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    #: Recommended tactics keyed by persona name or value-tier name; a profile row gets its
+    #: persona's tactics (numbered duplicates such as "Digital Active 2" share the base
+    #: name's) followed by its tier's. "Priority" is the default ladder's high-value tier.
+    tactics: dict[str, tuple[str, ...]] = Field(
+        default_factory=lambda: {
+            "Legacy Active": ("product bundling", "personalised product"),
+            "Digital Active": ("channel priority in the app", "personalised product"),
+            "Socially Active": ("price-up with value topping", "referral programme"),
+            "Traditional Active": ("product bundling", "price-up with value topping"),
+            "Priority": ("personal assistant",),
+        }
+    )
     b2b_k: int | None = Field(3, gt=1)
+    #: Range searched by silhouette when b2b_k is null.
+    b2b_k_min: int = Field(2, gt=1)
+    b2b_k_max: int = Field(6, gt=1)
+    #: Cluster names by rank of the centroid's monthly revenue, highest first; used when
+    #: the number of clusters equals their count, else clusters are "Tier 1", "Tier 2", ...
+    b2b_cluster_names: tuple[str, ...] = ("Strategic", "Growth", "Long tail")
+    #: Usage axis of the B2B strategic matrix (revenue axis: monthly_revenue).
+    b2b_usage: Literal["bandwidth_mbps", "message_count_3m"] = "message_count_3m"
 
 
 class ModelsConfig(_Section):
@@ -193,7 +239,19 @@ class ModelsConfig(_Section):
     inactive_days: int = Field(30, gt=0)
     clv_method: Literal["bgnbd", "gbt"] = "bgnbd"
     clv_horizon_months: int = Field(12, gt=0)
+    clv_monthly_discount: float = Field(0.0, ge=0, lt=1)  # 0.01 = 1% a month; 0: undiscounted
+    cross_sell_lookback_days: int = Field(90, gt=0)
     reason_codes: int = Field(3, gt=0)
+
+    @model_validator(mode="after")
+    def _out_of_time_really(self) -> "ModelsConfig":
+        # Closer snapshots would let the last training labels see the out-of-time period.
+        if self.snapshot_spacing_days < self.horizon_days:
+            raise ValueError(
+                f"snapshot_spacing_days ({self.snapshot_spacing_days}) must be >= horizon_days "
+                f"({self.horizon_days}): training label windows would overlap the out-of-time one"
+            )
+        return self
 
 
 class ChecksConfig(_Section):
@@ -202,6 +260,8 @@ class ChecksConfig(_Section):
     max_coverage: float = Field(1.0, ge=0, le=1)
     max_psi: float = Field(0.25, gt=0)
     min_propensity_std: float = Field(1e-4, ge=0)
+    #: Silver inputs whose newest event (at or before as_of) must be within freshness_max_days.
+    freshness_tables: tuple[str, ...] = ("usage_daily", "recharges", "quota_events")
 
 
 class OffersConfig(_Section):
@@ -217,6 +277,17 @@ class OffersConfig(_Section):
     type_weights: dict[str, float] = Field(default_factory=dict)
     checks: ChecksConfig = ChecksConfig()
     export_format: Literal["csv", "jsonl"] = "jsonl"
+    #: Channel exports go under <lake>/<exports_dir>/<as_of>/<channel>.<format>.
+    exports_dir: str = "exports"
+    #: Propensity x 1 / (1 + price_elasticity x price / max(arpu_3m, arpu_floor)).
+    price_elasticity: float = Field(0.5, ge=0)
+    arpu_floor: float = Field(10_000.0, gt=0)
+    #: Retention offers only go to subscribers with p_churn >= this; they add
+    #: p_churn x clv_12m x retention_save_rate to the expected value.
+    retention_min_p_churn: float = Field(0.25, ge=0, le=1)
+    retention_save_rate: float = Field(0.2, ge=0, le=1)
+    #: No published offer may be priced under this (publish check `price_floor`).
+    price_floor: float = Field(5_000.0, ge=0)
 
 
 class StreamConfig(_Section):
@@ -224,6 +295,8 @@ class StreamConfig(_Section):
     watermark_minutes: int = Field(60, ge=0)
     suppress_minutes: int = Field(720, ge=0)
     trigger_seconds: int = Field(5, gt=0)
+    #: Files of silver quota_events per micro-batch (null: Delta's default of 1000).
+    max_files_per_trigger: int | None = Field(None, gt=0)
     channel_by_event: dict[str, str] = Field(
         default_factory=lambda: {
             "recharge": "ussd",
@@ -232,6 +305,21 @@ class StreamConfig(_Section):
             "package_expired": "sms",
         }
     )
+
+
+class MeasureConfig(_Section):
+    """Campaign measurement (stage `measure`): uplift of treatment over control.
+
+    ``uplift_interval``: 'newcombe' (hybrid score, good coverage for small counts and rates
+    near 0) or 'wald' (difference of proportions, normal approximation). ``srm_alpha``: a
+    sample-ratio-mismatch chi-square p-value below it flags the row. ``period``: 'month'
+    ('YYYY-MM'), 'week' (its Monday, 'YYYY-MM-DD') or 'all' (one period 'ALL' to date).
+    """
+
+    period: Literal["month", "week", "all"] = "month"
+    confidence: float = Field(0.95, gt=0, lt=1)
+    srm_alpha: float = Field(0.001, gt=0, lt=1)
+    uplift_interval: Literal["newcombe", "wald"] = "newcombe"
 
 
 class Config(_Section):
@@ -245,6 +333,7 @@ class Config(_Section):
     models: ModelsConfig = ModelsConfig()
     offers: OffersConfig = OffersConfig()
     stream: StreamConfig = StreamConfig()
+    measure: MeasureConfig = MeasureConfig()
 
     def with_lake(self, lake: str | None) -> "Config":
         """A copy pointing at another lake root (the CLI's --lake)."""

@@ -1,0 +1,276 @@
+"""Offer engine on hand-built subscribers: one case per eligibility and contact rule,
+hand-computed propensity and expected value, ranking, control group and reasons."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from cvo_spark.catalog import offer_channels_frame, offers_frame, parse_catalog
+from cvo_spark.errors import MissingColumnsError
+from cvo_spark.offers import (
+    OFFERS_SCHEMA,
+    OfferParams,
+    build_offers,
+    candidate_offers,
+    contact_history,
+    control_bucket,
+    subscriber_profiles,
+)
+from cvo_spark.schemas import INPUT_SCHEMAS
+
+AS_OF = date(2026, 6, 30)
+S, D, I, L, B = StringType(), DoubleType(), IntegerType(), LongType(), BooleanType()
+FEATURES = StructType([StructField(n, t) for n, t in (
+    ("subscriber_id", S), ("payment_type", S), ("length_of_stay_days", I), ("arpu_3m", D), ("data_trend_pct", D),
+    ("voice_trend_pct", D), ("revenue_trend_pct", D), ("quota_low_count", L), ("voice_share", D),
+    ("digital_share", D))])
+SEGMENTS = StructType([StructField(n, t) for n, t in (
+    ("subscriber_id", S), ("value_tier", S), ("is_high_value", B), ("lifecycle", S), ("persona_name", S))])
+SCORES = StructType([StructField(n, t) for n, t in (
+    ("subscriber_id", S), ("p_upsell", D), ("p_cross_sell", D), ("p_churn", D), ("clv_12m", D),
+    ("reasons_upsell", ArrayType(S)), ("reasons_cross_sell", ArrayType(S)), ("reasons_churn", ArrayType(S)))])
+
+FEATURE_DEFAULTS = {"payment_type": "prepaid", "length_of_stay_days": 400, "arpu_3m": 60_000.0,
+                    "data_trend_pct": None, "voice_trend_pct": None, "revenue_trend_pct": None, "quota_low_count": 0,
+                    "voice_share": 0.2, "digital_share": 0.0}
+SEGMENT_DEFAULTS = {"value_tier": "Gold", "is_high_value": False, "lifecycle": "base", "persona_name": "Digital Active"}
+SCORE_DEFAULTS = {"p_upsell": 0.4, "p_cross_sell": 0.2, "p_churn": 0.1, "clv_12m": 1_000_000.0,
+                  "reasons_upsell": ["arpu_3m"], "reasons_cross_sell": [], "reasons_churn": ["recency_days"]}
+DEFAULT_PARAMS = OfferParams()
+
+
+def frames(spark, subs: list[dict]):
+    """features, segments, scores frames; a key set to the string 'MISSING_SEGMENT' / 'MISSING_SCORES'
+    leaves that subscriber without the row."""
+    def rows(schema, defaults, skip):
+        out = []
+        for s in subs:
+            if s.get(skip):
+                continue
+            values = {**defaults, **{k: v for k, v in s.items() if k in schema.fieldNames()}}
+            out.append(tuple(values.get(f.name) for f in schema.fields))
+        return spark.createDataFrame(out, schema)
+    return (rows(FEATURES, FEATURE_DEFAULTS, "no_features"), rows(SEGMENTS, SEGMENT_DEFAULTS, "no_segment"),
+            rows(SCORES, SCORE_DEFAULTS, "no_scores"))
+
+
+def history(spark, contacts: list[tuple]):
+    """offer_history rows: (subscriber_id, offer_id, channel, contacted_ts, group, accepted, accepted_ts)."""
+    return spark.createDataFrame([(*c, 0.0) for c in contacts], INPUT_SCHEMAS["offer_history"])
+
+
+def catalog(offers: list[dict], channels=None):
+    base = {"offer_type": "upsell", "category": "data", "price": 20000, "unit_cost": 5000, "channels": ["sms"]}
+    return parse_catalog({"channels": channels or {"sms": {"slots": 1}, "app": {"slots": 3}},
+                          "offers": [{**base, **o} for o in offers]})
+
+
+def candidates(spark, subs, offers, contacts=(), params=DEFAULT_PARAMS, channels=None):
+    cat = catalog(offers, channels)
+    f, s, sc = frames(spark, subs)
+    c, r = contact_history(history(spark, list(contacts)), AS_OF, params.contact_window_days,
+                           params.cooldown_days_after_reject)
+    rows = candidate_offers(subscriber_profiles(f, s, sc), offers_frame(spark, cat, 7), offer_channels_frame(spark, cat),
+                            c, r, params, keep_excluded=True)
+    return {(x["subscriber_id"], x["offer_id"], x["channel"]): x for x in rows.collect()}
+
+
+def reason(rows, sid, offer, channel="sms"):
+    return rows[(sid, offer, channel)]["exclusion_reason"]
+
+
+# ------------------------------------------------------------------------ eligibility
+def test_eligibility_rules_one_case_each(spark):
+    offers = [
+        {"offer_id": "TIER", "eligibility": {"value_tiers": ["Priority", "Gold"]}},
+        {"offer_id": "PERSONA", "eligibility": {"personas": ["Digital Active"]}},
+        {"offer_id": "LIFE", "eligibility": {"lifecycle": ["new"]}},
+        {"offer_id": "PAY", "eligibility": {"payment_types": ["postpaid"]}},
+        {"offer_id": "ARPU", "eligibility": {"min_arpu_3m": 50000, "max_arpu_3m": 100000}},
+        {"offer_id": "TENURE", "eligibility": {"min_tenure_days": 90, "max_tenure_days": 365}},
+        {"offer_id": "RET", "offer_type": "retention", "price": 10000, "unit_cost": 8000},
+    ]
+    subs = [
+        {"subscriber_id": "ok", "length_of_stay_days": 200, "lifecycle": "new", "payment_type": "postpaid",
+         "persona_name": "Digital Active 2", "p_churn": 0.3},  # numbered persona counts as its base name
+        {"subscriber_id": "mass", "value_tier": "Mass", "persona_name": "Legacy Active", "arpu_3m": 12_345.0,
+         "length_of_stay_days": 30},
+        {"subscriber_id": "noseg", "no_segment": True, "arpu_3m": None, "length_of_stay_days": 500},
+        {"subscriber_id": "noscore", "no_scores": True},
+    ]
+    rows = candidates(spark, subs, offers, channels={"sms": {"slots": 10}})
+    assert all(reason(rows, "ok", o) is None for o in ("TIER", "PERSONA", "LIFE", "PAY", "ARPU", "TENURE", "RET"))
+    assert reason(rows, "mass", "TIER") == "not eligible: value tier Mass not in [Priority, Gold]"
+    assert reason(rows, "mass", "PERSONA") == "not eligible: persona Legacy Active not in [Digital Active]"
+    assert reason(rows, "mass", "LIFE") == "not eligible: lifecycle base not in [new]"
+    assert reason(rows, "mass", "PAY") == "not eligible: payment type prepaid not in [postpaid]"
+    assert reason(rows, "mass", "ARPU") == "not eligible: arpu_3m 12,345 below 50,000"
+    assert reason(rows, "mass", "TENURE") == "not eligible: tenure 30 days below 90"
+    assert reason(rows, "mass", "RET") == (
+        "not eligible: churn risk 0.10 below 0.25 (retention offers are for churn risks)")
+    # No segment row and no arpu: fail closed, with 'unknown' in the reason.
+    assert reason(rows, "noseg", "TIER") == "not eligible: value tier unknown not in [Priority, Gold]"
+    assert reason(rows, "noseg", "ARPU") == "not eligible: arpu_3m unknown below 50,000"
+    assert reason(rows, "noseg", "TENURE") == "not eligible: tenure 500 days above 365"
+    assert reason(rows, "noscore", "TIER") == "not scored: no upsell score for this subscriber"
+
+
+# ------------------------------------------------------------------------ contact policy
+def test_contact_policy_rules_one_case_each(spark):
+    """Price floor, cool-down and contact cap on one small population (one query: fast)."""
+    offers = [
+        {"offer_id": "CHEAP", "price": 5000, "unit_cost": 1000},
+        {"offer_id": "FAIR", "price": 10000, "unit_cost": 1000},  # exactly at the floor: allowed
+        {"offer_id": "CHEAP_RET", "offer_type": "retention", "price": 5000, "unit_cost": 4000},
+        {"offer_id": "X", "channels": ["sms", "app"]},
+    ]
+    subs = [{"subscriber_id": "hv", "is_high_value": True, "arpu_3m": 200_000.0, "p_churn": 0.5},
+            {"subscriber_id": "gold", "is_high_value": False, "arpu_3m": 200_000.0, "p_churn": 0.5}]
+    subs += [{"subscriber_id": s} for s in ("recent", "old", "took", "control", "late_accept", "future", "busy",
+                                             "calm")]
+    x = lambda sid, ts, group="treatment", acc=False, acc_ts=None: (
+        sid, "X", "app", ts, group, acc, acc_ts)
+    sms = lambda sid, day: (sid, "OTHER", "sms", datetime(2026, 6, day, 10), "treatment", True,
+                            datetime(2026, 6, day, 11))
+    contacts = [
+        x("recent", datetime(2026, 6, 20, 9)),
+        x("old", datetime(2026, 6, 16, 9)),  # 15 days before as_of: outside the 14-day cool-down
+        x("took", datetime(2026, 6, 25, 9), acc=True, acc_ts=datetime(2026, 6, 25, 12)),
+        x("control", datetime(2026, 6, 25, 9), group="control"),  # a control contact was never sent
+        # accepted only after as_of: as of 2026-06-30 it was not accepted (point in time)
+        x("late_accept", datetime(2026, 6, 30, 20), acc=True, acc_ts=datetime(2026, 7, 1, 8)),
+        x("future", datetime(2026, 7, 1, 9)),  # after as_of: not known yet
+        sms("busy", 24), sms("busy", 27), sms("busy", 30),
+        sms("calm", 23), sms("calm", 27), sms("calm", 30),  # the 23rd is 8 days back: outside the 7-day window
+    ]
+    rows = candidates(spark, subs, offers, contacts, channels={"sms": {"slots": 5}, "app": {"slots": 5}})
+    # High Value floor: 5% of arpu_3m 200,000 = 10,000; retention offers are spared.
+    assert reason(rows, "hv", "CHEAP") == (
+        "price floor: 5,000 is under 5% of this High Value subscriber's arpu_3m 200,000")
+    assert reason(rows, "hv", "FAIR") is None
+    assert reason(rows, "hv", "CHEAP_RET") is None
+    assert reason(rows, "gold", "CHEAP") is None
+    # Cool-down after a treatment contact not accepted (on any channel: here app, and sms is blocked too).
+    cooled = "cool-down: not accepted when offered on {} (14-day cool-down)"
+    assert reason(rows, "recent", "X") == cooled.format("2026-06-20")
+    assert reason(rows, "recent", "X", "app") == cooled.format("2026-06-20")
+    assert reason(rows, "late_accept", "X") == cooled.format("2026-06-30")
+    for sid in ("old", "took", "control", "future"):
+        assert reason(rows, sid, "X") is None, sid
+    # Contact cap: 3 treatment contacts on sms in the last 7 days close sms, not app.
+    assert reason(rows, "busy", "X", "sms") == "contact cap: 3 contact(s) on sms in the last 7 days (max 3)"
+    assert reason(rows, "busy", "X", "app") is None
+    assert reason(rows, "calm", "X", "sms") is None
+
+
+# ------------------------------------------------------------------------ scoring and ranking
+def test_propensity_and_expected_value_by_hand(spark):
+    offers = [
+        {"offer_id": "UP", "price": 20000, "unit_cost": 5000},
+        {"offer_id": "CROSS", "offer_type": "cross_sell", "price": 20000, "unit_cost": 5000},
+        {"offer_id": "RET", "offer_type": "retention", "price": 10000, "unit_cost": 8000},
+        {"offer_id": "LOY", "offer_type": "loyalty", "price": 10000, "unit_cost": 2000},
+    ]
+    subs = [{"subscriber_id": "s", "arpu_3m": 40_000.0, "p_upsell": 0.4, "p_cross_sell": 0.2, "p_churn": 0.5,
+             "clv_12m": 1_000_000.0},
+            {"subscriber_id": "poor", "arpu_3m": 0.0, "p_upsell": 0.4}]
+    rows = candidates(spark, subs, offers, channels={"sms": {"slots": 4}})
+    up = rows[("s", "UP", "sms")]
+    # price factor 1 / (1 + 0.5 x 20,000 / 40,000) = 0.8
+    assert up["propensity"] == pytest.approx(0.32)
+    assert up["expected_value"] == pytest.approx(0.32 * 15000)
+    assert rows[("s", "CROSS", "sms")]["propensity"] == pytest.approx(0.16)
+    ret = rows[("s", "RET", "sms")]  # factor 1 / (1 + 0.5 x 0.25) = 0.888..
+    assert ret["propensity"] == pytest.approx(0.5 / 1.125)
+    assert ret["expected_value"] == pytest.approx(0.5 / 1.125 * 2000 + 0.5 * 1_000_000 * 0.2)
+    loy = rows[("s", "LOY", "sms")]
+    assert loy["propensity"] == pytest.approx((0.4 + 0.2) / 2 * 0.5 / 1.125)
+    assert [rows[("s", o, "sms")]["rank"] for o in ("RET", "UP", "CROSS", "LOY")] == [1, 2, 3, 4]
+    # arpu_3m 0 uses the arpu floor 10,000: factor 1 / (1 + 0.5 x 2) = 0.5
+    assert rows[("poor", "UP", "sms")]["propensity"] == pytest.approx(0.2)
+
+
+def test_slots_cut_and_type_weights_reorder(spark):
+    offers = [
+        {"offer_id": "BIG", "price": 40000, "unit_cost": 10000, "channels": ["sms", "app"]},
+        {"offer_id": "SMALL", "offer_type": "cross_sell", "price": 10000, "unit_cost": 5000, "channels": ["sms", "app"]},
+    ]
+    subs = [{"subscriber_id": "s", "arpu_3m": 100_000.0, "p_upsell": 0.3, "p_cross_sell": 0.3}]
+    rows = candidates(spark, subs, offers)
+    assert rows[("s", "BIG", "sms")]["rank"] == 1
+    assert reason(rows, "s", "SMALL", "sms") == "ranked 2 on sms, which shows 1 offer(s)"
+    assert rows[("s", "SMALL", "app")]["rank"] == 2  # app has 3 slots
+    weighted = candidates(spark, subs, offers, params=OfferParams(type_weights={"cross_sell": 10.0}))
+    assert weighted[("s", "SMALL", "sms")]["rank"] == 1
+    assert reason(weighted, "s", "BIG", "sms") == "ranked 2 on sms, which shows 1 offer(s)"
+
+
+# ------------------------------------------------------------------------ control group
+def test_control_share_within_tolerance_and_stable(spark):
+    ids = spark.range(10_000).select(F.format_string("62812%07d", F.col("id")).alias("subscriber_id"))
+
+    def control_ids(campaign: str):
+        flagged = ids.where(control_bucket(F.col("subscriber_id"), campaign) < 0.1)
+        return {r["subscriber_id"] for r in flagged.collect()}
+
+    first, again, other = control_ids("cvo"), control_ids("cvo"), control_ids("summer")
+    assert abs(len(first) / 10_000 - 0.1) < 0.01
+    assert first == again  # same subscriber, same campaign: same group on every run
+    assert abs(len(other) / 10_000 - 0.1) < 0.01
+    assert len(first & other) < 0.2 * len(first)  # another campaign draws another control group
+
+
+# ------------------------------------------------------------------------ output rows
+def test_build_offers_rows_reasons_and_validity(spark):
+    offers = [{"offer_id": "DATA", "validity_days": 30, "channels": ["sms", "app"]},
+              {"offer_id": "DIG", "offer_type": "cross_sell", "category": "digital", "channels": ["app"]}]
+    subs = [{"subscriber_id": "s", "data_trend_pct": 0.42, "quota_low_count": 3, "is_high_value": True,
+             "arpu_3m": 150_000.0, "digital_share": 0.23, "reasons_cross_sell": ["digital_share", "arpu_3m", "x"]},
+            {"subscriber_id": "quiet", "p_upsell": 0.1}]
+    f, s, sc = frames(spark, subs)
+    cat = catalog(offers)
+    out = build_offers(f, s, sc, history(spark, []), offers_frame(spark, cat, 7), offer_channels_frame(spark, cat),
+                       AS_OF, "run-1", OfferParams(control_share=0.5))
+    assert [(f.name, f.dataType) for f in out.schema] == [(f.name, f.dataType) for f in OFFERS_SCHEMA]
+    got = {(r["subscriber_id"], r["channel"], r["offer_id"]): r for r in out.collect()}
+    assert set(got) == {("s", "sms", "DATA"), ("s", "app", "DATA"), ("s", "app", "DIG"),
+                        ("quiet", "sms", "DATA"), ("quiet", "app", "DATA"), ("quiet", "app", "DIG")}
+    data = got[("s", "sms", "DATA")]
+    assert data["reason_codes"] == ["data usage up 42% in the last 30 days",
+                                    "quota ran low 3 time(s) in the last 30 days", "Digital Active, High Value"]
+    assert got[("s", "app", "DIG")]["reason_codes"] == [
+        "digital services are 23% of spend", "Digital Active, High Value",
+        "cross-sell model drivers: digital_share, arpu_3m"]
+    quiet = got[("quiet", "sms", "DATA")]["reason_codes"]
+    # p_upsell 0.1 x 1 / (1 + 0.5 x 20,000 / 60,000) = 8.6%
+    assert quiet == ["Digital Active, Gold tier", "upsell model drivers: arpu_3m", "9% likely to accept"]
+    assert all(2 <= len(r["reason_codes"]) <= 3 for r in got.values())
+    assert (data["valid_from"], data["valid_to"]) == (date(2026, 7, 1), date(2026, 7, 31))
+    assert got[("s", "app", "DIG")]["valid_to"] == date(2026, 7, 8)  # catalog default validity 7
+    buckets = {r["subscriber_id"]: r["b"] for r in f.select("subscriber_id", control_bucket(
+        F.col("subscriber_id"), "cvo").alias("b")).collect()}
+    for (sid, _, _), row in got.items():  # one group per subscriber, from its hash bucket
+        assert row["group"] == ("control" if buckets[sid] < 0.5 else "treatment")
+    assert data["run_id"] == "run-1"
+    assert data["as_of"] == AS_OF and data["rank"] == 1
+
+
+def test_missing_columns_are_named(spark):
+    f, s, sc = frames(spark, [{"subscriber_id": "a"}])
+    with pytest.raises(MissingColumnsError, match=r"subscriber_profiles\(segments\): missing column\(s\) lifecycle"):
+        subscriber_profiles(f, s.drop("lifecycle"), sc)
+    with pytest.raises(MissingColumnsError, match="contact_history: missing column"):
+        contact_history(history(spark, []).drop("accepted"), AS_OF, 7, 14)

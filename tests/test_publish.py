@@ -1,0 +1,346 @@
+"""Fail-closed publish: checks by hand, and the offers stage on a tiny Delta lake - a stuck
+feed, a collapsed model and a run killed after staging all leave the published snapshot
+untouched; an override publishes and is recorded; exports carry treatment rows only."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date, datetime, timedelta
+
+import pytest
+from pyspark.sql import functions as F
+
+from cvo_spark.config import parse_config
+from cvo_spark.errors import PublishRefused
+from cvo_spark.io import TableStore
+from cvo_spark.offers import OFFERS_SCHEMA
+from cvo_spark.pipeline import StageContext, run_stage
+from cvo_spark.publish import (
+    CheckResult,
+    check_coverage,
+    check_freshness,
+    check_propensity,
+    decide,
+    export_channels,
+    psi,
+    run_checks,
+    summarize_offers,
+)
+from cvo_spark.schemas import INPUT_SCHEMAS
+
+D1, D2 = date(2026, 6, 23), date(2026, 6, 30)
+TIERS = ("Priority", "Gold", "Mass")
+PERSONAS = ("Legacy Active", "Digital Active", "Socially Active 2", "Traditional Active")
+
+
+# ------------------------------------------------------------------------ pure checks
+def test_psi_by_hand():
+    # (0.6 - 0.5) ln(0.6 / 0.5) + (0.4 - 0.5) ln(0.4 / 0.5) = 0.018232 + 0.022314
+    assert psi({"A": 50, "B": 50}, {"A": 60, "B": 40}) == pytest.approx(0.0405465, abs=1e-6)
+    assert psi({"A": 1, "B": 3}, {"A": 10, "B": 30}) == pytest.approx(0.0)  # counts become shares
+    # A bin only in the new mix counts as share 0.0001 in the old one.
+    expected = (0.5 - 1.0) * math.log(0.5 / 1.0) + (0.5 - 1e-4) * math.log(0.5 / 1e-4)
+    assert psi({"A": 10}, {"A": 5, "B": 5}) == pytest.approx(expected)
+    with pytest.raises(ValueError):
+        psi({}, {"A": 1})
+
+
+def test_freshness_names_the_stalest_table_and_by_how_much():
+    fresh = {"usage_daily": date(2026, 6, 20), "recharges": date(2026, 6, 30)}
+    r = check_freshness(fresh, D2, 2)
+    assert not r.passed
+    assert r.detail == "newest usage_daily event 2026-06-20 is 10 days before as_of 2026-06-30 (limit 2)"
+    assert check_freshness({"usage_daily": date(2026, 6, 28)}, D2, 2).passed
+    assert check_freshness({"usage_daily": None}, D2, 2).detail == "no usage_daily event at or before as_of 2026-06-30"
+
+
+def test_other_pure_checks():
+    assert not check_propensity({"p_upsell": (0.0, 0.2)}, 1e-4).passed
+    assert check_propensity({"p_churn": (0.0, 0.0)}, 1e-4).detail == "p_churn is zero everywhere (collapsed model)"
+    assert check_propensity({"p_churn": (0.05, 0.9)}, 1e-4).passed
+    assert check_coverage(50, 100, 0.05, 1.0).passed
+    r = check_coverage(2, 100, 0.05, 1.0)
+    assert not r.passed and r.detail == "2.0% of 100 active subscribers have an offer (allowed 5.0%..100.0%)"
+
+
+def test_decide_refuses_on_one_line_and_records_overrides():
+    results = [CheckResult("freshness", False, "stale by 10 days"), CheckResult("coverage", False, "3%"),
+               CheckResult("non_empty", True, "5 rows")]
+    with pytest.raises(PublishRefused) as err:
+        decide(results)
+    assert str(err.value) == "publish refused: freshness: stale by 10 days (+1 more: coverage)"
+    assert err.value.checks == {"freshness": "failed: stale by 10 days", "coverage": "failed: 3%",
+                                "non_empty": "ok: 5 rows"}
+    checks = decide(results, overrides={"freshness", "coverage"})
+    assert checks["freshness"] == "overridden: stale by 10 days" and checks["coverage"] == "overridden: 3%"
+
+
+def test_run_checks_counts_duplicates_and_prices_under_the_floor(spark):
+    rows = [
+        ("a", "sms", 1, D2, "X", "upsell", 20000.0, 100.0, 0.2, ["r"], "treatment", D2, D2, "r"),
+        ("a", "sms", 1, D2, "Y", "upsell", 20000.0, 90.0, 0.3, ["r"], "treatment", D2, D2, "r"),  # duplicate key
+        ("b", "app", 1, D2, "Z", "upsell", 4000.0, 10.0, 0.1, ["r"], "control", D2, D2, "r"),  # under 5,000
+        ("c", "app", 1, D2, "Z", "upsell", 8000.0, 10.0, 0.4, ["r"], "treatment", D2, D2, "r"),  # c's HV floor 9,000
+        ("c", "app", 2, D2, "R", "retention", 6000.0, 10.0, 0.4, ["r"], "treatment", D2, D2, "r"),  # spared
+    ]
+    staged = spark.createDataFrame(rows, OFFERS_SCHEMA)
+    scores = spark.createDataFrame([(0.1, 0.2, 0.3), (0.2, 0.3, 0.4)], "p_upsell double, p_cross_sell double, "
+                                                                      "p_churn double")
+    floors = spark.createDataFrame([("c", 9000.0)], "subscriber_id string, min_price double")
+    summary = summarize_offers(staged, floors, 5000.0)
+    assert (summary["rows"], summary["subscribers"], summary["duplicates"], summary["under_floor"],
+            summary["treatment"], summary["control"]) == (5, 3, 1, 2, 4, 1)
+    results = {r.name: r for r in run_checks(
+        staged, summary, 4, scores, {"usage_daily": D2}, staged, D1, D2, freshness_max_days=2, min_coverage=0.5,
+        max_coverage=1.0, price_floor=5000.0, min_propensity_std=1e-4, max_psi=0.25)}
+    assert results["duplicate_keys"].detail == "1 duplicate (subscriber, channel, rank) keys"
+    assert not results["duplicate_keys"].passed
+    assert results["price_floor"].detail.startswith("2 rows under the price floor") and not results["price_floor"].passed
+    assert results["coverage"].passed and results["coverage"].detail.startswith("75.0% of 4")
+    assert results["psi_offer_id"].detail == "PSI 0.000 vs snapshot 2026-06-23 (limit 0.25)"
+    assert results["freshness"].passed and results["non_empty"].passed and results["propensity"].passed
+
+
+def test_csv_export_has_treatment_rows_only_and_a_file_per_channel(spark, tmp_path):
+    rows = [
+        ("a", "sms", 1, D2, "X", "upsell", 20000.0, 1.0, 0.2, ["up 42%", "Gold tier"], "treatment", D2, D2, "r"),
+        ("b", "sms", 1, D2, "Y", "upsell", 20000.0, 1.0, 0.2, ["r"], "control", D2, D2, "r"),
+        ("a", "app", 2, D2, "Y", "upsell", 20000.0, 1.0, 0.2, ["r"], "treatment", D2, D2, "r"),
+        ("a", "app", 1, D2, "X", "upsell", 20000.0, 1.0, 0.2, ["r"], "treatment", D2, D2, "r"),
+    ]
+    paths = export_channels(spark.createDataFrame(rows, OFFERS_SCHEMA), str(tmp_path / "exports"), D2,
+                            ["sms", "app", "banking"], "csv")
+    base = tmp_path / "exports" / "2026-06-30"
+    assert paths == {c: str(base / f"{c}.csv") for c in ("app", "banking", "sms")}
+    assert sorted(p.name for p in base.iterdir()) == ["app.csv", "banking.csv", "sms.csv"]  # no Spark leftovers
+    header = "subscriber_id,channel,rank,offer_id,offer_type,price,valid_from,valid_to,reason_codes,as_of,run_id"
+    sms = (base / "sms.csv").read_text().splitlines()
+    assert sms == [header, "a,sms,1,X,upsell,20000.0,2026-06-30,2026-06-30,up 42% | Gold tier,2026-06-30,r"]
+    app = (base / "app.csv").read_text().splitlines()
+    assert [line.split(",")[2] for line in app[1:]] == ["1", "2"]  # ordered by rank
+    assert (base / "banking.csv").read_text().splitlines() == [header]  # empty, not stale
+
+
+# ------------------------------------------------------------------------ the stage on a tiny lake
+def make_ctx(spark, lake, as_of, overrides=()):
+    config = parse_config({"lake": str(lake), "offers": {"checks": {"max_psi": 0.5}}})
+    return StageContext(spark, config, TableStore(spark, config), as_of, f"run-{as_of}", frozenset(overrides))
+
+
+def gold_inputs(spark, as_of: date, collapsed: bool = False, n: int = 30):
+    """Rows of gold features/segments/scores of `as_of` for n varied subscribers."""
+    feats, segs, scores = [], [], []
+    for i in range(n):
+        sid = f"s{i:03d}"
+        new = i % 5 == 0
+        los, arpu = (30 if new else 200 + 10 * i), 20_000.0 + 5_000.0 * i
+        feats.append((sid, as_of, "prepaid" if i % 2 else "postpaid", los, arpu, 0.1 * (i % 7) - 0.2,
+                      0.05 * (i % 3), 0.1 * (i % 4) - 0.15, i % 4, 0.1 * (i % 5), 0.05 * (i % 6)))
+        segs.append((sid, as_of, TIERS[i % 3], los > 180 and arpu > 100_000, "new" if new else "base",
+                     PERSONAS[i % 4]))
+        p = (0.2, 0.2, 0.2) if collapsed else (0.05 + 0.03 * (i % 9), 0.04 + 0.02 * (i % 7), 0.02 + 0.04 * (i % 8))
+        scores.append((sid, as_of, *p, 500_000.0 + 20_000.0 * i, ["arpu_3m"], ["digital_share"], ["recency_days"]))
+    return feats, segs, scores
+
+
+FEATURES_DDL = ("subscriber_id string, as_of date, payment_type string, length_of_stay_days int, arpu_3m double, "
+                "data_trend_pct double, voice_trend_pct double, revenue_trend_pct double, quota_low_count long, "
+                "voice_share double, digital_share double")
+SEGMENTS_DDL = ("subscriber_id string, as_of date, value_tier string, is_high_value boolean, lifecycle string, "
+                "persona_name string")
+SCORES_DDL = ("subscriber_id string, as_of date, p_upsell double, p_cross_sell double, p_churn double, "
+              "clv_12m double, reasons_upsell array<string>, reasons_cross_sell array<string>, "
+              "reasons_churn array<string>")
+
+
+def write_usage(ctx, newest: date):
+    """usage_daily whose newest day is `newest` (with a row on D1 too when that is not later)."""
+    days = sorted({newest - timedelta(days=3), newest} | ({D1} if D1 <= newest else set()))
+    ctx.store.overwrite(ctx.spark.createDataFrame([(f"s{i:03d}", d) for i, d in enumerate(days)],
+                                                  "subscriber_id string, usage_date date"), "silver", "usage_daily")
+
+
+def write_scores(ctx, as_of: date, collapsed: bool):
+    ctx.store.overwrite_partition(ctx.spark.createDataFrame(gold_inputs(ctx.spark, as_of, collapsed)[2], SCORES_DDL),
+                                  "gold", "scores", as_of)
+
+
+def write_lake(ctx):
+    """Gold inputs for D1 and D2 (one write per table) and silver inputs fresh for both dates."""
+    spark, store = ctx.spark, ctx.store
+    both = [gold_inputs(spark, d) for d in (D1, D2)]
+    for k, (name, ddl) in enumerate((("features", FEATURES_DDL), ("segments", SEGMENTS_DDL), ("scores", SCORES_DDL))):
+        store.overwrite(spark.createDataFrame(both[0][k] + both[1][k], ddl), "gold", name, partition_by=["as_of"])
+    write_usage(ctx, D2)
+    ts = lambda d, h=9: datetime.combine(d, datetime.min.time()) + timedelta(hours=h)
+    store.overwrite(spark.createDataFrame([("s001", ts(D1), 10_000.0, "app"), ("s001", ts(D2), 10_000.0, "app")],
+                                          INPUT_SCHEMAS["recharges"]), "silver", "recharges")
+    store.overwrite(spark.createDataFrame([("s002", ts(D1), "quota_low", 5.0, None),
+                                           ("s002", ts(D2), "quota_low", 5.0, None)], INPUT_SCHEMAS["quota_events"]),
+                    "silver", "quota_events")
+    store.overwrite(spark.createDataFrame([("s003", "DATA_BOOST_5GB", "sms", ts(D1) - timedelta(days=2), "treatment",
+                                            False, None, 0.0)], INPUT_SCHEMAS["offer_history"]),
+                    "silver", "offer_history")
+
+
+def offers_version(store):
+    return store.history("gold", "offers", 1).first()["version"]
+
+
+def snapshot(store, as_of):
+    rows = store.read("gold", "offers").where(F.col("as_of") == F.lit(as_of)).collect()
+    return sorted((r["subscriber_id"], r["channel"], r["rank"], r["offer_id"], r["run_id"]) for r in rows)
+
+
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory):
+    """A lake with inputs for D1 and D2 and the D1 snapshot published (module-scoped: writing
+    and publishing are the slow part). Tests that change an input restore it."""
+    root = tmp_path_factory.mktemp("offers_lake")
+    ctx = make_ctx(spark, root, D1)
+    write_lake(ctx)
+    result = run_stage(ctx, "offers")
+    assert all(v.startswith("ok") for v in result.checks.values()), result.checks
+    assert result.checks["psi_offer_id"] == "ok: no previous published snapshot to compare with"
+    assert result.row_counts["offers"] > 0 and result.row_counts["control"] + result.row_counts["treatment"] == \
+        result.row_counts["offers"]
+    return root
+
+
+def assert_refused_and_untouched(spark, lake, ctx, check: str, message_part: str):
+    store = ctx.store
+    before_version, before_rows = offers_version(store), snapshot(store, D1)
+    with pytest.raises(PublishRefused) as err:
+        run_stage(ctx, "offers")
+    assert str(err.value).startswith(f"publish refused: {check}: ") and message_part in str(err.value)
+    assert "\n" not in str(err.value)
+    assert err.value.checks[check].startswith("failed: ")
+    assert offers_version(store) == before_version  # no commit at all on `offers`
+    assert snapshot(store, D1) == before_rows  # the last good snapshot is still readable and the same
+    assert store.read("gold", "offers").where(F.col("as_of") == F.lit(D2)).count() == 0
+    runs = store.read("gold", "runs").where((F.col("run_id") == ctx.run_id) & (F.col("stage") == "offers")).collect()
+    assert runs[-1]["status"] == "refused" and runs[-1]["checks"][check].startswith("failed")
+    assert not (lake / "exports" / D2.isoformat()).exists()  # channels keep the last good exports
+
+
+def test_stuck_feed_refuses_and_keeps_the_published_snapshot(spark, lake):
+    ctx = make_ctx(spark, lake, D2)
+    write_usage(ctx, D2 - timedelta(days=10))
+    try:
+        assert_refused_and_untouched(spark, lake, ctx, "freshness",
+                                     "newest usage_daily event 2026-06-20 is 10 days before as_of 2026-06-30 (limit 2)")
+    finally:
+        write_usage(ctx, D2)
+
+
+def test_collapsed_model_refuses_and_keeps_the_published_snapshot(spark, lake):
+    ctx = make_ctx(spark, lake, D2)
+    write_scores(ctx, D2, collapsed=True)
+    try:
+        assert_refused_and_untouched(spark, lake, ctx, "propensity",
+                                     "p_upsell std 0.000000 < 0.0001 (collapsed model)")
+    finally:
+        write_scores(ctx, D2, collapsed=False)
+
+
+def test_run_killed_between_staging_and_publish_leaves_the_snapshot(spark, lake, monkeypatch):
+    import cvo_spark.stages.offers as stage
+
+    ctx = make_ctx(spark, lake, D2)
+    before_version, before_rows = offers_version(ctx.store), snapshot(ctx.store, D1)
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("executor lost")
+
+    monkeypatch.setattr(stage, "publish_snapshot", killed)
+    with pytest.raises(RuntimeError, match="executor lost"):
+        stage.run(ctx)
+    staged = ctx.store.read("gold", "offers_staging").where(F.col("as_of") == F.lit(D2)).count()
+    assert staged > 0  # it died after staging ...
+    assert offers_version(ctx.store) == before_version and snapshot(ctx.store, D1) == before_rows  # ... published intact
+
+
+def test_override_publishes_records_it_and_exports_treatment_only(spark, lake):
+    ctx = make_ctx(spark, lake, D2, overrides={"freshness"})
+    write_usage(ctx, D2 - timedelta(days=10))
+    before = offers_version(ctx.store)
+    try:
+        result = run_stage(ctx, "offers")
+    finally:
+        write_usage(ctx, D2)
+    assert result.checks["freshness"].startswith("overridden: newest usage_daily event 2026-06-20 is 10 days")
+    assert offers_version(ctx.store) == before + 1  # ONE commit publishes the partition
+    published = ctx.store.read("gold", "offers").where(F.col("as_of") == F.lit(D2))
+    assert published.count() == result.row_counts["offers"]
+    assert snapshot(ctx.store, D1)  # the previous as_of stays
+    sms = [json.loads(line) for line in (lake / "exports" / D2.isoformat() / "sms.jsonl").read_text().splitlines()]
+    expected = {r["subscriber_id"] for r in published.where((F.col("channel") == "sms")
+                                                             & (F.col("group") == "treatment")).collect()}
+    control = {r["subscriber_id"] for r in published.where(F.col("group") == "control").collect()}
+    assert {r["subscriber_id"] for r in sms} == expected and expected
+    assert not control & {r["subscriber_id"] for r in sms}
+    assert all(r["channel"] == "sms" and r["rank"] == 1 for r in sms)  # sms shows one offer
+    assert {p.name for p in (lake / "exports" / D2.isoformat()).iterdir()} == {
+        "sms.jsonl", "ussd.jsonl", "app.jsonl", "ecommerce.jsonl", "banking.jsonl"}
+    runs = ctx.store.read("gold", "runs").where(F.col("run_id") == ctx.run_id).collect()
+    assert runs[-1]["status"] == "succeeded" and runs[-1]["checks"]["freshness"].startswith("overridden")
+
+
+# ------------------------------------------------------------------------ end to end
+@pytest.mark.slow
+def test_end_to_end_on_generated_data(spark, tmp_path):
+    """Generated data through ingest..offers: published, consistent, idempotent, explainable."""
+    from pathlib import Path
+
+    import yaml
+
+    from cvo_spark.config import load_config
+    from cvo_spark.explain import explain
+    from cvo_spark.generate import DEFAULT_END_DATE, write_bronze
+    from cvo_spark.pipeline import new_run_id, run_pipeline
+
+    repo = Path(__file__).resolve().parents[1]
+    conf = yaml.safe_load((repo / "conf" / "local.yaml").read_text())
+    conf["offers"]["catalog_file"] = str(repo / "conf" / "offers.yaml")
+    conf["segments"]["personas"].update({"k_min": 2, "k_max": 4})  # shorter searches: offers do not care
+    conf["models"]["gbt_max_iter"] = 10
+    (tmp_path / "conf.yaml").write_text(yaml.safe_dump(conf))
+    lake = tmp_path / "lake"
+    config = load_config(tmp_path / "conf.yaml").with_lake(str(lake))
+    as_of = DEFAULT_END_DATE
+    write_bronze(spark, str(lake / "bronze"), 1500, 120, 21, as_of)
+    ctx = StageContext(spark, config, TableStore(spark, config), as_of, new_run_id(as_of))
+    result = run_pipeline(ctx, ("ingest", "features", "segments", "train", "score", "offers"))["offers"]
+    assert all(v.startswith("ok") for v in result.checks.values()), result.checks
+
+    offers = ctx.store.read("gold", "offers").where(F.col("as_of") == F.lit(as_of)).cache()
+    rows = offers.count()
+    assert rows == result.row_counts["offers"] > 0
+    assert offers.select("subscriber_id", "channel", "rank").distinct().count() == rows  # unique keys
+    slots = {"sms": 1, "ussd": 3, "ecommerce": 4, "app": 6, "banking": 3}
+    worst = {r["channel"]: r["m"] for r in offers.groupBy("channel").agg(F.max("rank").alias("m")).collect()}
+    assert all(worst[c] <= slots[c] for c in worst)
+    assert offers.where((F.size("reason_codes") < 2) | (F.size("reason_codes") > 3)).count() == 0
+    groups = offers.groupBy("subscriber_id").agg(F.countDistinct("group").alias("g"), F.first("group").alias("group"))
+    assert groups.where(F.col("g") > 1).count() == 0  # a subscriber is wholly treatment or control
+    share = groups.where(F.col("group") == "control").count() / groups.count()
+    assert abs(share - 0.1) < 0.04
+    assert offers.where(F.col("valid_from") != F.lit(as_of + timedelta(days=1))).count() == 0
+
+    # Exports: treatment only.
+    control = {r["subscriber_id"] for r in offers.where(F.col("group") == "control").select("subscriber_id").collect()}
+    app = [json.loads(x) for x in (lake / "exports" / as_of.isoformat() / "app.jsonl").read_text().splitlines()]
+    assert app and not control & {r["subscriber_id"] for r in app}
+
+    # Idempotent: re-running the stage leaves the same offers (new run_id only).
+    key = ["subscriber_id", "channel", "rank", "offer_id", "group", "expected_value"]
+    before = sorted(tuple(r) for r in offers.select(*key).collect())
+    offers.unpersist()
+    run_stage(StageContext(spark, config, ctx.store, as_of, new_run_id(as_of)), "offers")
+    again = ctx.store.read("gold", "offers").where(F.col("as_of") == F.lit(as_of)).select(*key).collect()
+    assert sorted(tuple(r) for r in again) == before
+
+    someone = before[0][0]
+    text = explain(ctx, someone)
+    assert "offers (published):" in text and "excluded:" in text and f"subscriber {someone}" in text

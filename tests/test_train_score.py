@@ -1,0 +1,178 @@
+"""MLflow champion/challenger logic, and train + score end to end on generated data."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import mlflow
+import pytest
+from pyspark.sql import functions as F
+
+from cvo_spark import tracking
+from cvo_spark.config import parse_config
+from cvo_spark.io import TableStore
+from cvo_spark.pipeline import StageContext
+
+
+# --------------------------------------------------------------------------- registry logic
+def _new_version(name: str) -> str:
+    c = tracking.client()
+    try:
+        c.create_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        pass  # already there
+    return str(c.create_model_version(name, source="file:///nowhere/model").version)
+
+
+def test_default_store_is_sqlite_under_the_lake(tmp_path):
+    setup = tracking.configure_mlflow(str(tmp_path / "lake"), "exp")
+    assert setup.tracking_uri == f"sqlite:///{tmp_path / 'lake' / 'mlflow.db'}"
+    assert (tmp_path / "lake" / "mlflow.db").exists()
+    exp = tracking.client().get_experiment(setup.experiment_id)
+    assert exp.artifact_location == (tmp_path / "lake" / "mlartifacts").as_uri()
+    # Configuring again reuses the experiment.
+    assert tracking.configure_mlflow(str(tmp_path / "lake"), "exp").experiment_id == setup.experiment_id
+
+
+def test_challenger_is_promoted_only_when_it_beats_the_champion(tmp_path):
+    tracking.configure_mlflow(str(tmp_path / "lake"), "exp")
+    name = "cvo_test_churn"
+    v1 = _new_version(name)
+    assert tracking.assign_aliases(name, v1, 0.70, None) == "champion"  # first version
+    v2 = _new_version(name)
+    assert tracking.assign_aliases(name, v2, 0.69, 0.70) == "challenger"
+    assert str(tracking.version_by_alias(name, "champion").version) == v1
+    assert str(tracking.version_by_alias(name, "challenger").version) == v2
+    v3 = _new_version(name)
+    assert tracking.assign_aliases(name, v3, 0.75, 0.70) == "champion"
+    assert str(tracking.version_by_alias(name, "champion").version) == v3
+    assert tracking.version_by_alias(name, "challenger") is None
+    v4 = _new_version(name)
+    assert tracking.assign_aliases(name, v4, 0.75, 0.75) == "challenger"  # a tie does not promote
+    assert str(tracking.version_by_alias(name, "champion").version) == v3
+    # Lower-is-better metrics (CLV WAPE).
+    assert tracking.beats(0.30, 0.35, higher_is_better=False)
+    assert not tracking.beats(0.40, 0.35, higher_is_better=False)
+    assert not tracking.beats(float("nan"), 0.35)
+    assert tracking.beats(0.5, float("nan"))
+
+
+def test_clv_parameters_round_trip_through_the_registry(tmp_path):
+    from cvo_spark.clv import BgNbdParams, ClvModel, GammaGammaParams
+
+    tracking.configure_mlflow(str(tmp_path / "lake"), "exp")
+    model = ClvModel(BgNbdParams(0.24, 4.4, 0.79, 2.4), GammaGammaParams(6.25, 3.74, 15.44), 7.0)
+    with mlflow.start_run():
+        version = tracking.log_clv_model(model.as_dict(), "cvo_test_clv")
+    assert tracking.assign_aliases("cvo_test_clv", version, 0.4, None, higher_is_better=False) == "champion"
+    tracking.tag_version("cvo_test_clv", version, {"model_kind": "bgnbd"})
+    kind, loaded = tracking.load_clv_champion("cvo_test_clv")
+    assert kind == "bgnbd" and loaded == model
+    assert not Path("mlruns").exists() or any(Path("mlruns").iterdir())  # no stray empty ./mlruns
+
+
+def test_snapshots_closer_than_the_horizon_are_refused():
+    from cvo_spark.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="snapshot_spacing_days"):
+        parse_config({"models": {"horizon_days": 30, "snapshot_spacing_days": 20}})
+
+
+# --------------------------------------------------------------------------- end to end
+AS_OF = date(2026, 6, 30)
+
+
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory):
+    from cvo_spark.generate import write_bronze
+    from cvo_spark.stages import features as features_stage
+
+    root = tmp_path_factory.mktemp("e2e_models")
+    write_bronze(spark, str(root / "bronze"), 2000, 180, 11)
+    cfg = parse_config(
+        {
+            "lake": str(root),
+            "tables": {"silver": "bronze"},  # generated data is clean: read it as silver directly
+            "models": {"gbt_max_iter": 10, "gbt_max_depth": 4, "seed": 7},
+        }
+    )
+    ctx = StageContext(spark, cfg, TableStore(spark, cfg), AS_OF, "test-run")
+    features_stage.run(ctx)
+    return ctx
+
+
+def _metrics(ctx) -> dict:
+    rows = ctx.store.read("gold", "model_evaluations").where(F.col("as_of") == F.lit(AS_OF)).collect()
+    return {(r["target"], r["model_kind"], r["metric"]): r for r in rows}
+
+
+@pytest.mark.slow
+def test_train_score_end_to_end(lake):
+    from cvo_spark.stages import score, train
+
+    ctx = lake
+    first = train.run(ctx)
+    m1 = _metrics(ctx)
+    assert {t for t, _, _ in m1} == {"upsell", "cross_sell", "churn", "clv"}
+    assert all(r["reading"] and len(r["reading"]) > 10 for r in m1.values())
+    assert not any(metric == "mape" for _, _, metric in m1)
+    for target in ("upsell", "cross_sell", "churn"):
+        gbt, base = m1[(target, "gbt", "roc_auc")]["value"], m1[(target, "baseline", "roc_auc")]["value"]
+        assert m1[(target, "gbt", "better_than_chance")]["value"] == 1.0, target
+        assert gbt >= base - 0.03, (target, gbt, base)
+        assert gbt < 0.99
+        # Calibrated: mean predicted close to the observed out-of-time rate.
+        assert m1[(target, "gbt", "mean_predicted")]["value"] == pytest.approx(
+            m1[(target, "gbt", "base_rate")]["value"], abs=0.05
+        )
+        assert m1[(target, "gbt", "roc_auc")]["model_version"] == "1"
+    assert m1[("clv", "bgnbd", "r2")]["value"] > 0.0  # better than predicting the mean
+    curves = ctx.store.read("gold", "model_curves").where(F.col("as_of") == F.lit(AS_OF))
+    assert curves.where("curve = 'lift' AND target = 'churn'").count() == 10
+    assert first.checks["churn_registry"] == "v1 champion"
+
+    # MLflow: artefacts and the model are there.
+    mlflow_client = tracking.client()
+    run_id = m1[("churn", "gbt", "roc_auc")]["mlflow_run_id"]
+    charts = {Path(a.path).name for a in mlflow_client.list_artifacts(run_id, "charts")}
+    assert {"lift.png", "calibration.png", "feature_importance.png", "feature_importance.csv"} <= charts
+    assert Path(ctx.config.lake, "mlartifacts").exists()
+
+    # Same seed, same data: same metrics; the re-trained version does not displace the champion.
+    second = train.run(ctx)
+    m2 = _metrics(ctx)
+    assert set(m2) == set(m1)  # the as_of partition was replaced, not appended to
+    for key, row in m1.items():
+        assert m2[key]["value"] == pytest.approx(row["value"], rel=1e-9, nan_ok=True), key
+    assert second.checks["churn_registry"] == "v2 challenger"
+    assert str(tracking.version_by_alias("cvo_churn", "champion").version) == "1"
+
+    # Score: one row per feature row, calibrated probabilities, reasons, versions; idempotent.
+    score.run(ctx)
+    scores = ctx.store.read("gold", "scores").where(F.col("as_of") == F.lit(AS_OF))
+    n_features = ctx.store.read("gold", "features").where(F.col("as_of") == F.lit(AS_OF)).count()
+    assert scores.count() == n_features
+    assert scores.select("subscriber_id").distinct().count() == n_features
+    s = scores.agg(
+        F.min(F.least("p_upsell", "p_cross_sell", "p_churn")).alias("lo"),
+        F.max(F.greatest("p_upsell", "p_cross_sell", "p_churn")).alias("hi"),
+        F.min("clv_12m").alias("clv_lo"),
+        F.avg("clv_12m").alias("clv_mean"),
+        F.max(F.size("reasons_churn")).alias("max_reasons"),
+        F.avg((F.size("reasons_upsell") > 0).cast("double")).alias("with_reasons"),
+    ).first()
+    assert 0.0 <= s["lo"] and s["hi"] <= 1.0
+    assert s["clv_lo"] >= 0.0 and s["clv_mean"] > 0.0
+    assert s["max_reasons"] <= ctx.config.models.reason_codes and s["with_reasons"] > 0.5
+    versions = scores.first()["model_versions"]
+    assert versions == {"upsell": "1", "cross_sell": "1", "churn": "1", "clv": "1"}
+    before = scores.orderBy("subscriber_id").collect()
+    score.run(ctx)
+    after = (
+        ctx.store.read("gold", "scores")
+        .where(F.col("as_of") == F.lit(AS_OF))
+        .orderBy("subscriber_id")
+        .collect()
+    )
+    assert after == before
