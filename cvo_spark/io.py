@@ -11,7 +11,8 @@ Write modes and the invariant each keeps:
 - `overwrite_partition` - exactly one `as_of` partition replaced (`replaceWhere`), so
   re-running a stage for the same date leaves no duplicates and no leftovers.
 - `merge` - upsert on a key (MERGE INTO), for tables keyed by id rather than date.
-- `append` - only for logs (`runs`, `quarantine`, `trigger_offers`).
+- `insert_new` - insert-only MERGE for event logs read as streams (silver quota_events).
+- `append` - only for logs (`runs`, `trigger_offers`).
 """
 
 from __future__ import annotations
@@ -171,6 +172,20 @@ class TableStore:
             .whenNotMatchedInsertAll()
             .execute()
         )
+
+    def insert_new(self, df: DataFrame, layer: str, name: str, keys: Iterable[str] | None = None) -> None:
+        """Insert the rows of `df` the table does not hold yet (insert-only MERGE).
+
+        The commit only adds files, so a Delta stream reading the table sees an append;
+        re-running with the same rows adds nothing. `keys` default to every column
+        (null-safe equality), for event logs without an id.
+        """
+        ref = self.ref(layer, name)
+        if not self.exists(layer, name):
+            self._save(self._writer(df, "overwrite", None), ref)
+            return
+        cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in (list(keys) if keys else df.columns))
+        self._delta(ref).alias("t").merge(df.alias("s"), cond).whenNotMatchedInsertAll().execute()
 
     def delete_where(self, layer: str, name: str, condition: str) -> None:
         if self.exists(layer, name):

@@ -105,3 +105,22 @@ def test_contract_casts_widenings_and_drops_extras(spark):
     usage = StructType([StructField(f.name, IntegerType() if f.name == "sms_count" else f.dataType)
                         for f in INPUT_SCHEMAS["usage_daily"].fields])
     assert conform_to_contract(spark.createDataFrame([], usage), "usage_daily").schema["sms_count"].dataType == LongType()
+
+
+def test_insert_new_only_appends_so_a_delta_stream_can_follow(spark, store, tmp_path):
+    schema = StructType([StructField("subscriber_id", StringType()), StructField("as_of", DateType())])
+    first = spark.createDataFrame([("a", D1), ("b", None)], schema)
+    store.insert_new(first, "silver", "quota_events")
+    store.insert_new(first, "silver", "quota_events")  # re-run: nothing new (null-safe keys)
+    store.insert_new(spark.createDataFrame([("a", D1), ("c", D2)], schema), "silver", "quota_events")
+    assert store.read("silver", "quota_events").count() == 3
+
+    path = store.ref("silver", "quota_events").path
+    out = str(tmp_path / "stream_out")
+    query = (
+        spark.readStream.format("delta").load(path).writeStream.format("delta")
+        .option("checkpointLocation", str(tmp_path / "ckpt")).trigger(availableNow=True).start(out)
+    )
+    query.awaitTermination(120)
+    assert query.exception() is None
+    assert spark.read.format("delta").load(out).count() == 3

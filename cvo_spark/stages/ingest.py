@@ -7,7 +7,10 @@ schema `SchemaMismatchError`, before anything is written), validates each with
 per table, and only then writes:
 
 - each silver table with `TableStore.overwrite` (whole table, one commit): re-running on
-  the same bronze gives the same silver;
+  the same bronze gives the same silver; except the event logs that `cvo stream` reads
+  as a Delta stream (`APPEND_ONLY_SILVER`), which get an insert-only MERGE of the rows
+  they do not hold yet: a stream source must only ever see appends, and a re-run still
+  adds nothing;
 - all quarantined rows of the run in one `overwrite_partition` of gold ``quarantine`` on
   ``as_of``: a re-run for the same as_of replaces its rows (no duplicates, no leftovers).
   Ingest owns these partitions; another writer of quarantine must not share them.
@@ -37,6 +40,9 @@ from cvo_spark.ingest import (
 )
 from cvo_spark.io import TableStore
 from cvo_spark.pipeline import StageContext, StageResult
+
+#: Silver tables read as Delta streams: written by insert-only MERGE, never rewritten.
+APPEND_ONLY_SILVER = frozenset({"quota_events"})
 from cvo_spark.privacy import load_pseudonym_key
 from cvo_spark.schemas import KEY_COLUMN
 
@@ -105,7 +111,10 @@ def ingest(
 
         # Every check passed: only now write, so a failing table leaves silver untouched.
         for table in INGEST_ORDER:
-            store.overwrite(valid[table], "silver", table)
+            if table in APPEND_ONLY_SILVER:
+                store.insert_new(valid[table], "silver", table)
+            else:
+                store.overwrite(valid[table], "silver", table)
         ingested_at = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
         quarantine = reduce(
             DataFrame.unionByName,
