@@ -24,13 +24,17 @@ Missing data: zero or null
       sums; recharge mean/std ignore recharges with a null amount.
 
 Scale
-    Each event table is read once and aggregated in a single ``groupBy`` with
-    conditional sums (``sum(when(in_window, x).otherwise(0))``) for every window; the
-    per-table aggregates are left-joined to the subscriber base and the zero rule is
-    applied there with ``coalesce``. Volatility comes from the sum and sum of squares of
-    daily revenue, with the window length as ``n`` (a day without a row is a 0 day), so
-    no window function over the history is needed. `usage_daily` is assumed to hold at
-    most one row per subscriber and day (the silver key).
+    Each event table is read once and aggregated in a single hash ``groupBy`` with
+    conditional sums (``sum(when(in_window, x).otherwise(0))``) for every window
+    (recharges and purchases are stacked into one); the per-table aggregates are
+    left-joined to the subscriber base and the zero rule is applied there with
+    ``coalesce``. Volatility comes from the sum and sum of squares of daily revenue, with
+    the window length as ``n`` (a day without a row is a 0 day), and the preferred
+    channel from one conditional count per channel, so no window function and no sort
+    is needed. Recency and "days since" look at all history up to as_of, so usage,
+    recharges, purchases and offer history are read without a lower date bound.
+    `usage_daily` is assumed to hold one row per subscriber and day (two distinct rows
+    for one day would count as two days in active_days_3m and the volatility).
 """
 
 from __future__ import annotations
