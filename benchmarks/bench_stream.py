@@ -23,7 +23,7 @@ import argparse
 import shutil
 import statistics
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pyspark.sql import functions as F
@@ -44,8 +44,15 @@ def _u(salt: int):
     return F.pmod(F.xxhash64(F.lit(salt), F.col("id")), F.lit(1_000_003)) / 1_000_003.0
 
 
-def build_lake(spark, store: TableStore, subscribers: int, events: int, files: int, now: datetime,
-               latency_subscribers: int) -> None:
+def build_lake(
+    spark,
+    store: TableStore,
+    subscribers: int,
+    events: int,
+    files: int,
+    now: datetime,
+    latency_subscribers: int,
+) -> None:
     today = now.date()
     ids = spark.range(subscribers + latency_subscribers).withColumn(
         "subscriber_id",
@@ -54,24 +61,25 @@ def build_lake(spark, store: TableStore, subscribers: int, events: int, files: i
         ),
     )
     # 3 channels x 2 ranks per subscriber; 10% control (latency subscribers all treatment).
-    offers = (
-        ids.crossJoin(spark.createDataFrame([(c, r) for c in CHANNELS for r in (1, 2)], "channel string, rank int"))
-        .select(
-            "subscriber_id",
-            "channel",
-            "rank",
-            F.lit(today).alias("as_of"),
-            F.concat(F.upper("channel"), F.lit("_"), F.col("rank").cast("string")).alias("offer_id"),
-            F.lit("data").alias("offer_type"),
-            F.lit(20_000.0).alias("price"),
-            (F.lit(1_000.0) * (3 - F.col("rank")) + _u(3) * 100).alias("expected_value"),
-            F.lit(0.2).alias("propensity"),
-            F.array(F.lit("bench")).alias("reason_codes"),
-            F.when((_u(1) < 0.1) & F.col("subscriber_id").startswith("S"), "control").otherwise("treatment").alias("group"),
-            F.lit(today - timedelta(days=7)).alias("valid_from"),
-            F.lit(today + timedelta(days=7)).alias("valid_to"),
-            F.lit("bench").alias("run_id"),
-        )
+    offers = ids.crossJoin(
+        spark.createDataFrame([(c, r) for c in CHANNELS for r in (1, 2)], "channel string, rank int")
+    ).select(
+        "subscriber_id",
+        "channel",
+        "rank",
+        F.lit(today).alias("as_of"),
+        F.concat(F.upper("channel"), F.lit("_"), F.col("rank").cast("string")).alias("offer_id"),
+        F.lit("data").alias("offer_type"),
+        F.lit(20_000.0).alias("price"),
+        (F.lit(1_000.0) * (3 - F.col("rank")) + _u(3) * 100).alias("expected_value"),
+        F.lit(0.2).alias("propensity"),
+        F.array(F.lit("bench")).alias("reason_codes"),
+        F.when((_u(1) < 0.1) & F.col("subscriber_id").startswith("S"), "control")
+        .otherwise("treatment")
+        .alias("group"),
+        F.lit(today - timedelta(days=7)).alias("valid_from"),
+        F.lit(today + timedelta(days=7)).alias("valid_to"),
+        F.lit("bench").alias("run_id"),
     )
     store.overwrite_partition(offers, "gold", "offers", today)
     start = int((now - timedelta(days=6)).timestamp())
@@ -79,7 +87,9 @@ def build_lake(spark, store: TableStore, subscribers: int, events: int, files: i
     history = spark.range(subscribers).select(
         F.concat(F.lit("S"), F.col("id").cast("string")).alias("subscriber_id"),
         F.lit("OLD").alias("offer_id"),
-        F.element_at(F.array(*[F.lit(c) for c in CHANNELS]), (F.floor(_u(4) * 3) + 1).cast("int")).alias("channel"),
+        F.element_at(F.array(*[F.lit(c) for c in CHANNELS]), (F.floor(_u(4) * 3) + 1).cast("int")).alias(
+            "channel"
+        ),
         F.timestamp_seconds(F.lit(start) + F.floor(_u(5) * span)).alias("contacted_ts"),
         F.lit("treatment").alias("group"),
         F.lit(False).alias("accepted"),
@@ -87,13 +97,21 @@ def build_lake(spark, store: TableStore, subscribers: int, events: int, files: i
         F.lit(0.0).alias("revenue"),
     )
     store.overwrite(history, "silver", "offer_history")
-    quota = spark.range(events).select(
-        F.concat(F.lit("S"), F.floor(_u(6) * subscribers).cast("long").cast("string")).alias("subscriber_id"),
-        F.timestamp_seconds(F.lit(start) + F.floor(_u(7) * span)).alias("event_ts"),
-        F.element_at(F.array(*[F.lit(e) for e in EVENT_TYPES]), (F.floor(_u(8) * 4) + 1).cast("int")).alias("event_type"),
-        F.lit(None).cast("double").alias("remaining_quota_pct"),
-        F.lit(None).cast("timestamp").alias("expiry_ts"),
-    ).repartition(files)
+    quota = (
+        spark.range(events)
+        .select(
+            F.concat(F.lit("S"), F.floor(_u(6) * subscribers).cast("long").cast("string")).alias(
+                "subscriber_id"
+            ),
+            F.timestamp_seconds(F.lit(start) + F.floor(_u(7) * span)).alias("event_ts"),
+            F.element_at(
+                F.array(*[F.lit(e) for e in EVENT_TYPES]), (F.floor(_u(8) * 4) + 1).cast("int")
+            ).alias("event_type"),
+            F.lit(None).cast("double").alias("remaining_quota_pct"),
+            F.lit(None).cast("timestamp").alias("expiry_ts"),
+        )
+        .repartition(files)
+    )
     store.overwrite(quota, "silver", "quota_events")
 
 
@@ -104,8 +122,13 @@ def throughput(ctx: StageContext, events: int) -> dict:
     seconds = time.monotonic() - t0
     emitted = ctx.store.read("gold", "trigger_offers").count()
     batches = len(query.recentProgress)
-    return {"events": events, "seconds": seconds, "events_per_s": events / seconds, "emitted": emitted,
-            "batches": batches}
+    return {
+        "events": events,
+        "seconds": seconds,
+        "events_per_s": events / seconds,
+        "emitted": emitted,
+        "batches": batches,
+    }
 
 
 def latency(ctx: StageContext, files: int, per_file: int, interval: float, wait: float) -> dict:
@@ -115,7 +138,7 @@ def latency(ctx: StageContext, files: int, per_file: int, interval: float, wait:
     try:
         time.sleep(ctx.config.stream.trigger_seconds * 2)  # let the first (empty) batch pass
         for i in range(files):
-            now = datetime.now(timezone.utc).replace(tzinfo=None)
+            now = datetime.now(UTC).replace(tzinfo=None)
             rows = [(f"L{i * per_file + j}", now, EVENT_TYPES[j % 4], None, None) for j in range(per_file)]
             df = spark.createDataFrame(rows, INPUT_SCHEMAS["quota_events"]).coalesce(1)
             store.append(df, "silver", "quota_events")
@@ -137,8 +160,11 @@ def latency(ctx: StageContext, files: int, per_file: int, interval: float, wait:
         .collect()
     )
     commits = sorted(
-        (r["timestamp"].replace(tzinfo=timezone.utc).timestamp() if r["timestamp"].tzinfo is None else
-         r["timestamp"].timestamp())
+        (
+            r["timestamp"].replace(tzinfo=UTC).timestamp()
+            if r["timestamp"].tzinfo is None
+            else r["timestamp"].timestamp()
+        )
         for r in store.history("gold", "trigger_offers", limit=1000).select("timestamp").collect()
     )
     to_emit, to_visible = [], []
@@ -155,8 +181,12 @@ def latency(ctx: StageContext, files: int, per_file: int, interval: float, wait:
         xs = sorted(xs)
         return {"p50": statistics.median(xs), "p95": xs[min(len(xs) - 1, int(0.95 * len(xs)))], "max": xs[-1]}
 
-    return {"files": files, "arrived": len(rows), "emitted_minus_append": summary(to_emit),
-            "visible_minus_append": summary(to_visible)}
+    return {
+        "files": files,
+        "arrived": len(rows),
+        "emitted_minus_append": summary(to_emit),
+        "visible_minus_append": summary(to_visible),
+    }
 
 
 def main() -> None:
@@ -175,11 +205,17 @@ def main() -> None:
     args = p.parse_args()
 
     shutil.rmtree(args.lake, ignore_errors=True)
-    spark = get_spark("cvo_bench_stream", args.master, args.shuffle_partitions, "ERROR",
-                      {"spark.ui.enabled": "false"}, show_progress=False)
+    spark = get_spark(
+        "cvo_bench_stream",
+        args.master,
+        args.shuffle_partitions,
+        "ERROR",
+        {"spark.ui.enabled": "false"},
+        show_progress=False,
+    )
     config = parse_config({"lake": args.lake, "stream": {"trigger_seconds": args.trigger_seconds}})
     store = TableStore(spark, config)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     ctx = StageContext(spark, config, store, now.date(), "bench")
 
     t0 = time.monotonic()
@@ -188,14 +224,18 @@ def main() -> None:
     print(f"lake built in {time.monotonic() - t0:.1f}s under {Path(args.lake)}")
 
     tp = throughput(ctx, args.events)
-    print(f"throughput: {tp['events']:,} events in {tp['seconds']:.1f}s = {tp['events_per_s']:,.0f} events/s "
-          f"({tp['batches']} batch(es), {tp['emitted']:,} trigger offers)")
+    print(
+        f"throughput: {tp['events']:,} events in {tp['seconds']:.1f}s = {tp['events_per_s']:,.0f} events/s "
+        f"({tp['batches']} batch(es), {tp['emitted']:,} trigger offers)"
+    )
 
     lat = latency(ctx, args.latency_files, args.latency_events, args.latency_interval, args.latency_wait)
-    fmt = lambda d: ", ".join(f"{k} {v:.2f}s" for k, v in d.items()) or "n/a"  # noqa: E731
-    print(f"latency over {lat['files']} appends ({lat['arrived']} tracked rows arrived, trigger "
-          f"{args.trigger_seconds}s): emitted_at - append: {fmt(lat['emitted_minus_append'])}; "
-          f"visible - append: {fmt(lat['visible_minus_append'])}")
+    fmt = lambda d: ", ".join(f"{k} {v:.2f}s" for k, v in d.items()) or "n/a"
+    print(
+        f"latency over {lat['files']} appends ({lat['arrived']} tracked rows arrived, trigger "
+        f"{args.trigger_seconds}s): emitted_at - append: {fmt(lat['emitted_minus_append'])}; "
+        f"visible - append: {fmt(lat['visible_minus_append'])}"
+    )
     spark.stop()
 
 

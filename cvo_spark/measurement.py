@@ -119,10 +119,14 @@ def filter_contacts_as_of(offer_history: DataFrame, as_of: date, period: str = "
         F.col("accepted_ts").isNull() | (F.to_date("accepted_ts") <= as_of_lit)
     )
     return (
-        offer_history.filter((F.to_date("contacted_ts") <= as_of_lit) & F.col("group").isin("treatment", "control"))
+        offer_history.filter(
+            (F.to_date("contacted_ts") <= as_of_lit) & F.col("group").isin("treatment", "control")
+        )
         .withColumn("period", period_col)
         .withColumn("is_accepted", accepted)
-        .withColumn("contact_revenue", F.when(accepted, F.coalesce(F.col("revenue"), F.lit(0.0))).otherwise(0.0))
+        .withColumn(
+            "contact_revenue", F.when(accepted, F.coalesce(F.col("revenue"), F.lit(0.0))).otherwise(0.0)
+        )
     )
 
 

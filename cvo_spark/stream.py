@@ -50,13 +50,15 @@ Delivery guarantees:
 
 from __future__ import annotations
 
-import logging
+import signal
 import sys
+import threading
 import time
+from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Mapping
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -69,10 +71,17 @@ from cvo_spark.io import TableStore
 from cvo_spark.pipeline import StageContext
 from cvo_spark.util import require_columns
 
-log = logging.getLogger(__name__)
-
 EVENT_KEY = ("subscriber_id", "event_type", "event_ts")
-OFFER_COLUMNS = ("subscriber_id", "channel", "rank", "offer_id", "expected_value", "group", "valid_from", "valid_to")
+OFFER_COLUMNS = (
+    "subscriber_id",
+    "channel",
+    "rank",
+    "offer_id",
+    "expected_value",
+    "group",
+    "valid_from",
+    "valid_to",
+)
 QUERY_NAME = "cvo_trigger_offers"
 #: How often a running stream without a pinned offers date looks for a newer publish.
 OFFERS_REFRESH_SECONDS = 60.0
@@ -157,7 +166,9 @@ def choose_offers(events: DataFrame, offers: DataFrame) -> DataFrame:
     )
 
 
-def with_emitted_history(chosen: DataFrame, emitted: DataFrame, suppress_minutes: int, window_days: int) -> DataFrame:
+def with_emitted_history(
+    chosen: DataFrame, emitted: DataFrame, suppress_minutes: int, window_days: int
+) -> DataFrame:
     """Compare each chosen event with the trigger offers already emitted (one join).
 
     Needs chosen (event key, channel) and emitted (event key, channel of earlier trigger
@@ -176,17 +187,23 @@ def with_emitted_history(chosen: DataFrame, emitted: DataFrame, suppress_minutes
     )
     e_sec = _seconds("event_ts")
     # Only emitted rows that can matter for this event join (bounded per subscriber).
-    near = (F.col("_e_sec") > e_sec - max(suppress_sec, window_sec)) & (F.col("_e_sec") < e_sec + suppress_sec)
+    near = (F.col("_e_sec") > e_sec - max(suppress_sec, window_sec)) & (
+        F.col("_e_sec") < e_sec + suppress_sec
+    )
     same_event = (F.col("_e_type") == F.col("event_type")) & (F.col("_e_sec") == e_sec)
-    in_window = (F.col("_e_channel") == F.col("channel")) & (F.col("_e_sec") > e_sec - window_sec) & (
-        F.col("_e_sec") <= e_sec
+    in_window = (
+        (F.col("_e_channel") == F.col("channel"))
+        & (F.col("_e_sec") > e_sec - window_sec)
+        & (F.col("_e_sec") <= e_sec)
     )
     return (
         chosen.join(e, on=(F.col("subscriber_id") == F.col("_e_sub")) & near, how="left")
         .groupBy(*chosen.columns)
         .agg(
             F.coalesce(F.max(same_event), F.lit(False)).alias("is_emitted"),
-            F.coalesce(F.max(F.abs(F.col("_e_sec") - e_sec) < suppress_sec), F.lit(False)).alias("is_near_emitted"),
+            F.coalesce(F.max(F.abs(F.col("_e_sec") - e_sec) < suppress_sec), F.lit(False)).alias(
+                "is_near_emitted"
+            ),
             F.count(F.when(in_window, 1)).alias("emitted_contacts"),
         )
     )
@@ -204,7 +221,9 @@ def with_prior_contacts(chosen: DataFrame, contacts: DataFrame, window_days: int
     require_columns(chosen, ("channel", "emitted_contacts"), "with_prior_contacts")
     window_sec = window_days * 86_400
     c = contacts.select(
-        F.col("subscriber_id").alias("_c_sub"), F.col("channel").alias("_c_channel"), _seconds("contact_ts").alias("_c_sec")
+        F.col("subscriber_id").alias("_c_sub"),
+        F.col("channel").alias("_c_channel"),
+        _seconds("contact_ts").alias("_c_sec"),
     )
     e_sec = _seconds("event_ts")
     # One left join + aggregate (not a join back onto `chosen`): the batch's lineage is
@@ -301,7 +320,9 @@ def select_trigger_offers(
 def resolve_offers_as_of(store: TableStore, offers_as_of: date | None) -> date:
     """The offers snapshot to use: `offers_as_of` when it exists, else the newest published."""
     if not store.exists("gold", "offers"):
-        raise MissingTableError(f"stream: missing table gold.offers at {store.ref('gold', 'offers')}: run the offers stage first")
+        raise MissingTableError(
+            f"stream: missing table gold.offers at {store.ref('gold', 'offers')}: run the offers stage first"
+        )
     offers = store.read("gold", "offers")
     if offers_as_of is not None:
         if offers.where(F.col("as_of") == F.lit(offers_as_of)).limit(1).count() == 0:
@@ -367,7 +388,9 @@ class TriggerOfferSink:
     def batch_output(self, events: DataFrame) -> DataFrame:
         """The rows this batch appends (trigger_offers schema)."""
         spark = events.sparkSession
-        chosen = select_trigger_offers(events, self.offers(), self._contacts(spark), self._emitted(spark), self.rules)
+        chosen = select_trigger_offers(
+            events, self.offers(), self._contacts(spark), self._emitted(spark), self.rules
+        )
         # No explicit coalesce: adaptive execution already merges a small batch's shuffle
         # partitions into one file, while a large back-fill keeps its parallelism.
         return chosen.withColumn("emitted_at", F.current_timestamp()).select(
@@ -429,7 +452,9 @@ def start_trigger_stream(
     s = ctx.config.stream
     store = ctx.store
     if not store.exists("silver", "quota_events"):
-        raise MissingTableError(f"stream: missing table silver.quota_events at {store.ref('silver', 'quota_events')}")
+        raise MissingTableError(
+            f"stream: missing table silver.quota_events at {store.ref('silver', 'quota_events')}"
+        )
     resolve_offers_as_of(store, offers_as_of)  # fail before starting, with one clear line
     unknown = sorted(set(s.channel_by_event) - {"recharge", "quota_low", "quota_expiring", "package_expired"})
     if unknown:
@@ -448,9 +473,13 @@ def start_trigger_stream(
         .withWatermark("event_ts", f"{s.watermark_minutes} minutes")
         .dropDuplicates(list(EVENT_KEY))
     )
-    writer = events.writeStream.queryName(QUERY_NAME).option("checkpointLocation", checkpoint).foreachBatch(sink)
-    writer = writer.trigger(availableNow=True) if available_now else writer.trigger(
-        processingTime=f"{s.trigger_seconds} seconds"
+    writer = (
+        events.writeStream.queryName(QUERY_NAME).option("checkpointLocation", checkpoint).foreachBatch(sink)
+    )
+    writer = (
+        writer.trigger(availableNow=True)
+        if available_now
+        else writer.trigger(processingTime=f"{s.trigger_seconds} seconds")
     )
     return writer.start()
 
@@ -464,19 +493,45 @@ def run_stream(ctx: StageContext, available_now: bool, offers_as_of: date | None
     query = start_trigger_stream(ctx, available_now=available_now, offers_as_of=offers_as_of)
     mode = "available events" if available_now else f"every {ctx.config.stream.trigger_seconds}s until Ctrl-C"
     print(f"cvo: [stream] trigger offers started ({mode})", file=sys.stderr, flush=True)
-    try:
-        # Short waits so a Ctrl-C reaches Python between them instead of inside the JVM call.
-        while query.isActive:
-            query.awaitTermination(1)
-    except KeyboardInterrupt:
-        print("cvo: [stream] stopping ...", file=sys.stderr, flush=True)
+    stop_requested: list[int] = []
+    with _stop_signals(stop_requested):
+        try:
+            # Short waits; a signal only sets a flag, so no JVM call is ever interrupted half-way
+            # (the Spark JVM itself ignores SIGINT: PySpark starts it that way).
+            while query.isActive and not stop_requested:
+                query.awaitTermination(1)
+        except StreamingQueryException:
+            pass  # reported below from query.exception()
+    if stop_requested:
+        print(
+            "cvo: [stream] stopping (the current micro-batch finishes or is replayed on restart) ...",
+            file=sys.stderr,
+            flush=True,
+        )
         query.stop()
-    except StreamingQueryException:
-        pass  # reported below from query.exception()
     error = query.exception()
     if error is not None:
         raise RuntimeError(f"trigger-offer stream failed: {str(error).strip().splitlines()[0]}")
     progress = query.recentProgress
     events = sum(p.numInputRows for p in progress)
-    print(f"cvo: [stream] stopped after {len(progress)} batch(es) in this run, {events:,} events read",
-          file=sys.stderr, flush=True)
+    print(
+        f"cvo: [stream] stopped after {len(progress)} batch(es) in this run, {events:,} events read",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+@contextmanager
+def _stop_signals(flag: list[int]):
+    """While active, SIGINT / SIGTERM append to `flag` instead of raising mid-call."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, _frame: flag.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -158,8 +158,15 @@ def _uniform(seed: int, salt: int):
     return F.pmod(F.xxhash64(F.lit(seed), F.lit(salt), F.col("id")), F.lit(1_000_000_007)) / 1_000_000_007.0
 
 
-def simulate(spark, contacts: int, control_share: float, p_control: float, p_treatment: float,
-             replicates: int = 1, seed: int = 11):
+def simulate(
+    spark,
+    contacts: int,
+    control_share: float,
+    p_control: float,
+    p_treatment: float,
+    replicates: int = 1,
+    seed: int = 11,
+):
     """offer_history with a planted uplift: `replicates` independent offers 'SIM<i>'.
 
     Revenue of an acceptance ~ Uniform(10k, 30k) (mean PRICE_MEAN), so the planted
@@ -206,7 +213,8 @@ def test_interval_coverage_over_replicates(spark):
     assert len(rows) == 40
     covered = sum(r["uplift_ci_low"] <= 0.05 <= r["uplift_ci_high"] for r in rows)
     revenue_covered = sum(
-        r["incremental_revenue_ci_low"] <= 0.05 * PRICE_MEAN * r["contacted_treatment"]
+        r["incremental_revenue_ci_low"]
+        <= 0.05 * PRICE_MEAN * r["contacted_treatment"]
         <= r["incremental_revenue_ci_high"]
         for r in rows
     )
@@ -265,7 +273,9 @@ def test_generated_data_intervals_cover_planted_uplift(spark, tmp_path):
     assert len(by_channel) >= 20
     covered = sum(r["uplift_ci_low"] <= r["true_uplift"] <= r["uplift_ci_high"] for r in by_channel)
     coverage = covered / len(by_channel)
-    print(f"\ngenerated data: {covered}/{len(by_channel)} offer x channel intervals cover the planted uplift "
-          f"({coverage:.0%}); {sum(r['srm_flag'] for r in by_channel)} SRM flags")
+    print(
+        f"\ngenerated data: {covered}/{len(by_channel)} offer x channel intervals cover the planted uplift "
+        f"({coverage:.0%}); {sum(r['srm_flag'] for r in by_channel)} SRM flags"
+    )
     assert coverage >= 0.8
     assert not any(r["srm_flag"] for r in by_channel)

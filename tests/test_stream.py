@@ -62,7 +62,22 @@ def ts(text: str) -> datetime:
 
 
 def offer(sub, channel, rank, offer_id, ev, group="treatment", valid_to=VALID_TO):
-    return (sub, channel, rank, AS_OF, offer_id, "data", 10_000.0, ev, 0.2, ["r"], group, AS_OF, valid_to, "run")
+    return (
+        sub,
+        channel,
+        rank,
+        AS_OF,
+        offer_id,
+        "data",
+        10_000.0,
+        ev,
+        0.2,
+        ["r"],
+        group,
+        AS_OF,
+        valid_to,
+        "run",
+    )
 
 
 OFFER_ROWS = [
@@ -129,7 +144,8 @@ def seed_lake(ctx, events=FIRST_EVENTS):
     spark, store = ctx.spark, ctx.store
     store.overwrite_partition(spark.createDataFrame(OFFER_ROWS, OFFERS), "gold", "offers", AS_OF)
     history = spark.createDataFrame(
-        [(s, "OFF", ch, ts(t), g, False, None, 0.0) for s, ch, t, g in HISTORY_ROWS], INPUT_SCHEMAS["offer_history"]
+        [(s, "OFF", ch, ts(t), g, False, None, 0.0) for s, ch, t, g in HISTORY_ROWS],
+        INPUT_SCHEMAS["offer_history"],
     )
     store.overwrite(history, "silver", "offer_history")
     append_events(ctx, events)
@@ -262,7 +278,8 @@ def test_missing_offers_is_one_clear_error(spark, tmp_path):
 # ----------------------------------------------------------------------------- the batch transform
 def batch_inputs(spark, events):
     ev = spark.createDataFrame(
-        [(s, kind, ts(t)) for s, t, kind in events], "subscriber_id string, event_type string, event_ts timestamp"
+        [(s, kind, ts(t)) for s, t, kind in events],
+        "subscriber_id string, event_type string, event_ts timestamp",
     )
     offers = spark.createDataFrame(OFFER_ROWS, OFFERS)
     contacts = spark.createDataFrame(
@@ -275,7 +292,12 @@ def batch_inputs(spark, events):
 
 def rules(suppress_minutes=720):
     return TriggerRules(
-        channel_by_event={"recharge": "ussd", "quota_low": "app", "quota_expiring": "sms", "package_expired": "sms"},
+        channel_by_event={
+            "recharge": "ussd",
+            "quota_low": "app",
+            "quota_expiring": "sms",
+            "package_expired": "sms",
+        },
         suppress_minutes=suppress_minutes,
         contact_window_days=7,
         max_contacts_per_channel=3,
