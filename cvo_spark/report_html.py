@@ -183,7 +183,7 @@ def section_k_selection(d: dict) -> str:
     charts = _charts(
         line_chart({"silhouette": [(r["k"], r["silhouette"]) for r in ks]},
                    "Silhouette by number of personas",
-                   "Number of personas k", "Silhouette (-1 to 1)", yfmt=lambda v: f"{v:.2f}", **common),
+                   "Number of personas k", "Silhouette (-1 to 1)", yfmt=lambda v: f"{v:g}", **common),
         line_chart({"WCSS": [(r["k"], r["wcss"]) for r in ks]}, "Within-cluster sum of squares by k",
                    "Number of personas k", "WCSS (standardised units)", y_from_zero=True, **common),
     )  # fmt: skip
@@ -224,7 +224,7 @@ def section_matrix(d: dict) -> str:
         return _na(m)
     cells = {
         r["matrix_quadrant"]: (
-            f"{fmt_int(r['subscribers'])} subscribers",
+            f"{fmt_int(r['subscribers'])} subscriber{'' if r['subscribers'] == 1 else 's'}",
             f"{fmt_pct(r['revenue_share'])} of revenue, ARPU {fmt_money(r['arpu_3m_mean'])}",
         )
         for r in m
@@ -246,7 +246,12 @@ CONCENTRATION_LABELS: dict[str, tuple[str, Callable[[Any], str]]] = {
     "top3_share": ("Top 3 accounts' share of revenue", fmt_pct),
     "top15pct_share": ("Top 15% of accounts' share of revenue", fmt_pct),
     "gini": ("Gini coefficient (0 = equal, 1 = one account has all)", lambda v: fmt_num(v, 3)),
-    "hhi": ("Herfindahl-Hirschman index (0-10,000; above 2,500 = highly concentrated)", fmt_int),
+    # b2b writes HHI as a sum of squared shares (1/n = equal, 1 = one account); the antitrust
+    # convention (0-10,000) multiplies it by 10,000, which is how people quote it.
+    "hhi": (
+        "Herfindahl-Hirschman index (0-10,000; above 2,500 = highly concentrated)",
+        lambda v: fmt_int(v * 10_000 if v is not None else None),
+    ),
 }
 
 

@@ -163,7 +163,7 @@ def build_gold_lake(
             (AS_OF, "top3_share", 0.615),
             (AS_OF, "top15pct_share", 0.48),
             (AS_OF, "gini", 0.5321),
-            (AS_OF, "hhi", 1834.0),
+            (AS_OF, "hhi", 0.1834),
         ],
         _schema(("as_of", DT), ("metric", S), ("value", D)),
     )
@@ -438,6 +438,12 @@ def test_quality_and_audit_are_for_this_as_of(report_data, report_html):
     assert "silver_usage_daily=1,234,567" in report_html
 
 
+def test_b2b_concentration_figures(report_html):
+    text = _text(report_html)
+    assert "61.5%" in text and "48.0%" in text and "0.532" in text
+    assert "1,834" in text  # HHI 0.1834 as a sum of squared shares = 1,834 on the 0-10,000 scale
+
+
 def test_roi_scenarios_skip_zero_propensity(spark):
     schema = _schema(
         ("subscriber_id", S),
@@ -510,8 +516,8 @@ def test_campaign_section_shows_uplift_with_intervals():
 
     row = {
         "period": "2026-06", "offer_id": "DATA_BOOST_5GB", "channel": "sms", "contacted_treatment": 9_000,
-        "contacted_control": 1_000, "accept_rate_treatment": 0.12, "accept_rate_control": 0.08, "uplift": 0.04,
-        "uplift_ci_low": 0.01, "uplift_ci_high": 0.07, "incremental_revenue": 1_200_000.0,
+        "contacted_control": 1_000, "accept_rate_treatment": 0.12, "accept_rate_control": 0.08,
+        "uplift": 0.04, "uplift_ci_low": 0.01, "uplift_ci_high": 0.07, "incremental_revenue": 1_200_000.0,
         "incremental_revenue_ci_low": 300_000.0, "incremental_revenue_ci_high": 2_100_000.0, "srm_flag": True,
     }  # fmt: skip
     html = section_campaigns({"campaigns": [row, dict(row, offer_id="VOICE_BUNDLE_100", uplift=None)]})
