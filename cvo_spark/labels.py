@@ -15,7 +15,8 @@ Labels (one row per subscriber active at the end of T):
   prefix before '_', see `PRODUCT_CATEGORIES`) that they neither bought nor used in the
   `lookback_days` up to T. Using voice/SMS/data/digital services counts as owning that
   category; bundles are owned only by buying one.
-- ``label_churn``: churn_date in (T, T+h], or no usage and no recharge at all in the window.
+- ``label_churn``: churn_date in (T, T+h], or no usage, recharge or purchase at all in the
+  window (inactive).
 
 `future_revenue` (usage revenue in the window) is carried along for the CLV regressor.
 """
@@ -190,7 +191,12 @@ def build_labels(
         >= F.lit(1.0 + arpu_increase) * prior_rev / F.lit(float(prior_days))
     )
     churned = F.col("churn_date").isNotNull() & _between(F.col("churn_date"), snapshot, window_end)
-    inactive = (F.coalesce(F.col("used_in_window"), F.lit(0)) == 0) & F.col("recharged_in_window").isNull()
+    # Buying a package in the window is activity too, even with no usage row yet.
+    inactive = (
+        (F.coalesce(F.col("used_in_window"), F.lit(0)) == 0)
+        & F.col("recharged_in_window").isNull()
+        & F.col("max_price_window").isNull()
+    )
     return joined.select(
         "subscriber_id",
         F.lit(snapshot).alias("snapshot_date"),

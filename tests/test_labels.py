@@ -35,6 +35,7 @@ def labels(spark):
             ("s10", date(2026, 4, 2), "prepaid", "r", "mid", "active", None),  # activated after T
             ("s11", date(2025, 1, 1), "prepaid", "r", "mid", "active", None),
             ("s12", date(2025, 1, 1), None, None, None, "active", None),
+            ("s13", date(2025, 1, 1), "prepaid", "r", "mid", "active", None),
         ],
         INPUT_SCHEMAS["subscribers"],
     )
@@ -81,6 +82,7 @@ def labels(spark):
             ("s5", datetime(2026, 4, 6, 9), "voice_pack", 10_000.0, "app"),  # voice is used: not new
             ("s5", datetime(2026, 2, 1, 9), "bundle_a", 90_000.0, "app"),
             ("s9", datetime(2026, 5, 2, 9), "sms_pack", 1_000.0, "app"),  # after the window
+            ("s13", datetime(2026, 4, 2, 9), "data_small", 10_000.0, "app"),  # first purchase ever
         ],
         INPUT_SCHEMAS["purchases"],
     )
@@ -89,7 +91,7 @@ def labels(spark):
 
 
 def test_only_subscribers_active_at_T_get_a_row(labels):
-    assert sorted(labels) == sorted(["s1", "s2", "s3", "s4", "s5", "s6", "s8", "s9", "s11", "s12"])
+    assert sorted(labels) == sorted(["s1", "s2", "s3", "s4", "s5", "s6", "s8", "s9", "s11", "s12", "s13"])
     assert all(r["snapshot_date"] == T for r in labels.values())
 
 
@@ -107,13 +109,16 @@ def test_upsell_by_arpu_increase(labels):
     assert labels["s4"]["label_upsell"] == 0.0  # +10%
 
 
-def test_upsell_first_purchase_ever_counts(labels):
-    # s5 never bought before the window except a 90k bundle; 20k/10k are lower: no upsell.
+def test_upsell_needs_a_price_above_the_previous_maximum(labels):
+    # s5 bought a 90k bundle before T; its 20k/10k window purchases are lower: no upsell.
     assert labels["s5"]["label_upsell"] == 0.0
+    # s13 had never bought a package: its first one is an upsell from nothing.
+    assert labels["s13"]["label_upsell"] == 1.0
 
 
 def test_cross_sell_new_category_only(labels):
     assert labels["s5"]["label_cross_sell"] == 1.0  # digital never used/bought
+    assert labels["s13"]["label_cross_sell"] == 1.0  # data neither used nor bought in the 90 days
     assert labels["s1"]["label_cross_sell"] == 0.0  # data used and bought before
     assert labels["s2"]["label_cross_sell"] == 0.0
     assert labels["s9"]["label_cross_sell"] == 0.0  # its purchase is after the window
@@ -125,6 +130,7 @@ def test_churn_rules_and_boundaries(labels):
     assert labels["s9"]["label_churn"] == 1.0  # inactive in the window (later usage ignored)
     assert labels["s11"]["label_churn"] == 1.0  # usage and recharge on T only: inactive after
     assert labels["s12"]["label_churn"] == 0.0  # a recharge in the window is activity
+    assert labels["s13"]["label_churn"] == 0.0  # so is a purchase
     assert labels["s3"]["label_churn"] == 0.0
 
 
