@@ -47,7 +47,7 @@ def bench_size(spark, n: int, days: int, seed: int, data_root: Path, results: li
             m["rows"] = sum(v for k, v in counts.items() if not k.startswith("_"))
     usage_rows = _table_rows(store, "bronze", "usage_daily")
     as_of = DEFAULT_END_DATE
-    ctx = StageContext(spark, config, store, as_of, new_run_id(as_of), overrides=frozenset({"psi"}))
+    ctx = StageContext(spark, config, store, as_of, new_run_id(as_of), overrides=frozenset({"psi_offer_id", "psi_price_band"}))
     for stage in STAGES:
         rows = usage_rows if stage in ("ingest", "features") else n
         with measure(stage, n, rows=rows, results=results):

@@ -130,9 +130,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from cvo_spark.pipeline import parse_stages, run_pipeline
 
+    from cvo_spark.publish import validate_overrides
+
     config = _config(args)
     stages = parse_stages(args.stages)
-    ctx = _context(config, args.as_of, args.override, {"report_out": args.report_out})
+    overrides = validate_overrides(args.override)  # before Spark starts: a typo costs nothing
+    ctx = _context(config, args.as_of, overrides, {"report_out": args.report_out})
     run_pipeline(ctx, stages)
     from cvo_spark.summary import print_summary
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from cvo_spark.errors import PublishRefused
+from cvo_spark.errors import ConfigError, PublishRefused
 from cvo_spark.io import TableStore
 from cvo_spark.util import require_columns
 
@@ -137,13 +137,36 @@ def check_psi(name: str, previous: Mapping[str, float] | None, current: Mapping[
     return CheckResult(name, value <= max_psi, f"PSI {value:.3f} vs snapshot {previous_as_of} (limit {max_psi:g})")
 
 
+#: Every check `run_checks` makes, in order: the names `cvo run --override` accepts.
+CHECK_NAMES = (
+    "freshness", "non_empty", "coverage", "price_floor", "duplicate_keys", "propensity",
+    "psi_offer_id", "psi_price_band",
+)
+
+
+def validate_overrides(overrides: Iterable[str]) -> frozenset[str]:
+    """The override names as a set; an unknown name is a `ConfigError` naming it.
+
+    A misspelt override (``--override psi``) would otherwise override nothing and the
+    operator would believe the check was waived.
+    """
+    names = frozenset(overrides)
+    unknown = sorted(names - set(CHECK_NAMES))
+    if unknown:
+        raise ConfigError(
+            f"--override: unknown publish check {', '.join(map(repr, unknown))} "
+            f"(checks: {', '.join(CHECK_NAMES)})"
+        )
+    return names
+
+
 def decide(results: Iterable[CheckResult], overrides: Iterable[str] = ()) -> dict[str, str]:
     """The checks map recorded in `runs`; raises `PublishRefused` on a failed, not overridden check.
 
     Values read ``ok: ...``, ``failed: ...`` or ``overridden: ...`` (an operator override of
     a failed check is recorded, never silent).
     """
-    overrides = set(overrides)
+    overrides = validate_overrides(overrides)
     checks: dict[str, str] = {}
     failed: list[CheckResult] = []
     for r in results:

@@ -12,11 +12,12 @@ import pytest
 from pyspark.sql import functions as F
 
 from cvo_spark.config import parse_config
-from cvo_spark.errors import PublishRefused
+from cvo_spark.errors import ConfigError, PublishRefused
 from cvo_spark.io import TableStore
 from cvo_spark.offers import OFFERS_SCHEMA
 from cvo_spark.pipeline import StageContext, run_stage
 from cvo_spark.publish import (
+    CHECK_NAMES,
     CheckResult,
     check_coverage,
     check_freshness,
@@ -26,6 +27,7 @@ from cvo_spark.publish import (
     psi,
     run_checks,
     summarize_offers,
+    validate_overrides,
 )
 from cvo_spark.schemas import INPUT_SCHEMAS
 
@@ -76,6 +78,15 @@ def test_decide_refuses_on_one_line_and_records_overrides():
     assert checks["freshness"] == "overridden: stale by 10 days" and checks["coverage"] == "overridden: 3%"
 
 
+def test_unknown_override_name_is_refused_not_ignored():
+    # `--override psi` used to override nothing while the operator believed PSI was waived.
+    with pytest.raises(ConfigError) as err:
+        decide([CheckResult("psi_offer_id", False, "PSI 0.4")], overrides={"psi"})
+    assert str(err.value).startswith("--override: unknown publish check 'psi' (checks: freshness, ")
+    assert validate_overrides(["psi_offer_id"]) == {"psi_offer_id"}
+    assert set(CHECK_NAMES) >= {"freshness", "psi_price_band", "propensity"}
+
+
 def test_run_checks_counts_duplicates_and_prices_under_the_floor(spark):
     rows = [
         ("a", "sms", 1, D2, "X", "upsell", 20000.0, 100.0, 0.2, ["r"], "treatment", D2, D2, "r"),
@@ -94,6 +105,7 @@ def test_run_checks_counts_duplicates_and_prices_under_the_floor(spark):
     results = {r.name: r for r in run_checks(
         staged, summary, 4, scores, {"usage_daily": D2}, staged, D1, D2, freshness_max_days=2, min_coverage=0.5,
         max_coverage=1.0, price_floor=5000.0, min_propensity_std=1e-4, max_psi=0.25)}
+    assert tuple(results) == CHECK_NAMES  # every check can be overridden by the name it reports
     assert results["duplicate_keys"].detail == "1 duplicate (subscriber, channel, rank) keys"
     assert not results["duplicate_keys"].passed
     assert results["price_floor"].detail.startswith("2 rows under the price floor") and not results["price_floor"].passed
