@@ -6,7 +6,7 @@ intermediate column is prefixed with the target (``churn__vec``...) so the three
 can be applied one after another to the same DataFrame without collisions.
 
 Calibration: an MLlib `IsotonicRegression` fitted on the model's probability for rows the
-classifier never saw (the caller decides which; see `cvo_spark.stages.train`) is
+classifier never saw (the caller decides which; see `cvo_spark.training`) is
 appended as the last stage, so the stored `PipelineModel` outputs calibrated
 probabilities directly (``<target>__p``).
 

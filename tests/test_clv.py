@@ -226,7 +226,7 @@ def test_gbt_clv_method_learns_spend_from_features(spark):
 
     from cvo_spark.config import ModelsConfig
     from cvo_spark.labels import with_split
-    from cvo_spark.stages.train import fit_clv_target
+    from cvo_spark.training import fit_clv_target
 
     latest, n = date(2026, 4, 1), 1500
     frame = with_split(

@@ -16,7 +16,7 @@ from cvo_spark.propensity import (
     with_reason_codes,
     with_scores,
 )
-from cvo_spark.stages.train import fit_target, propensity_rows
+from cvo_spark.training import fit_target, propensity_rows
 
 FEATURES = ["driver", "weak_negative", "noise_a", "noise_b"]
 OLD, LATEST = date(2026, 3, 1), date(2026, 4, 1)
