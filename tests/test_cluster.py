@@ -291,13 +291,5 @@ def test_pipeline_on_standalone_cluster_matches_local_mode(spark, standalone_clu
     off_l, off_c = (_gold(spark, lk, "offers", ("run_id",)) for lk in (local_lake, cluster_lake))
     assert sc_l.count() == sc_c.count() > 0
     assert off_l.count() > 0
-    # Seen once (10 of 272 p_upsell rows, one isotonic step) in a run where the models code
-    # was being edited between the local and the cluster half; a clean run matched to 1e-9.
-    # Until a quiet rerun rules it out, a divergence that small is an expected failure;
-    # anything larger, or any difference in segments above, fails outright.
-    differing = sc_l.exceptAll(sc_c).count()
-    if differing:
-        assert differing <= 0.1 * sc_l.count(), f"{differing} score rows differ between local and cluster"
-        pytest.xfail(f"known: {differing} of {sc_l.count()} score rows differ between local and cluster")
     assert_approx_df_equality(sc_l, sc_c, precision=1e-9, ignore_row_order=True, ignore_nullable=True)
     assert_approx_df_equality(off_l, off_c, precision=1e-6, ignore_row_order=True, ignore_nullable=True)

@@ -24,15 +24,13 @@ from cvo_spark.io import TableStore
 from cvo_spark.pipeline import StageContext
 from cvo_spark.schemas import INPUT_SCHEMAS
 from cvo_spark.stream import (
-    TRIGGER_OFFERS_SCHEMA,
     TriggerOfferSink,
-    TriggerRules,
     checkpoint_location,
     rules_from,
     run_stream,
-    select_trigger_offers,
     start_trigger_stream,
 )
+from cvo_spark.triggers import TRIGGER_OFFERS_SCHEMA, TriggerRules, select_trigger_offers
 
 AS_OF = date(2026, 6, 30)
 VALID_TO = date(2026, 7, 7)
