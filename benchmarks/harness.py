@@ -3,6 +3,8 @@
 Peak memory is the highest sum of resident set sizes over this Python process and all
 its children (the Spark driver JVM is a child of the Python process that started it),
 sampled every 100 ms by a background thread: a benchmark figure, not an exact count.
+`PeakMemory(children=False)` samples one process only (an in-process peer such as
+scikit-learn or LightGBM, without the idle JVM beside it).
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Self
 
 import psutil
 
 
-def tree_rss_bytes(pid: int | None = None) -> int:
-    """RSS of a process and all its descendants, in bytes."""
+def tree_rss_bytes(pid: int | None = None, children: bool = True) -> int:
+    """RSS of a process and (unless `children` is False) all its descendants, in bytes."""
     try:
         proc = psutil.Process(pid or os.getpid())
-        procs = [proc, *proc.children(recursive=True)]
+        procs = [proc, *(proc.children(recursive=True) if children else [])]
     except psutil.Error:
         return 0
     total = 0
@@ -36,28 +39,32 @@ def tree_rss_bytes(pid: int | None = None) -> int:
 
 
 class PeakMemory:
-    """Samples the process-tree RSS in a daemon thread; `peak` is the maximum seen."""
+    """Samples the process-tree RSS in a daemon thread; `peak` is the maximum seen.
 
-    def __init__(self, interval: float = 0.1):
+    With `children` False only this Python process is sampled.
+    """
+
+    def __init__(self, interval: float = 0.1, children: bool = True):
         self.interval = interval
+        self.children = children
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss_bytes())
+            self.peak = max(self.peak, tree_rss_bytes(children=self.children))
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "PeakMemory":
-        self.peak = tree_rss_bytes()
+    def __enter__(self) -> Self:
+        self.peak = tree_rss_bytes(children=self.children)
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, tree_rss_bytes())
+        self.peak = max(self.peak, tree_rss_bytes(children=self.children))
 
 
 @dataclass
@@ -85,14 +92,22 @@ def measure(name: str, subscribers: int, rows: int = 0, results: list | None = N
         t0 = time.perf_counter()
         yield holder
         seconds = time.perf_counter() - t0
-    m = Measurement(name, subscribers, seconds, int(holder.get("rows", rows)), mem.peak / 2**20, extra)
+    record(
+        Measurement(name, subscribers, seconds, int(holder.get("rows", rows)), mem.peak / 2**20, extra),
+        results,
+    )
+
+
+def record(m: Measurement, results: list | None = None) -> Measurement:
+    """Print one measurement line and append `m` to `results`."""
     print(
-        f"  {name:<28} n={subscribers:>9,}  {seconds:8.1f}s  {m.rows_per_second:>12,.0f} rows/s  "
+        f"  {m.name:<28} n={m.subscribers:>9,}  {m.seconds:8.1f}s  {m.rows_per_second:>12,.0f} rows/s  "
         f"peak {m.peak_rss_mb:,.0f} MB",
         flush=True,
     )
     if results is not None:
         results.append(m)
+    return m
 
 
 def scaling_exponent(points: list[tuple[int, float]]) -> float | None:

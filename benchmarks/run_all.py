@@ -8,21 +8,26 @@ code `cvo run` uses, recording wall time, input rows per second and peak memory 
 Python process and its Spark JVM together. On the same data, in the same run, the
 single-machine peers a user would otherwise pick are timed too (`peers.py`: DuckDB for
 the feature aggregation, scikit-learn KMeans for personas, LightGBM for a propensity
-model) and printed as ratios to ours. The scaling exponent per stage is the slope of
-log(time) on log(subscribers). Results: `--out/benchmark.json` and `.md`.
+model) and printed as ratios to ours (see `peers.py` for what each side includes). The
+scaling exponent per stage is the slope of log(time) on log(subscribers). The load
+average at the start and end of each size is recorded beside the figures: a busy
+machine inflates them. Results: `--out/benchmark.json` and `.md`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness import Measurement, measure, scaling_exponent, write_results  # noqa: E402
+import peers as peer_mod
+from harness import Measurement, measure, scaling_exponent, write_results
 
 STAGES = ("ingest", "features", "segments", "train", "score", "offers")
 
@@ -31,7 +36,13 @@ def _table_rows(store, layer: str, name: str) -> int:
     return store.read(layer, name).count() if store.exists(layer, name) else 0
 
 
-def bench_size(spark, n: int, days: int, seed: int, data_root: Path, results: list, peers: bool) -> None:
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def bench_size(spark, n: int, days: int, seed: int, data_root: Path, results: list, peers: bool) -> dict:
+    """Time every stage (and the peers) for `n` subscribers; return this size's load and wall time."""
+    load_start, t0 = _load(), time.perf_counter()
     from cvo_spark.config import load_config
     from cvo_spark.generate import DEFAULT_END_DATE, write_bronze
     from cvo_spark.io import TableStore
@@ -47,48 +58,103 @@ def bench_size(spark, n: int, days: int, seed: int, data_root: Path, results: li
             m["rows"] = sum(v for k, v in counts.items() if not k.startswith("_"))
     usage_rows = _table_rows(store, "bronze", "usage_daily")
     as_of = DEFAULT_END_DATE
-    ctx = StageContext(spark, config, store, as_of, new_run_id(as_of), overrides=frozenset({"psi_offer_id", "psi_price_band"}))
+    ctx = StageContext(
+        spark,
+        config,
+        store,
+        as_of,
+        new_run_id(as_of),
+        overrides=frozenset({"psi_offer_id", "psi_price_band"}),
+    )
     for stage in STAGES:
         rows = usage_rows if stage in ("ingest", "features") else n
         with measure(stage, n, rows=rows, results=results):
             run_stage(ctx, stage)
     if peers:
-        try:
-            import peers as peer_mod
-        except ImportError:
-            # The peers still live in the per-capability scripts (bench_features.py: DuckDB,
-            # bench_kmeans.py: scikit-learn, bench_models.py: LightGBM); run those for ratios.
-            print("  peers: run benchmarks/bench_*.py for the side-by-side ratios", flush=True)
-            return
         peer_mod.run_peers(spark, store, as_of, n, results)
+    info = {
+        "subscribers": n,
+        "days": days,
+        "usage_rows": usage_rows,
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "load_avg_start": load_start,
+        "load_avg_end": _load(),
+    }
+    print(f"  load average (1/5/15 min): start {load_start}, end {info['load_avg_end']}", flush=True)
+    return info
 
 
-def markdown(results: list[Measurement], exponents: dict[str, float | None]) -> str:
+def _is_comparison(m: Measurement) -> bool:
+    return "ratio_ours_to_peer" in m.extra
+
+
+def exponents_of(results: list[Measurement]) -> dict[str, float | None]:
+    """Scaling exponent per stage, and of both sides of each comparison."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for m in results:
+        if _is_comparison(m):
+            series.setdefault(f"{m.name} (ours)", []).append((m.subscribers, m.extra["ours_seconds"]))
+            series.setdefault(f"{m.name} (peer)", []).append((m.subscribers, m.seconds))
+        else:
+            series.setdefault(m.name, []).append((m.subscribers, m.seconds))
+    return {name: scaling_exponent(points) for name, points in series.items()}
+
+
+def markdown(results: list[Measurement], exponents: dict[str, float | None], sizes: list[dict]) -> str:
     lines = [
         "| stage | subscribers | wall s | rows/s | peak MB (python+JVM) |",
         "|---|---:|---:|---:|---:|",
     ]
     for m in results:
-        lines.append(
-            f"| {m.name} | {m.subscribers:,} | {m.seconds:,.1f} | {m.rows_per_second:,.0f} | {m.peak_rss_mb:,.0f} |"
-        )
-    lines += ["", "| stage | scaling exponent (1.0 = linear) |", "|---|---:|"]
-    lines += [f"| {k} | {'n/a' if v is None else f'{v:.2f}'} |" for k, v in exponents.items()]
-    ratios = [m for m in results if "ratio_ours_to_peer" in m.extra]
+        if not _is_comparison(m):
+            lines.append(
+                f"| {m.name} | {m.subscribers:,} | {m.seconds:,.1f} | {m.rows_per_second:,.0f} "
+                f"| {m.peak_rss_mb:,.0f} |"
+            )
+    ratios = [m for m in results if _is_comparison(m)]
     if ratios:
-        lines += ["", "| comparison | subscribers | ours s | peer s | ours / peer |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            (
+                "Ratios above 1: ours is slower. Peak memory: ours is python + JVM; DuckDB its own "
+                "process; scikit-learn and LightGBM the python process."
+            ),
+            "",
+            (
+                "| comparison | subscribers | rows | ours s | peer s | ours / peer | ours peak MB "
+                "| peer peak MB | runs (reported) | check |"
+            ),
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
         for m in ratios:
             e = m.extra
+            runs = f"{e['runs']} (warm)" if e["runs"] > 1 else "1"
             lines.append(
-                f"| {m.name} | {m.subscribers:,} | {e['ours_seconds']:,.1f} | {m.seconds:,.1f} "
-                f"| {e['ratio_ours_to_peer']:.2f} |"
+                f"| {m.name} | {m.subscribers:,} | {m.rows:,} | {e['ours_seconds']:,.1f} | {m.seconds:,.1f} "
+                f"| {e['ratio_ours_to_peer']:.2f} | {e['ours_peak_rss_mb']:,.0f} | {m.peak_rss_mb:,.0f} "
+                f"| {runs} | {e['check']} |"
             )
+    lines += ["", "| stage | scaling exponent (1.0 = linear) |", "|---|---:|"]
+    lines += [f"| {k} | {'n/a' if v is None else f'{v:.2f}'} |" for k, v in exponents.items()]
+    lines += [
+        "",
+        "| subscribers | usage rows | wall s (all stages + peers) | load avg at start (1/5/15 min) | at end |",
+        "|---:|---:|---:|---|---|",
+    ]
+    lines += [
+        f"| {s['subscribers']:,} | {s['usage_rows']:,} | {s['wall_seconds']:,.0f} "
+        f"| {' / '.join(f'{x:.2f}' for x in s['load_avg_start'])} "
+        f"| {' / '.join(f'{x:.2f}' for x in s['load_avg_end'])} |"
+        for s in sizes
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="10000,100000", help="comma-separated subscriber counts")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated subscriber counts")
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--data", default=str(HERE / "data"))
@@ -110,21 +176,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     sizes = [int(s) for s in args.sizes.split(",") if s]
     results: list[Measurement] = []
+    per_size: list[dict] = []
     for n in sizes:
         print(f"== {n:,} subscribers x {args.days} days", flush=True)
-        bench_size(spark, n, args.days, args.seed, Path(args.data), results, not args.no_peers)
-    exponents = {
-        name: scaling_exponent([(m.subscribers, m.seconds) for m in results if m.name == name])
-        for name in dict.fromkeys(m.name for m in results)
-    }
+        per_size.append(
+            bench_size(spark, n, args.days, args.seed, Path(args.data), results, not args.no_peers)
+        )
+    exponents = exponents_of(results)
     payload = {
         "date": date.today().isoformat(),
-        "machine": {"cores": __import__("os").cpu_count()},
+        "machine": {"cores": os.cpu_count(), "spark_master": spark.sparkContext.master},
         "days": args.days,
+        "sizes": per_size,
         "results": [m.as_dict() for m in results],
         "scaling_exponents": exponents,
     }
-    write_results(Path(args.out), "benchmark", payload, markdown(results, exponents))
+    write_results(Path(args.out), "benchmark", payload, markdown(results, exponents, per_size))
     return 0
 
 
