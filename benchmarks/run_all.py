@@ -182,16 +182,17 @@ def main(argv: list[str] | None = None) -> int:
         per_size.append(
             bench_size(spark, n, args.days, args.seed, Path(args.data), results, not args.no_peers)
         )
-    exponents = exponents_of(results)
-    payload = {
-        "date": date.today().isoformat(),
-        "machine": {"cores": os.cpu_count(), "spark_master": spark.sparkContext.master},
-        "days": args.days,
-        "sizes": per_size,
-        "results": [m.as_dict() for m in results],
-        "scaling_exponents": exponents,
-    }
-    write_results(Path(args.out), "benchmark", payload, markdown(results, exponents, per_size))
+        # Written after every size, so an hour-long run that dies at 1M keeps the smaller sizes.
+        exponents = exponents_of(results)
+        payload = {
+            "date": date.today().isoformat(),
+            "machine": {"cores": os.cpu_count(), "spark_master": spark.sparkContext.master},
+            "days": args.days,
+            "sizes": per_size,
+            "results": [m.as_dict() for m in results],
+            "scaling_exponents": exponents,
+        }
+        write_results(Path(args.out), "benchmark", payload, markdown(results, exponents, per_size))
     return 0
 
 
