@@ -57,12 +57,16 @@ TARGET = "churn"
 MB = 2**20
 
 
-def run_peers(spark, store, as_of: date, n: int, results: list) -> None:
+def run_peers(spark, store, as_of: date, n: int, results: list, skip: tuple[str, ...] = ()) -> None:
     """Time each comparison for this size and append its `Measurement` to `results`.
 
-    A peer whose library is not installed is skipped with a line saying so.
+    A peer whose library is not installed is skipped with a line saying so; so is a
+    comparison named in `skip` (the propensity one where the size trains no model).
     """
     for compare in (features_vs_duckdb, personas_vs_sklearn, propensity_vs_lightgbm):
+        if compare.__name__ in skip:
+            print(f"  peers: {compare.__name__} not run at this size", flush=True)
+            continue
         try:
             compare(spark, store, as_of, n, results)
         except ImportError as err:

@@ -40,8 +40,22 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def bench_size(spark, n: int, days: int, seed: int, data_root: Path, results: list, peers: bool) -> dict:
-    """Time every stage (and the peers) for `n` subscribers; return this size's load and wall time."""
+def bench_size(
+    spark,
+    n: int,
+    days: int,
+    seed: int,
+    data_root: Path,
+    results: list,
+    peers: bool,
+    model_lake: Path | None = None,
+) -> dict:
+    """Time every stage (and the peers) for `n` subscribers; return this size's load and wall time.
+
+    With `model_lake`, the train stage (and the propensity peer) is not run at this size:
+    score uses the champion models registered in that lake's MLflow store, the usual
+    "train on a sample, score everyone" set-up. The returned info says so.
+    """
     load_start, t0 = _load(), time.perf_counter()
     from cvo_spark.config import load_config
     from cvo_spark.generate import DEFAULT_END_DATE, write_bronze
@@ -50,6 +64,12 @@ def bench_size(spark, n: int, days: int, seed: int, data_root: Path, results: li
 
     lake = data_root / f"n{n}_d{days}"
     config = load_config(HERE.parent / "conf" / "local.yaml").with_lake(str(lake))
+    if model_lake is not None:
+        from cvo_spark.tracking import default_tracking_uri
+
+        uri = default_tracking_uri(str(model_lake))
+        mlflow = config.mlflow.model_copy(update={"tracking_uri": uri, "registry_uri": uri})
+        config = config.model_copy(update={"mlflow": mlflow})
     store = TableStore(spark, config)
     bronze = Path(store.ref("bronze", "usage_daily").path).parent
     if not store.exists("bronze", "usage_daily"):
@@ -66,12 +86,14 @@ def bench_size(spark, n: int, days: int, seed: int, data_root: Path, results: li
         new_run_id(as_of),
         overrides=frozenset({"psi_offer_id", "psi_price_band"}),
     )
-    for stage in STAGES:
+    stages = [s for s in STAGES if not (model_lake is not None and s == "train")]
+    for stage in stages:
         rows = usage_rows if stage in ("ingest", "features") else n
         with measure(stage, n, rows=rows, results=results):
             run_stage(ctx, stage)
     if peers:
-        peer_mod.run_peers(spark, store, as_of, n, results)
+        skip = ("propensity_vs_lightgbm",) if model_lake is not None else ()
+        peer_mod.run_peers(spark, store, as_of, n, results, skip=skip)
     info = {
         "subscribers": n,
         "days": days,
@@ -79,6 +101,7 @@ def bench_size(spark, n: int, days: int, seed: int, data_root: Path, results: li
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "load_avg_start": load_start,
         "load_avg_end": _load(),
+        "models_from": str(model_lake) if model_lake is not None else "trained at this size",
     }
     print(f"  load average (1/5/15 min): start {load_start}, end {info['load_avg_end']}", flush=True)
     return info
@@ -98,6 +121,13 @@ def exponents_of(results: list[Measurement]) -> dict[str, float | None]:
         else:
             series.setdefault(m.name, []).append((m.subscribers, m.seconds))
     return {name: scaling_exponent(points) for name, points in series.items()}
+
+
+def _models_note(size: dict) -> str:
+    src = size.get("models_from", "trained at this size")
+    if src == "trained at this size":
+        return src
+    return f"not trained here: scored with the champions of {Path(src).name}"
 
 
 def markdown(results: list[Measurement], exponents: dict[str, float | None], sizes: list[dict]) -> str:
@@ -138,16 +168,34 @@ def markdown(results: list[Measurement], exponents: dict[str, float | None], siz
     lines += [f"| {k} | {'n/a' if v is None else f'{v:.2f}'} |" for k, v in exponents.items()]
     lines += [
         "",
-        "| subscribers | usage rows | wall s (all stages + peers) | load avg at start (1/5/15 min) | at end |",
-        "|---:|---:|---:|---|---|",
+        (
+            "| subscribers | usage rows | wall s (all stages + peers) | load avg at start (1/5/15 min) "
+            "| at end | models |"
+        ),
+        "|---:|---:|---:|---|---|---|",
     ]
     lines += [
         f"| {s['subscribers']:,} | {s['usage_rows']:,} | {s['wall_seconds']:,.0f} "
         f"| {' / '.join(f'{x:.2f}' for x in s['load_avg_start'])} "
-        f"| {' / '.join(f'{x:.2f}' for x in s['load_avg_end'])} |"
+        f"| {' / '.join(f'{x:.2f}' for x in s['load_avg_end'])} "
+        f"| {_models_note(s)} |"
         for s in sizes
     ]
     return "\n".join(lines) + "\n"
+
+
+def _kept(path: Path, rerun: set[int]) -> tuple[list[Measurement], list[dict]]:
+    """Measurements and size infos of an earlier run, minus the sizes being run again."""
+    import json
+
+    if not path.exists():
+        return [], []
+    old = json.loads(path.read_text())
+    fields = ("name", "subscribers", "seconds", "rows", "peak_rss_mb", "extra")
+    kept = [Measurement(**{k: r[k] for k in fields}) for r in old["results"] if r["subscribers"] not in rerun]
+    sizes = [s for s in old.get("sizes", []) if s["subscribers"] not in rerun]
+    print(f"  kept {len(kept)} measurements of sizes {sorted({m.subscribers for m in kept})} from {path}")
+    return kept, sizes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,6 +210,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--shuffle-partitions", type=int, default=8)
     parser.add_argument("--driver-memory", default="12g")
+    parser.add_argument(
+        "--train-max",
+        type=int,
+        default=None,
+        help="largest size the train stage runs at; bigger sizes score with that size's models",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the results of sizes not run now from the existing --out/benchmark.json",
+    )
     args = parser.parse_args(argv)
 
     from cvo_spark.session import get_spark
@@ -177,11 +236,22 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     results: list[Measurement] = []
     per_size: list[dict] = []
+    if args.keep:
+        results, per_size = _kept(Path(args.out) / "benchmark.json", set(sizes))
+    trained = [n for n in sizes if args.train_max is None or n <= args.train_max]
     for n in sizes:
         print(f"== {n:,} subscribers x {args.days} days", flush=True)
+        model_lake = None
+        if args.train_max is not None and n > args.train_max:
+            model_n = max(trained) if trained else args.train_max
+            model_lake = Path(args.data) / f"n{model_n}_d{args.days}"
         per_size.append(
-            bench_size(spark, n, args.days, args.seed, Path(args.data), results, not args.no_peers)
+            bench_size(
+                spark, n, args.days, args.seed, Path(args.data), results, not args.no_peers, model_lake
+            )
         )
+        results.sort(key=lambda m: m.subscribers)
+        per_size.sort(key=lambda s: s["subscribers"])
         # Written after every size, so an hour-long run that dies at 1M keeps the smaller sizes.
         exponents = exponents_of(results)
         payload = {
