@@ -12,6 +12,7 @@ variable that holds them.
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,6 +64,9 @@ class PrivacyConfig(_Section):
 # --------------------------------------------------------------------------- stages
 class IngestConfig(_Section):
     future_tolerance_hours: float = Field(24.0, ge=0)
+    #: Date or timestamp values before this day are quarantined as placeholders (1900-01-01);
+    #: the same default as cvo_spark.ingest.EARLIEST_EVENT_DATE.
+    earliest_event_date: date = date(1990, 1, 1)
     privacy: PrivacyConfig = PrivacyConfig()
 
 

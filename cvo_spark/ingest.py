@@ -28,7 +28,10 @@ Rules (DESIGN invariant 6, "never silently dropped"):
   input column is a money amount, a count or a quantity); an enum value outside
   `ENUMS` / `SUBSCRIBER_CHANNELS`.
 - event time after the run's clock plus a tolerance (a DATE counts from its midnight
-  UTC); for subscriber tables, event date before the subscriber's activation date.
+  UTC); any date or timestamp column before the earliest plausible date
+  (`EARLIEST_EVENT_DATE`, 1990-01-01 by default: a 1900 or 0001 date is a source
+  system's placeholder, not a real activation or event); for subscriber tables, event
+  date before the subscriber's activation date.
 - owner unknown: a subscriber id not among the *valid* subscribers (silver), an
   account_id not among the valid b2b accounts. A row whose subscriber was itself
   quarantined is therefore quarantined too, with that reason — downstream joins would
@@ -113,6 +116,10 @@ _PARSE_PROBLEM: dict[type, str] = {
     TimestampType: "not a timestamp",
     BooleanType: "not a boolean",
 }
+
+#: Dates before this are placeholders (1900-01-01, 0001-01-01), not events: quarantined.
+#: The config default `ingest.earliest_event_date` is the same date.
+EARLIEST_EVENT_DATE = date(1990, 1, 1)
 
 _RAW_PREFIX = "_bronze_"
 _OWNER_KNOWN = "_owner_known"
@@ -259,6 +266,20 @@ def _future_rule(table: str, now: datetime, future_tolerance_hours: float) -> tu
     return flag, F.concat(F.lit(f"{table}.{event}: in the future: "), _c(event).cast("string"))
 
 
+def _past_rules(table: str, earliest: date) -> list[tuple[Column, Column]]:
+    """(flag, message) for every date/timestamp column holding a value before `earliest`."""
+    rules = []
+    for field in INPUT_SCHEMAS[table].fields:
+        if isinstance(field.dataType, (DateType, TimestampType)):
+            flag = F.to_date(_c(field.name)) < F.lit(earliest)
+            message = F.concat(
+                F.lit(f"{table}.{field.name}: before the earliest plausible date {earliest}: "),
+                _c(field.name).cast("string"),
+            )
+            rules.append((flag, message))
+    return rules
+
+
 def _with_owner(
     tagged: DataFrame, table: str, owners: DataFrame
 ) -> tuple[DataFrame, list[tuple[Column, Column]]]:
@@ -308,6 +329,7 @@ def tag_rows(
     future_tolerance_hours: float,
     owners: DataFrame | None = None,
     pseudonym_key: bytes | None = None,
+    earliest_event_date: date = EARLIEST_EVENT_DATE,
 ) -> DataFrame:
     """Validate one bronze table: one typed row per distinct bronze row, with its verdict.
 
@@ -323,6 +345,7 @@ def tag_rows(
         ``subscriber_id, activation_date`` for subscriber tables, ``account_id`` for
         b2b_messages; keys unique.
     pseudonym_key : when given, subscriber ids are replaced by their HMAC first.
+    earliest_event_date : a date or timestamp value before this day is quarantined.
 
     Returns
     -------
@@ -340,7 +363,11 @@ def tag_rows(
     bronze_types = {f.name: f.dataType for f in bronze.schema.fields}
     tagged, recast = _typed(_deduplicated(bronze, table, extras), table, bronze_types)
 
-    rules = _value_rules(table, recast) + [_future_rule(table, now, future_tolerance_hours)]
+    rules = (
+        _value_rules(table, recast)
+        + [_future_rule(table, now, future_tolerance_hours)]
+        + _past_rules(table, earliest_event_date)
+    )
     if table in UNIQUE_KEY_TABLES:
         rules.append(_key_conflict_rule(table))
     if table in OWNER_TABLE:
@@ -407,7 +434,14 @@ def count_outcomes(tagged: DataFrame) -> dict[str, int]:
 
 
 def check_accounting(table: str, rows_in: int, outcome: dict[str, int]) -> None:
-    """Raise `AccountingIdentityError` unless rows_in = silver + quarantined + duplicates."""
+    """Raise `AccountingIdentityError` unless rows_in = silver + quarantined + duplicates.
+
+    An empty bronze table is not an error (``0 = 0 + 0 + 0``: a feed may legitimately
+    deliver nothing, e.g. no B2B messages yet) but it is logged as a warning naming the
+    table; a feed that stopped is what the publish freshness check refuses on.
+    """
+    if rows_in == 0:
+        log.warning("table %s: bronze table is empty (0 rows in, silver will be empty)", table)
     accounted = outcome["silver"] + outcome["quarantined"] + outcome["duplicates"]
     if rows_in != accounted:
         raise AccountingIdentityError(

@@ -18,6 +18,9 @@ Write modes and the invariant each keeps:
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -37,12 +40,16 @@ from pyspark.sql.types import (
 )
 
 from cvo_spark.config import Config
-from cvo_spark.errors import MissingTableError, SchemaMismatchError
+from cvo_spark.errors import CvoError, MissingTableError, SchemaMismatchError
 from cvo_spark.schemas import INPUT_SCHEMAS
 
 log = logging.getLogger(__name__)
 
 LAYERS = ("bronze", "silver", "gold")
+
+
+class UnreadableDataError(CvoError):
+    """A data file of a table cannot be read (corrupt, truncated, not Parquet)."""
 
 
 @dataclass(frozen=True)
@@ -240,3 +247,55 @@ def conform_to_contract(df: DataFrame, table: str) -> DataFrame:
     if extra:
         log.warning("table %s: ignoring extra column(s) %s", table, ", ".join(extra))
     return df.select(*[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in INPUT_SCHEMAS[table].fields])
+
+
+# ---------------------------------------------------------------------- unreadable files
+#: Spark's error classes for a data file it could not read, and the file they name.
+_READ_ERROR = re.compile(r"\[(FAILED_READ_FILE[.\w]*|CANNOT_READ_FILE_FOOTER)\]")
+_DATA_FILE = re.compile(r"([\w.+-]+:)?/[^\s,;'\"]*?([^/\s,;'\"]+\.parquet)")
+_CAUSE = re.compile(r"Caused by: (?:[\w$]+\.)*([\w$]+(?:Exception|Error))(?::\s*([^\n]*))?")
+
+
+def unreadable_file_message(err: BaseException) -> str | None:
+    """``<file>: <root cause>`` when `err` is Spark failing to read a data file, else None.
+
+    Spark reports a corrupt Parquet file (garbage bytes, truncated, checksum mismatch) as
+    ``[FAILED_READ_FILE...]`` or ``[CANNOT_READ_FILE_FOOTER]`` wrapped in a JVM stack
+    trace of a hundred lines; this keeps the file name and the innermost cause.
+    """
+    text = str(err)
+    if not _READ_ERROR.search(text):
+        return None
+    file = _DATA_FILE.search(text)
+    causes = _CAUSE.findall(text)
+    name = file.group(2) if file else "a data file"
+    if not causes:
+        return name
+    kind, detail = causes[-1]
+    detail = detail.strip()
+    if file:  # the innermost cause usually names the file again
+        detail = " ".join(detail.replace(file.group(0), "").split()).strip(" :")
+    cause = f"{kind}: {detail}" if detail else kind
+    return f"{name}: {cause[:160]}"
+
+
+@contextmanager
+def naming_unreadable_files(layer: str, name: str) -> Iterator[None]:
+    """Turn Spark's failure to read a data file of ``layer.name`` into one clear line.
+
+    Wrap the first action on a table's data: a corrupt file then stops the run with an
+    `UnreadableDataError` naming the table and the file, instead of a JVM stack trace.
+    Any other error passes through unchanged.
+    """
+    try:
+        yield
+    except CvoError:
+        raise
+    except Exception as err:  # only file-read failures are converted
+        what = unreadable_file_message(err)
+        if what is None:
+            raise
+        raise UnreadableDataError(
+            f"table {layer}.{name}: cannot read data file {what} "
+            f"(corrupt or not Parquet: restore it, or RESTORE the Delta table to a good version)"
+        ) from None

@@ -31,6 +31,7 @@ def test_local_yaml_loads_with_business_defaults():
         ({"segments": {"personas": {"k_min": 6, "k_max": 3}}}, "k range is empty"),
         ({"offers": {"control_share": 1.5}}, "offers.control_share"),
         ({"models": {"auc_ceiling": "high"}}, "models.auc_ceiling"),
+        ({"ingest": {"earliest_event_date": "long ago"}}, "ingest.earliest_event_date"),
         ({"lakee": "x"}, "lakee: unknown key"),
     ],
 )

@@ -29,6 +29,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
 from cvo_spark.ingest import (
+    EARLIEST_EVENT_DATE,
     INGEST_ORDER,
     OWNER_TABLE,
     check_accounting,
@@ -38,7 +39,7 @@ from cvo_spark.ingest import (
     silver_rows,
     tag_rows,
 )
-from cvo_spark.io import TableStore
+from cvo_spark.io import TableStore, naming_unreadable_files
 from cvo_spark.pipeline import StageContext, StageResult
 
 #: Silver tables read as Delta streams: written by insert-only MERGE, never rewritten.
@@ -61,6 +62,7 @@ def run(ctx: StageContext) -> StageResult:
         run_id=ctx.run_id,
         as_of=ctx.as_of,
         pseudonym_key=key,
+        earliest_event_date=cfg.earliest_event_date,
     )
 
 
@@ -79,6 +81,7 @@ def ingest(
     run_id: str,
     as_of: date,
     pseudonym_key: bytes | None = None,
+    earliest_event_date: date = EARLIEST_EVENT_DATE,
 ) -> StageResult:
     """Run the ingest on `store` with an explicit clock (`run` passes the wall clock)."""
     bronze = {t: store.read("bronze", t) for t in INGEST_ORDER}
@@ -90,13 +93,16 @@ def ingest(
     try:
         for table in INGEST_ORDER:
             frame = tag_rows(
-                bronze[table], table, now, future_tolerance_hours, _owners(table, valid), pseudonym_key
+                bronze[table], table, now, future_tolerance_hours, _owners(table, valid), pseudonym_key,
+                earliest_event_date,
             ).persist(StorageLevel.MEMORY_AND_DISK)
             tagged[table] = frame
             valid[table] = silver_rows(frame, table)
-            outcome = count_outcomes(frame)
-            # Counted on the bronze itself (Delta answers from its log), independent of tagging.
-            rows_in = bronze[table].count()
+            # The first actions on the bronze data: a corrupt file stops here, named, before any write.
+            with naming_unreadable_files("bronze", table):
+                outcome = count_outcomes(frame)
+                # Counted on the bronze itself (Delta answers from its log), independent of tagging.
+                rows_in = bronze[table].count()
             check_accounting(table, rows_in, outcome)
             counts.update(
                 {
