@@ -129,7 +129,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from cvo_spark.pipeline import parse_stages, run_pipeline
-
     from cvo_spark.publish import validate_overrides
 
     config = _config(args)
@@ -207,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cvo: error: {err}", file=sys.stderr)
         return err.exit_code
-    except Exception as err:  # noqa: BLE001 - one clear line, full trace with CVO_DEBUG=1
+    except Exception as err:
         if os.environ.get("CVO_DEBUG"):
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""

@@ -79,7 +79,7 @@ class FeatureWindows(_Section):
     offer_history_days: int = Field(90, gt=0)
 
     @model_validator(mode="after")
-    def _short_within_long(self) -> "FeatureWindows":
+    def _short_within_long(self) -> FeatureWindows:
         if self.arpu_short_days > self.arpu_long_days:
             raise ValueError("arpu_short_days must not exceed arpu_long_days")
         return self
@@ -108,7 +108,7 @@ class ValueTiersConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _ladder_ends_in_catch_all(self) -> "ValueTiersConfig":
+    def _ladder_ends_in_catch_all(self) -> ValueTiersConfig:
         if not self.ladder:
             raise ValueError("ladder must name at least one tier")
         last = self.ladder[-1]
@@ -169,7 +169,7 @@ class PersonasConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _k_range(self) -> "PersonasConfig":
+    def _k_range(self) -> PersonasConfig:
         if self.k_min > self.k_max:
             raise ValueError(f"k range is empty: k_min {self.k_min} > k_max {self.k_max}")
         missing = set(self.log_features) - set(self.features)
@@ -196,7 +196,7 @@ class MatrixConfig(_Section):
     voice_minute_mb: float = Field(1.0, ge=0)
 
     @model_validator(mode="after")
-    def _fixed_needs_thresholds(self) -> "MatrixConfig":
+    def _fixed_needs_thresholds(self) -> MatrixConfig:
         if self.method == "fixed" and (self.revenue_threshold is None or self.usage_threshold is None):
             raise ValueError("method fixed needs revenue_threshold and usage_threshold")
         return self
@@ -248,7 +248,7 @@ class ModelsConfig(_Section):
     reason_codes: int = Field(3, gt=0)
 
     @model_validator(mode="after")
-    def _out_of_time_really(self) -> "ModelsConfig":
+    def _out_of_time_really(self) -> ModelsConfig:
         # Closer snapshots would let the last training labels see the out-of-time period.
         if self.snapshot_spacing_days < self.horizon_days:
             raise ValueError(
@@ -339,7 +339,7 @@ class Config(_Section):
     stream: StreamConfig = StreamConfig()
     measure: MeasureConfig = MeasureConfig()
 
-    def with_lake(self, lake: str | None) -> "Config":
+    def with_lake(self, lake: str | None) -> Config:
         """A copy pointing at another lake root (the CLI's --lake)."""
         return self if lake is None else self.model_copy(update={"lake": lake})
 

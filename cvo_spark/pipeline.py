@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from pyspark.sql import SparkSession
 
@@ -52,7 +52,7 @@ class StageResult:
 
 
 def new_run_id(as_of: date) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     return f"{as_of.isoformat()}-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
@@ -78,7 +78,7 @@ def record_run(ctx: StageContext, stage: str, status: str, result: StageResult, 
         {k: str(v) for k, v in result.checks.items()},
         result.message[:2000],
         started,
-        datetime.now(timezone.utc).replace(tzinfo=None),
+        datetime.now(UTC).replace(tzinfo=None),
     )
     df = ctx.spark.createDataFrame([row], OUTPUT_SCHEMAS["runs"])
     ctx.store.append(df, "gold", "runs")
@@ -87,7 +87,7 @@ def record_run(ctx: StageContext, stage: str, status: str, result: StageResult, 
 def run_stage(ctx: StageContext, stage: str) -> StageResult:
     """Run one stage and audit it; errors are recorded, then re-raised."""
     module = importlib.import_module(f"cvo_spark.stages.{stage}")
-    started = datetime.now(timezone.utc).replace(tzinfo=None)
+    started = datetime.now(UTC).replace(tzinfo=None)
     t0 = time.monotonic()
     print(f"cvo: [{stage}] as of {ctx.as_of} ...", file=sys.stderr, flush=True)
     try:
@@ -98,7 +98,7 @@ def run_stage(ctx: StageContext, stage: str) -> StageResult:
     except CvoError as err:
         record_run(ctx, stage, "failed", StageResult(message=str(err)), started)
         raise
-    except Exception as err:  # noqa: BLE001 - audit, then let the CLI report it
+    except Exception as err:
         record_run(ctx, stage, "failed", StageResult(message=f"{type(err).__name__}: {err}"), started)
         raise
     record_run(ctx, stage, "succeeded", result, started)

@@ -133,7 +133,7 @@ def latest_training(df: DataFrame, as_of: date) -> DataFrame:
     return cut.join(latest, on=["target", "trained_at"], how="inner")
 
 
-def subscriber_ref(column: str = "subscriber_id") -> "F.Column":
+def subscriber_ref(column: str = "subscriber_id") -> F.Column:
     """A short pseudonymous reference: the first 8 hex characters of SHA-256 of the id."""
     return F.substring(F.sha2(F.col(column).cast("string"), 256), 1, REF_HEX_CHARS)
 
@@ -396,7 +396,7 @@ def collect_report(store: TableStore, as_of: date, top_n: int = 10) -> dict[str,
     """Every section's data as plain Python values; a missing section is an `Unavailable`."""
     g = load_gold(store, as_of)
     f, s, p, o = g["features"], g["segments"], g["segment_profiles"], g["offers"]
-    have = lambda *dfs: next((d for d in dfs if isinstance(d, Unavailable)), None)  # noqa: E731
+    have = lambda *dfs: next((d for d in dfs if isinstance(d, Unavailable)), None)
     data: dict[str, Any] = {"as_of": as_of}
 
     data["headline"] = have(f) or _one(headline(f))
@@ -426,7 +426,7 @@ def collect_report(store: TableStore, as_of: date, top_n: int = 10) -> dict[str,
     return data
 
 
-def show(value: "DataFrame | Unavailable | list | dict", display=print) -> None:
+def show(value: DataFrame | Unavailable | list | dict, display=print) -> None:
     """Notebook helper: `display` a DataFrame or collected rows, or print why a table is missing."""
     if isinstance(value, Unavailable):
         print(value.message)

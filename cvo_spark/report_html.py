@@ -9,8 +9,9 @@ from a file with no server and no network. A section whose table is missing show
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from cvo_spark.report import ROI_CONVERSION_RATES, Unavailable
 from cvo_spark.report_charts import (
@@ -274,7 +275,7 @@ def section_b2b(d: dict) -> str:
         pts = [(r["account_share"], r["revenue_share"]) for r in lorenz]
         if pts and pts[0] != (0.0, 0.0):
             pts = [(0.0, 0.0)] + pts
-        pct = lambda v: f"{v * 100:.0f}%"  # noqa: E731
+        pct = lambda v: f"{v * 100:.0f}%"
         out.append(_charts(line_chart(
             {"Lorenz curve": pts, "Perfect equality": [(0.0, 0.0), (1.0, 1.0)]},
             "B2B Lorenz curve of revenue",
@@ -315,7 +316,7 @@ def _metric_text(r: dict) -> str:
 
 
 def _curve_charts(curves: list[dict]) -> str:
-    pct = lambda v: f"{v * 100:.0f}%"  # noqa: E731
+    pct = lambda v: f"{v * 100:.0f}%"
     charts = []
     for target in sorted({c["target"] for c in curves}):
         lift = [(c["x"], c["y"]) for c in curves if c["target"] == target and c["curve"] == "lift"]
@@ -537,7 +538,7 @@ def render_report(data: dict, title: str = "Customer Value Optimizer report") ->
     """The whole page as one string (UTF-8 HTML5)."""
     nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t in SECTIONS)
     body = "".join(f'<section id="{a}"><h2>{esc(t)}</h2>{RENDERERS[a](data)}</section>' for a, t in SECTIONS)
-    made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     as_of = esc(data["as_of"])
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

@@ -11,12 +11,13 @@ and are not overridden here.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from importlib.metadata import version
 from pathlib import Path
-from typing import Mapping
 
 from pyspark.sql import SparkSession
 
@@ -120,5 +121,5 @@ def _quiet_known_warnings(spark: SparkSession) -> None:
         level = jvm.org.apache.logging.log4j.Level.ERROR
         for name in QUIET_LOGGERS:
             jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
-    except Exception:  # noqa: BLE001 - cosmetic: a logging backend we do not know stays as it is
-        pass
+    except Exception as err:  # noqa: BLE001 - cosmetic: a logging backend we do not know stays as it is
+        logging.getLogger(__name__).debug("could not quiet Spark loggers: %s", err)

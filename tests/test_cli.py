@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from cvo_spark.cli import main
-from cvo_spark.pipeline import parse_stages, STAGES
 from cvo_spark.errors import ConfigError
+from cvo_spark.pipeline import STAGES, parse_stages
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from cvo_spark.config import Config, load_config, parse_config
 from cvo_spark.errors import ConfigError
@@ -45,7 +46,7 @@ def test_bad_key_or_value_names_it(data, named):
 
 def test_config_is_frozen():
     config = parse_config({})
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         config.lake = "elsewhere"  # type: ignore[misc]
 
 

@@ -499,7 +499,7 @@ def test_report_stage_writes_file_and_summary(spark, gold_store, tmp_path, capsy
 
 
 def test_every_chart_has_title_and_axis_labels(report_html):
-    charts = re.findall(r'<svg class="chart".*?</svg>', report_html, flags=re.S)
+    charts = re.findall(r'<svg class="chart".*?</svg>', report_html, flags=re.DOTALL)
     assert len(charts) == 10
     for svg in charts:
         title = re.search(r"<title>([^<]+)</title>", svg)
@@ -524,6 +524,6 @@ def test_campaign_section_shows_uplift_with_intervals():
     assert "+4.0 pp [+1.0 pp, +7.0 pp]" in html
     assert "Rp 1,200,000 [Rp 300,000, Rp 2,100,000]" in html
     assert "9,000" in html and "12.0%" in html and "⚠ SRM" in html
-    svg = re.search(r'<svg class="chart".*?</svg>', html, flags=re.S).group(0)
+    svg = re.search(r'<svg class="chart".*?</svg>', html, flags=re.DOTALL).group(0)
     assert len(re.findall(r'class="axis-label"', svg)) == 2
     assert svg.count("<circle") == 1  # the row without an uplift estimate is not drawn
