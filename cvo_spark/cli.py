@@ -134,6 +134,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
     stages = parse_stages(args.stages)
     overrides = validate_overrides(args.override)  # before Spark starts: a typo costs nothing
+    if "offers" in stages:
+        from cvo_spark.stages.offers import load_checked_catalog
+
+        load_checked_catalog(config)  # a bad catalog fails now, not after an hour of train
     ctx = _context(config, args.as_of, overrides, {"report_out": args.report_out})
     run_pipeline(ctx, stages)
     from cvo_spark.summary import print_summary
@@ -204,13 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     except CvoError as err:
         if os.environ.get("CVO_DEBUG"):
             raise
-        print(f"cvo: error: {err}", file=sys.stderr)
+        # Start on a fresh line: Spark's console progress bar may still hold the current one.
+        print(f"\ncvo: error: {err}", file=sys.stderr)
         return err.exit_code
     except Exception as err:
         if os.environ.get("CVO_DEBUG"):
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        print(f"cvo: error: {type(err).__name__}: {first} (set CVO_DEBUG=1 for the trace)", file=sys.stderr)
+        print(f"\ncvo: error: {type(err).__name__}: {first} (set CVO_DEBUG=1 for the trace)", file=sys.stderr)
         return 1
 
 
