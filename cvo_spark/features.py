@@ -383,7 +383,9 @@ def _agg_spend(
             sum_if(is_rc_long, F.lit(1)).alias("recharge_count_3m"),
             sum_if(is_rc_long, amount).alias("recharge_amount_3m"),
             sum_if(known, F.lit(1)).alias("recharge_known_n"),
-            sum_if(known, amount * amount).alias("recharge_amount_sq"),
+            # Spark's merge of (n, mean, M2) moments, not sum-of-squares minus squared mean:
+            # the latter cancels catastrophically for many near-equal fractional amounts.
+            F.stddev_pop(F.when(known, F.col("amount"))).alias("recharge_amount_std"),
             F.max(F.when(is_rc, F.col("ts"))).alias("last_recharge_ts"),
             sum_if(is_pu_long, F.lit(1)).alias("purchase_count_3m"),
             sum_if(is_pu_long, amount).alias("purchase_amount_3m"),
@@ -403,22 +405,21 @@ def _agg_spend(
 def with_recharge_features(df: DataFrame, as_of: date) -> DataFrame:
     """Add recharge_mean_amount, recharge_std_amount (population) and days_since_last_recharge.
 
-    Needs recharge_known_n, recharge_amount_3m, recharge_amount_sq, last_recharge_ts.
+    Needs recharge_known_n, recharge_amount_3m, recharge_amount_std, last_recharge_ts.
     Mean is null with no recharge in the window, std with fewer than 2, days-since when
     there was never one.
     """
     require_columns(
         df,
-        ["recharge_known_n", "recharge_amount_3m", "recharge_amount_sq", "last_recharge_ts"],
+        ["recharge_known_n", "recharge_amount_3m", "recharge_amount_std", "last_recharge_ts"],
         "with_recharge_features",
     )
     n = F.col("recharge_known_n")
     mean = ratio_or_null(F.col("recharge_amount_3m"), n)
-    var = F.greatest(F.col("recharge_amount_sq") / n - mean * mean, F.lit(0.0))
     return df.withColumns(
         {
             "recharge_mean_amount": mean,
-            "recharge_std_amount": F.when(n >= 2, F.sqrt(var)),
+            "recharge_std_amount": F.when(n >= 2, F.col("recharge_amount_std")),
             "days_since_last_recharge": days_since(F.col("last_recharge_ts"), as_of),
         }
     )

@@ -531,3 +531,19 @@ def test_b2b_types_match_contract():
     assert types["contract_months"] == IntegerType() and types["products_count"] == IntegerType()
     assert types["message_count_3m"] == LongType() and types["aov"] == DoubleType()
     assert types["account_id"] == StringType()
+
+
+def test_recharge_std_of_equal_fractional_amounts_is_zero(spark):
+    # 10,000.1 recharged 1,000 times: sum of squares / n - mean^2 leaves a rounding residue
+    # (std 0.0016 when summed in order); Spark's moment merge gives 0.
+    from cvo_spark.features import _agg_spend, with_recharge_features
+
+    ts = datetime(2026, 6, 20, 10, 0)
+    recharges = spark.createDataFrame(
+        [("s1", ts, 10_000.1, "app")] * 1000, "subscriber_id string, recharge_ts timestamp, amount double, channel string"
+    )
+    purchases = spark.createDataFrame([], "subscriber_id string, purchase_ts timestamp, price double, channel string")
+    row = with_recharge_features(_agg_spend(recharges, purchases, AS_OF, 90, ["app"]), AS_OF).first()
+    assert row["recharge_count_3m"] == 1000
+    assert row["recharge_mean_amount"] == pytest.approx(10_000.1)
+    assert row["recharge_std_amount"] == pytest.approx(0.0, abs=1e-9)
