@@ -111,8 +111,12 @@ def _is_comparison(m: Measurement) -> bool:
     return "ratio_ours_to_peer" in m.extra
 
 
-def exponents_of(results: list[Measurement]) -> dict[str, float | None]:
-    """Scaling exponent per stage, and of both sides of each comparison."""
+def exponents_of(results: list[Measurement], last_two: bool = False) -> dict[str, float | None]:
+    """Scaling exponent per stage, and of both sides of each comparison.
+
+    Over all sizes by default; with `last_two`, between the two largest sizes only, where
+    fixed per-job overhead no longer hides how the work grows.
+    """
     series: dict[str, list[tuple[int, float]]] = {}
     for m in results:
         if _is_comparison(m):
@@ -120,6 +124,8 @@ def exponents_of(results: list[Measurement]) -> dict[str, float | None]:
             series.setdefault(f"{m.name} (peer)", []).append((m.subscribers, m.seconds))
         else:
             series.setdefault(m.name, []).append((m.subscribers, m.seconds))
+    if last_two:
+        series = {name: sorted(points)[-2:] for name, points in series.items()}
     return {name: scaling_exponent(points) for name, points in series.items()}
 
 
@@ -164,8 +170,14 @@ def markdown(results: list[Measurement], exponents: dict[str, float | None], siz
                 f"| {e['ratio_ours_to_peer']:.2f} | {e['ours_peak_rss_mb']:,.0f} | {m.peak_rss_mb:,.0f} "
                 f"| {runs} | {e['check']} |"
             )
-    lines += ["", "| stage | scaling exponent (1.0 = linear) |", "|---|---:|"]
-    lines += [f"| {k} | {'n/a' if v is None else f'{v:.2f}'} |" for k, v in exponents.items()]
+    tail = exponents_of(results, last_two=True)
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"
+    lines += [
+        "",
+        "| stage | scaling exponent, all sizes (1.0 = linear) | between the two largest sizes |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {k} | {fmt(v)} | {fmt(tail.get(k))} |" for k, v in exponents.items()]
     lines += [
         "",
         (
@@ -261,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             "sizes": per_size,
             "results": [m.as_dict() for m in results],
             "scaling_exponents": exponents,
+            "scaling_exponents_two_largest": exponents_of(results, last_two=True),
         }
         write_results(Path(args.out), "benchmark", payload, markdown(results, exponents, per_size))
     return 0
