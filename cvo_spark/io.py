@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -143,8 +143,20 @@ class TableStore:
         writer = self._writer(df, "overwrite", partition_by).option("overwriteSchema", "true")
         self._save(writer, self.ref(layer, name))
 
-    def append(self, df: DataFrame, layer: str, name: str, partition_by: Sequence[str] | None = None) -> None:
-        self._save(self._writer(df, "append", partition_by), self.ref(layer, name))
+    def append(
+        self,
+        df: DataFrame,
+        layer: str,
+        name: str,
+        partition_by: Sequence[str] | None = None,
+        options: Mapping[str, str | int] | None = None,
+    ) -> None:
+        """Append `df` in one Delta commit; `options` go to the writer (e.g. Delta's
+        ``txnAppId`` / ``txnVersion`` for an idempotent streaming batch)."""
+        writer = self._writer(df, "append", partition_by)
+        for key, value in (options or {}).items():
+            writer = writer.option(key, value)
+        self._save(writer, self.ref(layer, name))
 
     def overwrite_partition(
         self, df: DataFrame, layer: str, name: str, as_of: date, column: str = "as_of"

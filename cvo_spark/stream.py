@@ -133,17 +133,12 @@ class TriggerOfferSink:
         )
 
     def write(self, rows: DataFrame, batch_id: int) -> None:
-        ref = self.store.ref("gold", "trigger_offers")
-        writer = (
-            rows.write.format("delta")
-            .mode("append")
-            .option("txnAppId", self.app_id(rows.sparkSession))
-            .option("txnVersion", batch_id)
+        self.store.append(
+            rows,
+            "gold",
+            "trigger_offers",
+            options={"txnAppId": self.app_id(rows.sparkSession), "txnVersion": batch_id},
         )
-        if ref.catalog_name:
-            writer.saveAsTable(ref.catalog_name)
-        else:
-            writer.save(ref.path)
 
     def __call__(self, events: DataFrame, batch_id: int) -> None:
         # Persisted: the batch is read twice (emptiness, then the write), and re-running a
