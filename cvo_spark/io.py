@@ -290,6 +290,27 @@ def unreadable_file_message(err: BaseException) -> str | None:
     return f"{name}: {cause[:160]}"
 
 
+def unreadable_table_error(err: BaseException, where: str) -> UnreadableDataError | None:
+    """An `UnreadableDataError` for a failed read anywhere in a stage, else None.
+
+    For reads outside ingest, where no single table is being read: the table is taken
+    from the file's path (``.../<layer>/<table>/part-....parquet`` for the lake layers).
+    """
+    what = unreadable_file_message(err)
+    if what is None:
+        return None
+    file = _DATA_FILE.search(str(err))
+    parts = file.group(0).split("/") if file else []
+    table = next(
+        (f"{parts[i]}.{parts[i + 1]}" for i in range(len(parts) - 1) if parts[i] in ("bronze", "silver", "gold")),
+        "a lake table",
+    )
+    return UnreadableDataError(
+        f"{where}: table {table}: cannot read data file {what} "
+        f"(corrupt or not Parquet: restore it, or RESTORE the Delta table to a good version)"
+    )
+
+
 @contextmanager
 def naming_unreadable_files(layer: str, name: str) -> Iterator[None]:
     """Turn Spark's failure to read a data file of ``layer.name`` into one clear line.

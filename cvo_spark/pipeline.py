@@ -20,7 +20,7 @@ from pyspark.sql import SparkSession
 
 from cvo_spark.config import Config
 from cvo_spark.errors import ConfigError, CvoError, PublishRefused
-from cvo_spark.io import TableStore
+from cvo_spark.io import TableStore, unreadable_table_error
 from cvo_spark.schemas import OUTPUT_SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,10 @@ def run_stage(ctx: StageContext, stage: str) -> StageResult:
         record_run(ctx, stage, "failed", StageResult(message=str(err)), started)
         raise
     except Exception as err:
+        unreadable = unreadable_table_error(err, f"stage {stage}")
+        if unreadable is not None:  # a corrupt file of any table: one line naming it
+            record_run(ctx, stage, "failed", StageResult(message=str(unreadable)), started)
+            raise unreadable from None
         record_run(ctx, stage, "failed", StageResult(message=f"{type(err).__name__}: {err}"), started)
         raise
     record_run(ctx, stage, "succeeded", result, started)

@@ -85,7 +85,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from cvo_spark.cli import main
 from cvo_spark.config import load_config, parse_config
-from cvo_spark.io import TableStore, unreadable_file_message
+from cvo_spark.io import TableStore, unreadable_file_message, unreadable_table_error
 from cvo_spark.pipeline import StageContext
 from cvo_spark.schemas import INPUT_SCHEMAS
 from cvo_spark.stages import features as features_stage
@@ -235,6 +235,34 @@ def test_unreadable_file_message_keeps_the_file_and_the_innermost_cause():
         "Expected magic number at tail, but found [98, 97, 103, 101]"
     )
     assert unreadable_file_message(RuntimeError("[DIVIDE_BY_ZERO] Division by zero.")) is None
+
+
+def test_unreadable_file_in_any_stage_names_the_table_from_its_path():
+    silver_failure = READ_FAILURE.replace("/lake/bronze/", "/lake/silver/")
+    err = unreadable_table_error(RuntimeError(silver_failure), "stage features")
+    assert str(err).startswith(
+        "stage features: table silver.usage_daily: cannot read data file part-00000-db80-c000.snappy.parquet: "
+    )
+    assert unreadable_table_error(RuntimeError("[DIVIDE_BY_ZERO] Division by zero."), "stage x") is None
+
+
+def test_corrupt_silver_file_stops_the_features_stage_on_one_line(spark, base_lake, tmp_path, capsys):
+    """Past ingest no single table is being read; the line still names the table (from the path)."""
+    config = lake_config(base_lake, tmp_path)
+    ingest_with(spark, config)
+    part = min((tmp_path / "silver" / "usage_daily").glob("part-*.parquet"))
+    part.write_bytes(b"\x00garbage, not parquet\xff" * 40)
+    (part.parent / f".{part.name}.crc").unlink(missing_ok=True)
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(yaml.safe_dump(config))
+
+    code = main(["run", "--conf", str(conf), "--as-of", AS_OF.isoformat(), "--stages", "features"])
+
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cvo: error")]
+    assert code == 2 and len(errors) == 1, errors
+    assert errors[0].startswith(
+        f"cvo: error: stage features: table silver.usage_daily: cannot read data file {part.name}"
+    )
 
 
 @pytest.mark.parametrize("table", ["usage_daily", "subscribers"])
