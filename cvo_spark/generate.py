@@ -33,12 +33,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import IntEnum
-from itertools import accumulate, pairwise
+from itertools import pairwise
 
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from cvo_spark.random_columns import (
+    attribute,
+    by_persona,
+    case_by_bounds,
+    choice,
+    exponential,
+    gamma_int,
+    lognormal,
+    normal,
+    persona_choice,
+    pick,
+    row_key,
+    stochastic_round,
+    uniform,
+)
 from cvo_spark.schemas import INPUT_SCHEMAS, PRODUCT_CATEGORIES, SUBSCRIBER_CHANNELS
 
 DEFAULT_END_DATE = date(2026, 6, 30)
@@ -283,103 +298,6 @@ class Stream(IntEnum):
     B2B_ACCOUNT, B2B_NAME, B2B_REVENUE, B2B_PRODUCTS, B2B_CONTRACT, B2B_MESSAGE = 200, 201, 202, 203, 204, 210
 
 
-# --------------------------------------------------------------------------- random columns
-_TWO_POW_53 = float(2**53)
-
-
-def _key(seed: int, *cols: str) -> tuple[Column, ...]:
-    """The hash key of a row: the seed and the columns that identify it."""
-    return (F.lit(seed).cast("long"), *[F.col(c) for c in cols])
-
-
-def _uniform(key: Sequence[Column], stream: int, sub: int = 0) -> Column:
-    """Uniform double in (0, 1): the top 53 bits of xxhash64(key, stream, sub)."""
-    bits = F.shiftrightunsigned(F.xxhash64(*key, F.lit(int(stream)), F.lit(sub)), 11)
-    return (bits.cast("double") + 0.5) / _TWO_POW_53
-
-
-def _normal(key: Sequence[Column], stream: int) -> Column:
-    """Standard normal by Box-Muller from two uniforms of `stream`."""
-    radius = F.sqrt(F.lit(-2.0) * F.log(_uniform(key, stream, 1)))
-    return radius * F.cos(F.lit(2.0 * math.pi) * _uniform(key, stream, 2))
-
-
-def _lognormal(key: Sequence[Column], stream: int, sigma: float) -> Column:
-    """Lognormal multiplier with mean 1 and log-scale `sigma`."""
-    return F.exp(F.lit(sigma) * _normal(key, stream) - F.lit(sigma * sigma / 2.0))
-
-
-def _exponential(key: Sequence[Column], stream: int, sub: int = 0) -> Column:
-    """Exponential with mean 1 (inverse CDF)."""
-    return -F.log(_uniform(key, stream, sub))
-
-
-def _gamma(key: Sequence[Column], stream: int, shape: int) -> Column:
-    """Gamma with integer `shape` and mean 1: a mean of `shape` exponentials (exact)."""
-    total = _exponential(key, stream, 1)
-    for sub in range(2, shape + 1):
-        total = total + _exponential(key, stream, sub)
-    return total / F.lit(float(shape))
-
-
-def _attribute(key: Sequence[Column], stream: int, i: int) -> Column:
-    """Uniform for the i-th attribute of an event of `stream` (sub-streams 1-3 place the event)."""
-    return _uniform(key, stream, 10 + i)
-
-
-def _stochastic_round(x: Column, u: Column) -> Column:
-    """floor(x + u): an integer with expectation x for a uniform u."""
-    return F.floor(x + u).cast("int")
-
-
-def _case(x: Column, values: Sequence, upper_bounds: Sequence) -> Column:
-    """values[i] for the first i with x < upper_bounds[i]; the last value otherwise."""
-    expr = F.when(x < upper_bounds[0], F.lit(values[0]))
-    for value, bound in zip(values[1:-1], upper_bounds[1:]):
-        expr = expr.when(x < bound, F.lit(value))
-    return expr.otherwise(F.lit(values[-1]))
-
-
-def _cumulative(weights: Sequence[float]) -> list[float]:
-    total = float(sum(weights))
-    return [c / total for c in accumulate(weights)][:-1]
-
-
-def _choice(u: Column, values: Sequence, weights: Sequence[float]) -> Column:
-    """A categorical draw of `values` with `weights` from the uniform `u`."""
-    return _case(u, values, _cumulative(weights))
-
-
-def _sql_literal(value: str | float) -> str:
-    if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    if isinstance(value, float):
-        return f"{value!r}D"  # a bare 0.3 would be DECIMAL in Spark SQL
-    return str(int(value))
-
-
-def _literal_array(values: tuple) -> Column:
-    """An array literal in one expression (one call to the JVM, not one per element)."""
-    return F.expr(f"array({', '.join(_sql_literal(v) for v in values)})")
-
-
-def _by_persona(values: Sequence) -> Column:
-    """values[persona_idx] for a row's persona (one value per entry of PERSONAS)."""
-    return _literal_array(tuple(values))[F.col("persona_idx")]
-
-
-def _persona_choice(u: Column, values: Sequence, weights_by_persona: Sequence[Sequence[float]]) -> Column:
-    """A categorical draw whose weights depend on the row's persona."""
-    per_persona = [_cumulative(w) for w in weights_by_persona]
-    bounds = [_by_persona([c[i] for c in per_persona]) for i in range(len(values) - 1)]
-    return _case(u, values, bounds)
-
-
-def _pick(values: Sequence, index: Column) -> Column:
-    """values[index] for an integer column."""
-    return _literal_array(tuple(values))[index]
-
-
 # --------------------------------------------------------------------------- calendar
 
 
@@ -426,38 +344,38 @@ def _partitions(entities: int, days: int, table: str, override: int | None) -> i
 
 def _with_identity(df: DataFrame, g: _Spec) -> DataFrame:
     """Adds subscriber_id (MSISDN-like), persona_idx and persona."""
-    key = _key(g.seed, "idx")
+    key = row_key(g.seed, "idx")
     width = max(MSISDN_MIN_DIGITS, len(str(max(g.subscribers - 1, 0))))
     return df.select(
         "idx",
         F.concat(F.lit(MSISDN_PREFIX), F.lpad(F.col("idx").cast("string"), width, "0")).alias(
             "subscriber_id"
         ),
-        _choice(_uniform(key, Stream.PERSONA), range(len(PERSONAS)), [p.share for p in PERSONAS]).alias(
+        choice(uniform(key, Stream.PERSONA), range(len(PERSONAS)), [p.share for p in PERSONAS]).alias(
             "persona_idx"
         ),
-    ).withColumn("persona", _by_persona([p.name for p in PERSONAS]))
+    ).withColumn("persona", by_persona([p.name for p in PERSONAS]))
 
 
 def _with_lifecycle(df: DataFrame, g: _Spec) -> DataFrame:
     """Adds activation/churn dates and the active day range first_idx..last_idx."""
-    key = _key(g.seed, "idx")
+    key = row_key(g.seed, "idx")
     churn_span = max(1, min(int(g.days * CHURN_WINDOW_FRACTION), g.days - 2))
-    new_back = F.floor(_uniform(key, Stream.TENURE) * NEW_SUBSCRIBER_DAYS)
+    new_back = F.floor(uniform(key, Stream.TENURE) * NEW_SUBSCRIBER_DAYS)
     old_back = NEW_SUBSCRIBER_DAYS + F.floor(
-        _uniform(key, Stream.TENURE) * (MAX_TENURE_DAYS - NEW_SUBSCRIBER_DAYS)
+        uniform(key, Stream.TENURE) * (MAX_TENURE_DAYS - NEW_SUBSCRIBER_DAYS)
     )
-    is_churner = (_uniform(key, Stream.IS_CHURNER) < CHURN_SHARE) & F.lit(g.days >= 3)
-    churn_back = F.when(is_churner, 1 + F.floor(_uniform(key, Stream.CHURN_DAY) * churn_span).cast("int"))
+    is_churner = (uniform(key, Stream.IS_CHURNER) < CHURN_SHARE) & F.lit(g.days >= 3)
+    churn_back = F.when(is_churner, 1 + F.floor(uniform(key, Stream.CHURN_DAY) * churn_span).cast("int"))
     decline = DECLINE_DAYS[0] + F.floor(
-        _uniform(key, Stream.DECLINE) * (DECLINE_DAYS[1] - DECLINE_DAYS[0] + 1)
+        uniform(key, Stream.DECLINE) * (DECLINE_DAYS[1] - DECLINE_DAYS[0] + 1)
     )
     out = df.select(
         "*",
         is_churner.alias("is_churner"),
         churn_back.alias("churn_back"),
         decline.cast("int").alias("decline_days"),
-        F.when(_uniform(key, Stream.IS_NEW) < NEW_SHARE, new_back)
+        F.when(uniform(key, Stream.IS_NEW) < NEW_SHARE, new_back)
         .otherwise(old_back)
         .cast("int")
         .alias("act_back"),
@@ -482,14 +400,14 @@ def _with_lifecycle(df: DataFrame, g: _Spec) -> DataFrame:
 
 def _with_profile(df: DataFrame, g: _Spec) -> DataFrame:
     """Adds payment_type, region and device_tier (device and payment depend on persona)."""
-    key = _key(g.seed, "idx")
+    key = row_key(g.seed, "idx")
     return df.select(
         "*",
-        F.when(_uniform(key, Stream.PAYMENT) < _by_persona([p.postpaid_prob for p in PERSONAS]), "postpaid")
+        F.when(uniform(key, Stream.PAYMENT) < by_persona([p.postpaid_prob for p in PERSONAS]), "postpaid")
         .otherwise("prepaid")
         .alias("payment_type"),
-        _choice(_uniform(key, Stream.REGION), *zip(*REGIONS)).alias("region"),
-        _persona_choice(_uniform(key, Stream.DEVICE), DEVICE_TIERS, [p.device_tier for p in PERSONAS]).alias(
+        choice(uniform(key, Stream.REGION), *zip(*REGIONS)).alias("region"),
+        persona_choice(uniform(key, Stream.DEVICE), DEVICE_TIERS, [p.device_tier for p in PERSONAS]).alias(
             "device_tier"
         ),
     )
@@ -497,19 +415,19 @@ def _with_profile(df: DataFrame, g: _Spec) -> DataFrame:
 
 def _with_spend(df: DataFrame, g: _Spec) -> DataFrame:
     """Adds the subscriber's mean daily usage, expected daily revenue and recharge denomination."""
-    key = _key(g.seed, "idx")
-    level = _lognormal(key, Stream.LEVEL, SUBSCRIBER_SIGMA_COMMON)
+    key = row_key(g.seed, "idx")
+    level = lognormal(key, Stream.LEVEL, SUBSCRIBER_SIGMA_COMMON)
 
     def mean(attr: str, stream: Stream) -> Column:
-        return _by_persona([getattr(p, attr) for p in PERSONAS]) * _lognormal(
+        return by_persona([getattr(p, attr) for p in PERSONAS]) * lognormal(
             key, stream, SUBSCRIBER_SIGMA_SERVICE
         )
 
     out = df.select(
         "*",
         level.alias("level"),
-        _by_persona([p.active_day_prob for p in PERSONAS]).alias("p_active"),
-        _by_persona([p.recharges_per_month for p in PERSONAS]).alias("recharges_pm"),
+        by_persona([p.active_day_prob for p in PERSONAS]).alias("p_active"),
+        by_persona([p.recharges_per_month for p in PERSONAS]).alias("recharges_pm"),
     ).select(
         "*",
         (F.col("level") * mean("voice_minutes", Stream.VOICE_LEVEL)).alias("voice_mean"),
@@ -523,7 +441,7 @@ def _with_spend(df: DataFrame, g: _Spec) -> DataFrame:
         + F.col("data_mean") * DATA_RP_PER_MB
         + F.col("digital_mean")
     )
-    recharges_pm = F.col("recharges_pm") * _lognormal(key, Stream.RECHARGE_FREQ, RECHARGE_FREQUENCY_SIGMA)
+    recharges_pm = F.col("recharges_pm") * lognormal(key, Stream.RECHARGE_FREQ, RECHARGE_FREQUENCY_SIGMA)
     return out.withColumn("daily_revenue", daily_revenue).withColumn(
         "denomination", _snap_denomination(F.col("daily_revenue") * 30.0 / recharges_pm)
     )
@@ -533,7 +451,7 @@ def _snap_denomination(target: Column) -> Column:
     """The recharge denomination nearest to `target` on a log scale."""
     d = RECHARGE_DENOMINATIONS
     bounds = [math.sqrt(a * b) for a, b in pairwise(d)]
-    return _case(target, [float(x) for x in d], bounds)
+    return case_by_bounds(target, [float(x) for x in d], bounds)
 
 
 def _subscriber_frame(spark: SparkSession, g: _Spec, partitions: int) -> DataFrame:
@@ -569,25 +487,25 @@ def _usage_daily(sub: DataFrame, g: _Spec) -> DataFrame:
     """usage_daily: one row per subscriber per day from activation (or window start) to
     the day before churn (or end_date); idle days are rows of zeros."""
     days = sub.select("*", F.explode(F.sequence("first_idx", "last_idx")).alias("d"))
-    key = _key(g.seed, "idx", "d")
-    on = (_uniform(key, Stream.DAY_ON) < F.col("p_active")).cast("double")
+    key = row_key(g.seed, "idx", "d")
+    on = (uniform(key, Stream.DAY_ON) < F.col("p_active")).cast("double")
     scale = on * _activity(F.col("d")) / F.col("p_active")
-    digital_on = (_uniform(key, Stream.DIGITAL_ON) < DIGITAL_DAY_PROB).cast("double")
+    digital_on = (uniform(key, Stream.DIGITAL_ON) < DIGITAL_DAY_PROB).cast("double")
     quantities = days.select(
         "subscriber_id",
         g.day_date(F.col("d")).alias("usage_date"),
-        F.round(F.col("voice_mean") * scale * _gamma(key, Stream.VOICE, DAILY_GAMMA_SHAPE), 1).alias(
+        F.round(F.col("voice_mean") * scale * gamma_int(key, Stream.VOICE, DAILY_GAMMA_SHAPE), 1).alias(
             "voice_minutes"
         ),
         F.floor(
-            F.col("sms_mean") * scale * _gamma(key, Stream.SMS, DAILY_GAMMA_SHAPE)
-            + _uniform(key, Stream.SMS_ROUND)
+            F.col("sms_mean") * scale * gamma_int(key, Stream.SMS, DAILY_GAMMA_SHAPE)
+            + uniform(key, Stream.SMS_ROUND)
         )
         .cast("long")
         .alias("sms_count"),
-        F.round(F.col("data_mean") * scale * _gamma(key, Stream.DATA, DAILY_GAMMA_SHAPE), 2).alias("data_mb"),
+        F.round(F.col("data_mean") * scale * gamma_int(key, Stream.DATA, DAILY_GAMMA_SHAPE), 2).alias("data_mb"),
         F.round(
-            F.col("digital_mean") * scale * digital_on / DIGITAL_DAY_PROB * _exponential(key, Stream.DIGITAL)
+            F.col("digital_mean") * scale * digital_on / DIGITAL_DAY_PROB * exponential(key, Stream.DIGITAL)
         ).alias("digital_revenue"),
     )
     return quantities.select(
@@ -614,16 +532,16 @@ def _events(
     timestamp (no accidental duplicate rows); ts_sec is its whole second, and the last
     possible ts is hours[1] - 1 s, so nothing passes end_date 23:59:59.
     """
-    n = _stochastic_round(per_day * F.col("active_len"), _uniform(_key(g.seed, "idx"), stream))
+    n = stochastic_round(per_day * F.col("active_len"), uniform(row_key(g.seed, "idx"), stream))
     events = df.select("*", F.posexplode(F.array_repeat(F.lit(0), n)).alias("ev", "_zero")).drop("_zero")
-    key = _key(g.seed, "idx", "ev")
-    day = F.col("first_idx") + F.floor(_uniform(key, stream, 1) * F.col("active_len")).cast("int")
+    key = row_key(g.seed, "idx", "ev")
+    day = F.col("first_idx") + F.floor(uniform(key, stream, 1) * F.col("active_len")).cast("int")
     span = (hours[1] - hours[0]) * 3600 - 1
-    second = F.floor(hours[0] * 3600 + _uniform(key, stream, 3) * span).cast("long")
-    micros = F.floor(_uniform(key, stream, 4) * 1_000_000).cast("long")
+    second = F.floor(hours[0] * 3600 + uniform(key, stream, 3) * span).cast("long")
+    micros = F.floor(uniform(key, stream, 4) * 1_000_000).cast("long")
     events = events.withColumn("d", day)
     if thin:
-        events = events.filter(_uniform(key, stream, 2) < _activity(F.col("d")))
+        events = events.filter(uniform(key, stream, 2) < _activity(F.col("d")))
     return events.withColumn("ts_sec", g.epoch_seconds(F.col("d"), second)).withColumn(
         "ts", F.timestamp_micros(F.col("ts_sec") * 1_000_000 + micros)
     )
@@ -637,8 +555,8 @@ def _recharge_events(sub: DataFrame, g: _Spec) -> DataFrame:
 
 def _recharges(sub: DataFrame, g: _Spec) -> DataFrame:
     """The recharges table."""
-    key = _key(g.seed, "idx", "ev")
-    channel = _choice(_attribute(key, Stream.RECHARGE, 1), *zip(*RECHARGE_CHANNEL_WEIGHTS.items()))
+    key = row_key(g.seed, "idx", "ev")
+    channel = choice(attribute(key, Stream.RECHARGE, 1), *zip(*RECHARGE_CHANNEL_WEIGHTS.items()))
     return _recharge_events(sub, g).select(
         "subscriber_id",
         F.col("ts").alias("recharge_ts"),
@@ -652,23 +570,23 @@ def _purchases(sub: DataFrame, g: _Spec) -> DataFrame:
     categories = [pid.split("_", 1)[0] for pid, _ in PRODUCTS]
     starts = [categories.index(c) for c in PRODUCT_CATEGORIES]
     counts = [categories.count(c) for c in PRODUCT_CATEGORIES]
-    per_day = _by_persona([p.purchases_per_month / 30.0 for p in PERSONAS]) * F.col("level")
-    key = _key(g.seed, "idx", "ev")
-    category = _persona_choice(
-        _attribute(key, Stream.PURCHASE, 1),
+    per_day = by_persona([p.purchases_per_month / 30.0 for p in PERSONAS]) * F.col("level")
+    key = row_key(g.seed, "idx", "ev")
+    category = persona_choice(
+        attribute(key, Stream.PURCHASE, 1),
         range(len(PRODUCT_CATEGORIES)),
         [p.product_category for p in PERSONAS],
     )
     events = _events(sub, g, per_day, Stream.PURCHASE, SUBSCRIBER_HOURS).withColumn("cat", category)
-    product = _pick(starts, F.col("cat")) + F.floor(
-        _attribute(key, Stream.PURCHASE, 2) * _pick(counts, F.col("cat"))
+    product = pick(starts, F.col("cat")) + F.floor(
+        attribute(key, Stream.PURCHASE, 2) * pick(counts, F.col("cat"))
     )
     return events.withColumn("p", product.cast("int")).select(
         "subscriber_id",
         F.col("ts").alias("purchase_ts"),
-        _pick([pid for pid, _ in PRODUCTS], F.col("p")).alias("product_id"),
-        _pick([float(price) for _, price in PRODUCTS], F.col("p")).alias("price"),
-        _choice(_attribute(key, Stream.PURCHASE, 3), *zip(*PURCHASE_CHANNEL_WEIGHTS.items())).alias(
+        pick([pid for pid, _ in PRODUCTS], F.col("p")).alias("product_id"),
+        pick([float(price) for _, price in PRODUCTS], F.col("p")).alias("price"),
+        choice(attribute(key, Stream.PURCHASE, 3), *zip(*PURCHASE_CHANNEL_WEIGHTS.items())).alias(
             "channel"
         ),
     )
@@ -690,7 +608,7 @@ def _quota_events(sub: DataFrame, g: _Spec) -> DataFrame:
         ("quota_expiring", "quota_expiring_per_month", Stream.QUOTA_EXPIRING),
         ("package_expired", "package_expired_per_month", Stream.PACKAGE_EXPIRED),
     ):
-        per_day = _by_persona([getattr(p, attr) / 30.0 for p in PERSONAS])
+        per_day = by_persona([getattr(p, attr) / 30.0 for p in PERSONAS])
         parts.append(_quota_kind(_events(sub, g, per_day, stream, SUBSCRIBER_HOURS), g, event_type, stream))
     out = parts[0]
     for part in parts[1:]:
@@ -701,10 +619,10 @@ def _quota_events(sub: DataFrame, g: _Spec) -> DataFrame:
 def _quota_kind(events: DataFrame, g: _Spec, event_type: str, stream: Stream) -> DataFrame:
     """Quota events of one kind: remaining_quota_pct in its range; expiry_ts ahead for
     'quota_expiring', the event time for 'package_expired', null for 'quota_low'."""
-    key = _key(g.seed, "idx", "ev")
+    key = row_key(g.seed, "idx", "ev")
     low, high = QUOTA_PCT_RANGE[event_type]
     lead = QUOTA_EXPIRING_LEAD_HOURS
-    lead_sec = F.floor((lead[0] + _attribute(key, stream, 2) * (lead[1] - lead[0])) * 3600).cast("long")
+    lead_sec = F.floor((lead[0] + attribute(key, stream, 2) * (lead[1] - lead[0])) * 3600).cast("long")
     expiry = {
         "quota_low": F.lit(None).cast("timestamp"),
         "quota_expiring": F.timestamp_seconds(F.col("ts_sec") + lead_sec),
@@ -714,7 +632,7 @@ def _quota_kind(events: DataFrame, g: _Spec, event_type: str, stream: Stream) ->
         "subscriber_id",
         F.col("ts").alias("event_ts"),
         F.lit(event_type).alias("event_type"),
-        F.round(F.lit(low) + _attribute(key, stream, 1) * (high - low), 1).alias("remaining_quota_pct"),
+        F.round(F.lit(low) + attribute(key, stream, 1) * (high - low), 1).alias("remaining_quota_pct"),
         expiry.alias("expiry_ts"),
     )
 
@@ -722,21 +640,21 @@ def _quota_kind(events: DataFrame, g: _Spec, event_type: str, stream: Stream) ->
 def _offer_history(sub: DataFrame, g: _Spec) -> DataFrame:
     """The offer_history table: contacts spread over the active days (newcomers may get
     the newbie offer), control group by a hash of (seed, subscriber_id, offer_id)."""
-    key = _key(g.seed, "idx", "ev")
+    key = row_key(g.seed, "idx", "ev")
     ids = [o.offer_id for o in OFFERS]
     regular = [i for i, offer_id in enumerate(ids) if offer_id != NEWBIE_OFFER_ID]
     is_young = (F.col("d") - F.col("act_idx")) < NEW_SUBSCRIBER_DAYS
-    newbie = is_young & (_attribute(key, Stream.CONTACT, 2) < NEWBIE_OFFER_SHARE)
-    any_regular = _pick(regular, F.floor(_attribute(key, Stream.CONTACT, 1) * len(regular)).cast("int"))
+    newbie = is_young & (attribute(key, Stream.CONTACT, 2) < NEWBIE_OFFER_SHARE)
+    any_regular = pick(regular, F.floor(attribute(key, Stream.CONTACT, 1) * len(regular)).cast("int"))
     contacts = (
         _events(sub, g, F.lit(CONTACTS_PER_MONTH / 30.0), Stream.CONTACT, CONTACT_HOURS, thin=False)
         .withColumn("o", F.when(newbie, F.lit(ids.index(NEWBIE_OFFER_ID))).otherwise(any_regular))
-        .withColumn("offer_id", _pick(ids, F.col("o")))
+        .withColumn("offer_id", pick(ids, F.col("o")))
     )
-    control_draw = _uniform(
+    control_draw = uniform(
         (F.lit(g.seed).cast("long"), F.col("subscriber_id"), F.col("offer_id")), Stream.CONTROL
     )
-    channel = _choice(_attribute(key, Stream.CONTACT, 3), *zip(*CONTACT_CHANNEL_WEIGHTS.items()))
+    channel = choice(attribute(key, Stream.CONTACT, 3), *zip(*CONTACT_CHANNEL_WEIGHTS.items()))
     return (
         contacts.withColumn("is_treatment", control_draw >= CONTROL_SHARE)
         .withColumn("channel", channel)
@@ -758,13 +676,13 @@ def _with_acceptance(contacts: DataFrame, g: _Spec) -> DataFrame:
     """Adds accepted, accepted_ts and revenue. P(accept) = base rate of (persona, offer
     family) x activity, plus the offer's true uplift for treatment only; acceptance comes
     ACCEPT_DELAY_* after contact, before churn_date and end_date."""
-    key = _key(g.seed, "idx", "ev")
+    key = row_key(g.seed, "idx", "ev")
     base_rates = [OFFER_FAMILY_BASE_RATE[o.family][p] for o in OFFERS for p in range(len(PERSONAS))]
-    base = _pick(base_rates, F.col("o") * len(PERSONAS) + F.col("persona_idx"))
-    uplift = _pick([o.true_uplift for o in OFFERS], F.col("o")) * F.col("is_treatment").cast("double")
-    accepted = _uniform(key, Stream.ACCEPT) < base * _activity(F.col("d")) + uplift
+    base = pick(base_rates, F.col("o") * len(PERSONAS) + F.col("persona_idx"))
+    uplift = pick([o.true_uplift for o in OFFERS], F.col("o")) * F.col("is_treatment").cast("double")
+    accepted = uniform(key, Stream.ACCEPT) < base * _activity(F.col("d")) + uplift
     delay_hours = F.least(
-        _exponential(key, Stream.ACCEPT_DELAY) * ACCEPT_DELAY_MEAN_HOURS, F.lit(ACCEPT_DELAY_MAX_HOURS)
+        exponential(key, Stream.ACCEPT_DELAY) * ACCEPT_DELAY_MEAN_HOURS, F.lit(ACCEPT_DELAY_MAX_HOURS)
     )
     delay = F.greatest(F.lit(ACCEPT_DELAY_MIN_SECONDS), F.floor(delay_hours * 3600).cast("long"))
     last_second = g.epoch_seconds(F.col("last_idx") + 1, F.lit(0)) - 1  # day before churn_date, or end_date
@@ -773,7 +691,7 @@ def _with_acceptance(contacts: DataFrame, g: _Spec) -> DataFrame:
         F.when(F.col("accepted"), F.timestamp_seconds(F.least(F.col("ts_sec") + delay, last_second))).alias(
             "accepted_ts"
         ),
-        F.when(F.col("accepted"), _pick([float(o.price) for o in OFFERS], F.col("o")))
+        F.when(F.col("accepted"), pick([float(o.price) for o in OFFERS], F.col("o")))
         .otherwise(0.0)
         .alias("revenue"),
     )
@@ -784,9 +702,9 @@ def _with_acceptance(contacts: DataFrame, g: _Spec) -> DataFrame:
 
 def _b2b_frame(spark: SparkSession, g: _Spec, partitions: int) -> DataFrame:
     """One row per B2B account with its table columns and its active day range."""
-    key = _key(g.seed, "idx")
-    revenue = F.round(B2B_REVENUE_MEDIAN * F.exp(B2B_REVENUE_SIGMA * _normal(key, Stream.B2B_REVENUE)), -3)
-    back = F.floor(_uniform(key, Stream.B2B_CONTRACT) * B2B_MAX_CONTRACT_AGE_DAYS).cast("int")
+    key = row_key(g.seed, "idx")
+    revenue = F.round(B2B_REVENUE_MEDIAN * F.exp(B2B_REVENUE_SIGMA * normal(key, Stream.B2B_REVENUE)), -3)
+    back = F.floor(uniform(key, Stream.B2B_CONTRACT) * B2B_MAX_CONTRACT_AGE_DAYS).cast("int")
     mean_revenue = B2B_REVENUE_MEDIAN * math.exp(B2B_REVENUE_SIGMA**2 / 2.0)
     rate = F.col("monthly_revenue") / mean_revenue * B2B_MESSAGES_PER_DAY_MEAN
     lo, hi = B2B_MESSAGES_PER_DAY_RANGE
@@ -797,7 +715,7 @@ def _b2b_frame(spark: SparkSession, g: _Spec, partitions: int) -> DataFrame:
             "idx",
             F.concat(F.lit("B2B"), F.lpad(F.col("idx").cast("string"), 6, "0")).alias("account_id"),
             _b2b_name(key).alias("account_name"),
-            _choice(_uniform(key, Stream.B2B_ACCOUNT), *zip(*B2B_INDUSTRIES)).alias("industry"),
+            choice(uniform(key, Stream.B2B_ACCOUNT), *zip(*B2B_INDUSTRIES)).alias("industry"),
             revenue.alias("monthly_revenue"),
             _b2b_products(key).alias("products"),
             back.alias("back"),
@@ -815,8 +733,8 @@ def _b2b_name(key: Sequence[Column]) -> Column:
     return F.concat_ws(
         " ",
         F.lit("PT"),
-        _pick(first, F.floor(_uniform(key, Stream.B2B_NAME, 1) * len(first)).cast("int")),
-        _pick(second, F.floor(_uniform(key, Stream.B2B_NAME, 2) * len(second)).cast("int")),
+        pick(first, F.floor(uniform(key, Stream.B2B_NAME, 1) * len(first)).cast("int")),
+        pick(second, F.floor(uniform(key, Stream.B2B_NAME, 2) * len(second)).cast("int")),
     )
 
 
@@ -825,7 +743,7 @@ def _b2b_products(key: Sequence[Column]) -> Column:
     chosen = F.array_compact(
         F.array(
             *[
-                F.when(_uniform(key, Stream.B2B_PRODUCTS, i) < p, F.lit(name))
+                F.when(uniform(key, Stream.B2B_PRODUCTS, i) < p, F.lit(name))
                 for i, (name, p) in enumerate(B2B_PRODUCTS)
             ]
         )
@@ -837,18 +755,18 @@ def _b2b_bandwidth(revenue: Column) -> Column:
     """The bandwidth tier nearest (log scale) to revenue / B2B_RP_PER_MBPS."""
     tiers = B2B_BANDWIDTH_MBPS
     bounds = [math.sqrt(a * b) * B2B_RP_PER_MBPS for a, b in pairwise(tiers)]
-    return _case(revenue, tiers, bounds)
+    return case_by_bounds(revenue, tiers, bounds)
 
 
 def _b2b_messages(accounts: DataFrame, g: _Spec) -> DataFrame:
     """The b2b_messages table: volume proportional to account revenue (clipped)."""
-    key = _key(g.seed, "idx", "ev")
-    channel = _choice(
-        _attribute(key, Stream.B2B_MESSAGE, 1),
+    key = row_key(g.seed, "idx", "ev")
+    channel = choice(
+        attribute(key, Stream.B2B_MESSAGE, 1),
         [c for c, _, _ in B2B_CHANNELS],
         [w for _, w, _ in B2B_CHANNELS],
     )
-    status = _choice(_attribute(key, Stream.B2B_MESSAGE, 2), *zip(*B2B_STATUS))
+    status = choice(attribute(key, Stream.B2B_MESSAGE, 2), *zip(*B2B_STATUS))
     price = F.create_map(*[x for c, _, p in B2B_CHANNELS for x in (F.lit(c), F.lit(p))])
     events = _events(accounts, g, F.col("msg_per_day"), Stream.B2B_MESSAGE, B2B_HOURS, thin=False)
     return events.select(
@@ -887,10 +805,10 @@ def _offer_truth(spark: SparkSession) -> DataFrame:
     """The planted offers: offer_id, family, price, true_uplift (absolute, treatment - control)."""
     i = F.col("id").cast("int")
     return spark.range(0, len(OFFERS), 1, 1).select(
-        _pick([o.offer_id for o in OFFERS], i).alias("offer_id"),
-        _pick([o.family for o in OFFERS], i).alias("family"),
-        _pick([float(o.price) for o in OFFERS], i).alias("price"),
-        _pick([float(o.true_uplift) for o in OFFERS], i).alias("true_uplift"),
+        pick([o.offer_id for o in OFFERS], i).alias("offer_id"),
+        pick([o.family for o in OFFERS], i).alias("family"),
+        pick([float(o.price) for o in OFFERS], i).alias("price"),
+        pick([float(o.true_uplift) for o in OFFERS], i).alias("true_uplift"),
     )
 
 
