@@ -114,7 +114,15 @@ def load_gold(store: TableStore, as_of: date) -> Gold:
         if isinstance(gold[table], DataFrame):
             gold[table] = latest_training(gold[table], as_of)
     quarantine = gold["quarantine"]
-    if (
+    if isinstance(quarantine, Unavailable) and quarantine.empty and isinstance(gold["runs"], DataFrame):
+        # An empty as_of partition after a successful ingest means a clean input, not a
+        # missing stage: report "no input row was rejected".
+        ingested = gold["runs"].where(
+            (F.col("stage") == "ingest") & (F.col("status") == "succeeded") & (F.col("as_of") == F.lit(as_of))
+        )
+        if ingested.limit(1).count() > 0:
+            gold["quarantine"] = store.read("gold", "quarantine").where(F.col("as_of") == F.lit(as_of))
+    elif (
         isinstance(quarantine, DataFrame)
         and "as_of" not in quarantine.columns
         and isinstance(gold["runs"], DataFrame)

@@ -527,3 +527,20 @@ def test_campaign_section_shows_uplift_with_intervals():
     svg = re.search(r'<svg class="chart".*?</svg>', html, flags=re.DOTALL).group(0)
     assert len(re.findall(r'class="axis-label"', svg)) == 2
     assert svg.count("<circle") == 1  # the row without an uplift estimate is not drawn
+
+
+def test_clean_ingest_reads_as_no_rejected_rows_not_as_a_missing_stage(spark, tmp_path):
+    # A demo on clean data printed "not available (stage ingest has not run)" for quarantine.
+    from cvo_spark.report import load_gold
+
+    store = TableStore(spark, parse_config({"lake": str(tmp_path)}))
+    t0 = datetime(2026, 6, 30, 8, 0)
+    old = [("usage_daily", "null key", "{}", "run-x", t0, date(2026, 6, 29))]
+    store.overwrite(spark.createDataFrame(old, OUTPUT_SCHEMAS["quarantine"]), "gold", "quarantine", ["as_of"])
+    assert isinstance(load_gold(store, AS_OF)["quarantine"], Unavailable)  # no runs table: unknown
+
+    runs = [("run-a", "ingest", AS_OF, "succeeded", {}, {}, "", t0, t0)]
+    store.overwrite(spark.createDataFrame(runs, OUTPUT_SCHEMAS["runs"]), "gold", "runs")
+    quarantine = load_gold(store, AS_OF)["quarantine"]
+    assert not isinstance(quarantine, Unavailable) and quarantine.count() == 0
+    assert "No input row was rejected." in render_report(collect_report(store, AS_OF))
