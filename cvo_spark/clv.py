@@ -36,7 +36,7 @@ from pyspark.sql.types import DoubleType, LongType, StructField, StructType
 from scipy.optimize import minimize
 from scipy.special import betaln, gammaln, hyp2f1
 
-from cvo_spark.errors import CvoError
+from cvo_spark.errors import CvoError, ModelQualityError
 from cvo_spark.util import require_columns
 
 #: Columns of the per-subscriber summary `rfm_summary` returns.
@@ -215,9 +215,13 @@ def fit_bgnbd(x, t_x, T, weights=None, start: BgNbdParams | None = None) -> BgNb
 def bgnbd_conditional_expected(params: BgNbdParams, t, x, t_x, T) -> np.ndarray:
     """E[transactions in (T, T+t] | x, t_x, T] (eq. 10 of Fader, Hardie & Lee 2005).
 
-    Uses Pfaff's transformation 2F1(a,b;c;z) = (1-z)^-a 2F1(a, c-b; c; z/(z-1)): the
-    factor ((alpha+T)/(alpha+T+t))^(r+x) of the paper's formula is exactly (1-z)^(r+x),
-    so it cancels and no overflowing 2F1 is multiplied by an underflowing power.
+    The paper's 2F1(r+x, b+x; c; z) times ((alpha+T)/(alpha+T+t))^(r+x) is rewritten
+    with Euler's transformation as (1-w)^(1-a) 2F1(c-r-x, a-1; c; z), where
+    c = a+b+x-1, z = t/(alpha+T+t) and w = -t/(alpha+T) = z/(z-1). The argument z
+    stays in (0, 1) for every horizon, and no overflowing 2F1 is multiplied by an
+    underflowing power. (Pfaff's form 2F1(r+x, a-1; c; w), used before, needs |w| < 1:
+    for a 12-month horizon longer than alpha+T, scipy returned NaN once b was large,
+    and every subscriber's CLV came out 0.)
     """
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
     x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
@@ -226,13 +230,22 @@ def bgnbd_conditional_expected(params: BgNbdParams, t, x, t_x, T) -> np.ndarray:
         # The closed form has a removable singularity at a = 1; step off it.
         a = 1.0 + 1e-9
     c = a + b + x - 1.0
-    w = -t / (alpha + T)
-    numer = (c / (a - 1.0)) * (1.0 - hyp2f1(r + x, a - 1.0, c, w))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        z = t / (alpha + T + t)
+        growth = (alpha + T + t) / (alpha + T)  # 1 - w
+        numer = (c / (a - 1.0)) * (1.0 - np.power(growth, 1.0 - a) * hyp2f1(c - r - x, a - 1.0, c, z))
         odds = np.where(
             x > 0, (a / np.maximum(b + x - 1.0, 1e-300)) * np.power((alpha + T) / (alpha + t_x), r + x), 0.0
         )
-    return np.nan_to_num(numer / (1.0 + odds), nan=0.0, posinf=0.0)
+    expected = numer / (1.0 + odds)
+    if not np.all(np.isfinite(expected)):
+        # Never let a numerical failure pass as "this subscriber is worth nothing".
+        bad = int(np.size(expected) - np.count_nonzero(np.isfinite(expected)))
+        raise ModelQualityError(
+            f"BG/NBD conditional expectation is not finite for {bad} (x, t_x, T) tuple(s) "
+            f"with r={r:.4g}, alpha={alpha:.4g}, a={a:.4g}, b={b:.4g}, horizon {float(np.max(t)):.4g}"
+        )
+    return expected
 
 
 def bgnbd_probability_alive(params: BgNbdParams, x, t_x, T) -> np.ndarray:

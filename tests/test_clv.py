@@ -121,6 +121,34 @@ def test_pfaff_form_equals_the_paper_formula_where_both_are_finite():
     np.testing.assert_allclose(clv.bgnbd_conditional_expected(p, t, x, t_x, T), head / (1 + odds), rtol=1e-8)
 
 
+def test_long_horizon_with_near_zero_dropout_is_finite_and_matches_the_nbd_limit():
+    # A fit on data where hardly anyone drops out ends near a -> 0, b -> inf (seen on the
+    # generator's data). A 12-month horizon is then longer than alpha + T, the case where
+    # the earlier Pfaff form returned NaN and every CLV became 0. With p ~ 0 the model is
+    # a plain NBD: E = (r + x) t / (alpha + T), whatever the recency.
+    p = clv.BgNbdParams(r=5.705, alpha=4.012, a=6.3e-11, b=9.9e7)
+    x, t_x = np.array([0.0, 2, 26, 66]), np.array([0.0, 30.43, 17.4, 21.0])
+    T, t = np.array([1 / 7, 38.86, 18.7, 21.3]), 52.18
+    expected = clv.bgnbd_conditional_expected(p, t, x, t_x, T)
+    # Even x = 2 with a long silence (t_x = 30.43 of T = 38.86) is alive: a / (b + x - 1) ~ 6e-19.
+    np.testing.assert_allclose(expected, (p.r + x) * t / (p.alpha + T), rtol=1e-6)
+
+
+def test_moderate_parameters_beyond_unit_argument_match_a_high_precision_reference():
+    # Reference values from mpmath (50 digits) of the paper's own formula, a = 1.5, b = 1e5:
+    # horizon 52.18 weeks, x = 26, t_x = 17.4, T = 18.7 -> 67.288159 (the Pfaff form gave NaN).
+    p = clv.BgNbdParams(r=2.0, alpha=3.0, a=1.5, b=1e5)
+    assert clv.bgnbd_conditional_expected(p, 52.18, [26], [17.4], [18.7])[0] == pytest.approx(67.288159, rel=1e-7)
+
+
+def test_a_non_finite_expectation_is_an_error_not_a_zero_clv():
+    from cvo_spark.errors import ModelQualityError
+
+    p = clv.BgNbdParams(**PUBLISHED_BGNBD)
+    with pytest.raises(ModelQualityError, match="not finite for 1"):
+        clv.bgnbd_conditional_expected(p, 52.0, [1.0, 2.0], [5.0, 30.43], [np.nan, 38.86])
+
+
 # --------------------------------------------------------------------------- Spark side
 def _tx(spark):
     recharges = spark.createDataFrame(
