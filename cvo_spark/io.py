@@ -159,12 +159,19 @@ class TableStore:
         self._save(writer, self.ref(layer, name))
 
     def overwrite_partition(
-        self, df: DataFrame, layer: str, name: str, as_of: date, column: str = "as_of"
+        self,
+        df: DataFrame,
+        layer: str,
+        name: str,
+        as_of: date,
+        column: str = "as_of",
+        merge_schema: bool = False,
     ) -> None:
         """Replace exactly the rows with ``column = as_of`` in one commit (idempotent re-runs).
 
         Rows of `df` must all carry that date; Delta's replaceWhere enforces it and fails
-        the write otherwise, so a bug can never overwrite a neighbouring day.
+        the write otherwise, so a bug can never overwrite a neighbouring day. With
+        `merge_schema`, new columns are added to the table (older partitions read null).
         """
         ref = self.ref(layer, name)
         condition = f"{column} = DATE'{as_of.isoformat()}'"
@@ -172,6 +179,8 @@ class TableStore:
             self._save(self._writer(df, "overwrite", [column]), ref)
             return
         writer = self._writer(df, "overwrite", None).option("replaceWhere", condition)
+        if merge_schema:
+            writer = writer.option("mergeSchema", "true")
         self._save(writer, ref)
 
     def merge(self, df: DataFrame, layer: str, name: str, keys: Iterable[str]) -> None:

@@ -286,13 +286,20 @@ def gbt_importances(model: PipelineModel, features: Sequence[str]) -> dict[str, 
     raise ValueError("pipeline has no tree-ensemble stage with featureImportances")
 
 
+#: Significant digits kept of the reason statistics. A sum over partitions depends on the
+#: order the partial sums meet in (local mode vs a cluster), in the last bits; rounded,
+#: the same data gives the same statistics and so the same reason order.
+REASON_STAT_DIGITS = 9
+
+
 def reason_stats(
     train: DataFrame, features: Sequence[str], label_col: str, importances: dict[str, float]
 ) -> list[dict]:
     """Training mean, std, direction (sign of correlation with the label) and importance per feature.
 
     Small: one row of aggregates reaches the driver. Features with zero importance, zero
-    spread or no correlation are dropped (they can never be a reason).
+    spread or no correlation are dropped (they can never be a reason). Values are rounded
+    to `REASON_STAT_DIGITS` significant digits.
     """
     require_columns(train, [*features, label_col], "reason_stats")
     aggs = []
@@ -307,13 +314,21 @@ def reason_stats(
         stats.append(
             {
                 "feature": c,
-                "mean": float(mean),
-                "std": float(std),
+                "mean": _significant(mean),
+                "std": _significant(std),
                 "sign": 1.0 if corr > 0 else -1.0,
-                "importance": float(imp),
+                "importance": _significant(imp),
             }
         )
     return stats
+
+
+def _significant(value: float, digits: int = REASON_STAT_DIGITS) -> float:
+    """`value` rounded to `digits` significant digits (0 stays 0)."""
+    value = float(value)
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
 
 
 def with_reason_codes(df: DataFrame, stats: Sequence[dict], out_col: str, top_k: int) -> DataFrame:

@@ -31,6 +31,7 @@ from cvo_spark.propensity import (
     regression_predictions,
     with_scores,
 )
+from cvo_spark.util import require_columns
 
 #: Days the naive CLV baseline looks back for its spend rate.
 NAIVE_LOOKBACK_DAYS = 90
@@ -50,6 +51,22 @@ class TargetFit:
     calibration: list = field(default_factory=list)
     importances: dict[str, float] = field(default_factory=dict)
     stats: list[dict] = field(default_factory=list)
+
+
+def with_stable_layout(frame: DataFrame, partitions: int) -> DataFrame:
+    """The same rows, hash-partitioned by (subscriber_id, snapshot_date) and sorted inside.
+
+    MLlib's tree and gradient statistics are float sums over each partition's rows, then
+    over partitions. After the joins that build the training frame, the order of rows
+    inside a partition depends on the order shuffle blocks arrived in, which differs
+    between local mode and a cluster (and between runs on a cluster); a near-tie between
+    two splits can then go either way. A fixed layout makes every per-partition sum the
+    same wherever it runs; what remains is the order partitions are merged in (exact for
+    two, last-bit noise beyond). Needs subscriber_id and snapshot_date.
+    """
+    keys = ["subscriber_id", "snapshot_date"]
+    require_columns(frame, keys, "with_stable_layout")
+    return frame.repartition(partitions, *keys).sortWithinPartitions(*keys)
 
 
 def evaluate_model(model: PipelineModel, evaluation: DataFrame, target: str) -> tuple[dict, list, list]:
