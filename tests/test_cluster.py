@@ -256,27 +256,47 @@ def test_pipeline_on_standalone_cluster_matches_local_mode(spark, standalone_clu
     write_bronze(spark, str(local_lake / "bronze"), SUBSCRIBERS, DAYS, SEED, AS_OF)
     shutil.copytree(local_lake / "bronze", cluster_lake / "bronze")  # identical files, identical splits
 
-    config = load_config(conf_file).with_lake(str(local_lake))
-    ctx = StageContext(spark, config, TableStore(spark, config), AS_OF, new_run_id(AS_OF))
-    run_pipeline(ctx, CLUSTER_STAGES)
-
-    done = _submit(
-        "--master",
-        standalone_cluster,
-        "--conf",
-        str(conf_file),
-        "--lake",
-        str(cluster_lake),
-        "--as-of",
-        AS_OF.isoformat(),
-        "--stages",
-        ",".join(CLUSTER_STAGES),
-        "--driver-memory",
-        "2g",
-        "--spark-conf",
-        "spark.executor.memory=1g",
-        timeout=900,
+    # The cluster run goes in the background while the same stages run here in local
+    # mode: two independent processes on two copies of the same files. Output goes to
+    # files, not pipes, so the submission never blocks on a full pipe meanwhile.
+    out_path, err_path = tmp_path / "submit.out", tmp_path / "submit.err"
+    out_file, err_file = open(out_path, "w"), open(err_path, "w")  # noqa: SIM115 - closed below
+    submit = subprocess.Popen(
+        [
+            "bash",
+            str(SUBMIT),
+            "--master",
+            standalone_cluster,
+            "--conf",
+            str(conf_file),
+            "--lake",
+            str(cluster_lake),
+            "--as-of",
+            AS_OF.isoformat(),
+            "--stages",
+            ",".join(CLUSTER_STAGES),
+            "--driver-memory",
+            "2g",
+            "--spark-conf",
+            "spark.executor.memory=1g",
+        ],
+        cwd=REPO,
+        stdout=out_file,
+        stderr=err_file,
+        start_new_session=True,
     )
+    try:
+        config = load_config(conf_file).with_lake(str(local_lake))
+        ctx = StageContext(spark, config, TableStore(spark, config), AS_OF, new_run_id(AS_OF))
+        run_pipeline(ctx, CLUSTER_STAGES)
+        submit.wait(timeout=1200)
+    finally:
+        if submit.poll() is None:
+            os.killpg(submit.pid, 9)
+            submit.wait(30)
+        out_file.close()
+        err_file.close()
+    done = subprocess.CompletedProcess(submit.args, submit.returncode, out_path.read_text(), err_path.read_text())
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-5000:])
     assert "cvo summary" in done.stdout
 
