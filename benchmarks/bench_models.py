@@ -22,6 +22,7 @@ import argparse
 import time
 from datetime import date
 
+from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -120,6 +121,41 @@ def bench_lightgbm(frame: DataFrame, iters: int, depth: int, seed: int) -> dict:
     return {"pull_s": t_pull, "fit_s": t_fit, "score_s": t_score, "auc": auc, "rows_scored": len(p)}
 
 
+def bench_xgboost_spark(frame: DataFrame, iters: int, depth: int, seed: int, workers: int) -> dict:
+    """xgboost.spark on the same Spark frame: the distributed alternative to MLlib's GBT."""
+    from pyspark.ml import Pipeline
+    from xgboost.spark import SparkXGBClassifier
+
+    from cvo_spark.propensity import _inputs
+
+    train, evaluation = (frame.where(F.col("split") == s) for s in (TRAIN, EVALUATION))
+    clf = SparkXGBClassifier(
+        features_col="churn__vec",
+        label_col="label_churn",
+        prediction_col="churn__pred",
+        probability_col="churn__prob",
+        raw_prediction_col="churn__rawpred",
+        n_estimators=iters,
+        max_depth=depth,
+        learning_rate=0.1,
+        tree_method="hist",
+        random_state=seed,
+        num_workers=workers,
+    )
+    t0 = time.perf_counter()
+    model = Pipeline(stages=[*_inputs(FEATURES, "churn"), clf]).fit(train)
+    t_fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    latest = frame.where(F.col("snapshot_date") == F.lit(LATEST))
+    model.transform(latest).select("subscriber_id", "churn__prob").write.format("noop").mode(
+        "overwrite"
+    ).save()
+    t_score = time.perf_counter() - t0
+    scored = model.transform(evaluation).withColumn("raw", vector_to_array("churn__prob")[1])
+    auc = binary_metrics(scored.withColumn("p", F.col("raw")), "label_churn", "p", "raw")["roc_auc"]
+    return {"fit_s": t_fit, "score_s": t_score, "auc": auc}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--subscribers", type=int, default=100_000)
@@ -127,6 +163,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=40)
     ap.add_argument("--depth", type=int, default=5)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--xgboost-workers", type=int, default=0, help="also time xgboost.spark (0: skip)")
     args = ap.parse_args()
     spark = get_spark(
         app_name="bench_models",
@@ -144,14 +181,23 @@ def main() -> None:
     )
     s = bench_spark(frame, args.iters, args.depth, args.seed)
     g = bench_lightgbm(frame, args.iters, args.depth, args.seed)
-    print(f"{'':28}{'Spark MLlib GBT':>18}{'LightGBM':>12}")
-    print(f"{'fit (s)':28}{s['fit_s']:>18.1f}{g['fit_s']:>12.1f}   (Spark incl. isotonic calibration)")
+    x = bench_xgboost_spark(frame, args.iters, args.depth, args.seed, args.xgboost_workers) if (
+        args.xgboost_workers
+    ) else None
+    xs = (lambda k, f: f"{x[k]:>16{f}}") if x else (lambda k, f: f"{'-':>16}")
+    print(f"{'':28}{'Spark MLlib GBT':>18}{'LightGBM':>12}{'xgboost.spark':>16}")
     print(
-        f"{'score latest snapshot (s)':28}{s['score_s']:>18.1f}{g['score_s']:>12.1f}   "
-        "(Spark incl. reason codes; LightGBM all rows)"
+        f"{'fit (s)':28}{s['fit_s']:>18.1f}{g['fit_s']:>12.1f}{xs('fit_s', '.1f')}   "
+        "(MLlib incl. isotonic calibration)"
+    )
+    print(
+        f"{'score latest snapshot (s)':28}{s['score_s']:>18.1f}{g['score_s']:>12.1f}{xs('score_s', '.1f')}   "
+        "(MLlib incl. reason codes; LightGBM all rows)"
     )
     print(f"{'pull to pandas (s)':28}{'-':>18}{g['pull_s']:>12.1f}")
-    print(f"{'OOT ROC-AUC':28}{s['auc']:>18.4f}{g['auc']:>12.4f}")
+    print(f"{'OOT ROC-AUC':28}{s['auc']:>18.4f}{g['auc']:>12.4f}{xs('auc', '.4f')}")
+    if x:
+        print(f"{'MLlib / xgboost.spark fit':28}{s['fit_s'] / x['fit_s']:>18.2f}")
 
 
 if __name__ == "__main__":
