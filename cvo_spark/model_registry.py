@@ -73,6 +73,7 @@ def log_target(
         mlflow.log_params(
             {
                 "model_kind": "gbt",
+                "engine": fit.engine,
                 "seed": cfg.seed,
                 "gbt_max_iter": cfg.gbt_max_iter,
                 "gbt_max_depth": cfg.gbt_max_depth,
@@ -88,6 +89,7 @@ def log_target(
             {
                 "target": fit.target,
                 "model_kind": "gbt",
+                "engine": fit.engine,
                 "features": fit.features,
                 "snapshot_dates": [d.isoformat() for d in snapshots],
                 "reason_stats": fit.stats,
@@ -101,12 +103,14 @@ def log_target(
         signature = infer_signature(
             sample.toPandas(), with_scores(fit.model, sample, fit.target, "p").select("p").toPandas()
         )
-        version = tracking.log_spark_model(fit.model, name, signature)
+        version = tracking.log_spark_model(fit.model, name, signature, with_xgboost=fit.engine == "xgboost")
         status = tracking.assign_aliases(name, version, fit.metrics.get(cfg.promote_metric), champion_metric)
         if champion_metric is not None:
             mlflow.log_metric(f"champion_{cfg.promote_metric}", champion_metric)
         mlflow.set_tag("registry_status", status)
-        tracking.tag_version(name, version, {"model_kind": "gbt", "as_of": as_of.isoformat()})
+        tracking.tag_version(
+            name, version, {"model_kind": "gbt", "engine": fit.engine, "as_of": as_of.isoformat()}
+        )
         return version, run.info.run_id, status
 
 

@@ -171,10 +171,48 @@ def _inputs(features: Sequence[str], prefix: str) -> list:
     ]
 
 
+#: Classifier kinds `build_classifier` knows: the two boosting engines and the baseline.
+CLASSIFIER_KINDS = ("gbt", "xgboost", "baseline")
+
+
+def _xgboost_classifier(label_col: str, prefix: str, seed: int, max_iter: int, max_depth: int, workers: int):
+    """xgboost.spark with the same trees, depth, learning rate and column names as the GBT."""
+    from xgboost.spark import SparkXGBClassifier
+
+    return SparkXGBClassifier(
+        features_col=_prefixed(prefix, "vec"),
+        label_col=label_col,
+        prediction_col=_prefixed(prefix, "pred"),
+        probability_col=_prefixed(prefix, "prob"),
+        raw_prediction_col=_prefixed(prefix, "rawpred"),
+        n_estimators=max_iter,
+        max_depth=max_depth,
+        learning_rate=0.1,
+        tree_method="hist",
+        random_state=seed,
+        num_workers=workers,
+    )
+
+
 def build_classifier(
-    kind: str, features: Sequence[str], label_col: str, prefix: str, seed: int, max_iter: int, max_depth: int
+    kind: str,
+    features: Sequence[str],
+    label_col: str,
+    prefix: str,
+    seed: int,
+    max_iter: int,
+    max_depth: int,
+    xgboost_workers: int = 2,
 ) -> Pipeline:
-    """An unfitted pipeline: impute -> assemble -> GBT (kind 'gbt') or logistic regression ('baseline')."""
+    """An unfitted pipeline: impute -> assemble -> a classifier of `kind` (`CLASSIFIER_KINDS`).
+
+    'gbt' is MLlib's GBTClassifier, 'xgboost' xgboost.spark's classifier on
+    `xgboost_workers` barrier tasks (same trees, depth and step), 'baseline' a
+    logistic regression. Every kind writes ``<prefix>__prob`` (probability vector).
+    """
+    if kind == "xgboost":
+        clf = _xgboost_classifier(label_col, prefix, seed, max_iter, max_depth, xgboost_workers)
+        return Pipeline(stages=[*_inputs(features, prefix), clf])
     common = {
         "featuresCol": _prefixed(prefix, "vec"),
         "labelCol": label_col,
@@ -278,12 +316,21 @@ def regression_predictions(
 
 
 def gbt_importances(model: PipelineModel, features: Sequence[str]) -> dict[str, float]:
-    """Feature importances (sum 1) of the tree-ensemble stage of a fitted pipeline."""
+    """Feature importances (sum 1) of the tree-ensemble stage of a fitted pipeline.
+
+    MLlib's trees report impurity-based importances; an xgboost.spark model the total
+    gain per feature (named ``f<i>`` after its position in the assembled vector),
+    normalised here to sum 1, so both read the same way.
+    """
     for stage in model.stages:
         if hasattr(stage, "featureImportances"):
             values = stage.featureImportances.toArray()
             return {f: float(values[i]) for i, f in enumerate(features)}
-    raise ValueError("pipeline has no tree-ensemble stage with featureImportances")
+        if hasattr(stage, "get_feature_importances"):
+            gains = stage.get_feature_importances(importance_type="total_gain")
+            total = sum(gains.values()) or 1.0
+            return {f: float(gains.get(f"f{i}", 0.0)) / total for i, f in enumerate(features)}
+    raise ValueError("pipeline has no tree-ensemble stage with feature importances")
 
 
 #: Significant digits kept of the reason statistics. A sum over partitions depends on the

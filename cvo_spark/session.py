@@ -82,6 +82,9 @@ def get_spark(
     first_fetch = False
     if not _launched_by_spark_submit():
         builder = builder.master(master)
+        # Python workers (pandas-based engines such as xgboost.spark) run this interpreter,
+        # not whatever `python3` is first on PATH (often one without pandas).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         conf["spark.jars.packages"] = delta_maven_coordinate()
         conf.setdefault("spark.driver.memory", os.environ.get("CVO_DRIVER_MEMORY", "4g"))
         first_fetch = not _delta_jar_cached()

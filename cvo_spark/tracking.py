@@ -126,21 +126,26 @@ def assign_aliases(
     return CHALLENGER
 
 
-def spark_pip_requirements() -> list[str]:
+def spark_pip_requirements(with_xgboost: bool = False) -> list[str]:
     """Pinned requirements, given explicitly so MLflow does not spawn a process to infer them."""
     from importlib.metadata import version
 
-    return [f"pyspark=={version('pyspark')}", f"mlflow=={version('mlflow')}"]
+    pins = [f"pyspark=={version('pyspark')}", f"mlflow=={version('mlflow')}"]
+    if with_xgboost:
+        import xgboost
+
+        pins.append(f"xgboost=={xgboost.__version__}")
+    return pins
 
 
-def log_spark_model(model, registered: str, signature) -> str:
+def log_spark_model(model, registered: str, signature, with_xgboost: bool = False) -> str:
     """Log a fitted `PipelineModel` with the MLflow spark flavour and register it; returns the version."""
     info = mlflow.spark.log_model(
         model,
         artifact_path="model",
         registered_model_name=registered,
         signature=signature,
-        pip_requirements=spark_pip_requirements(),
+        pip_requirements=spark_pip_requirements(with_xgboost),
     )
     return str(info.registered_model_version)
 

@@ -51,6 +51,7 @@ class TargetFit:
     calibration: list = field(default_factory=list)
     importances: dict[str, float] = field(default_factory=dict)
     stats: list[dict] = field(default_factory=list)
+    engine: str = "gbt"  # the boosting classifier kind: 'gbt' (MLlib) or 'xgboost'
 
 
 def with_stable_layout(frame: DataFrame, partitions: int) -> DataFrame:
@@ -92,10 +93,13 @@ def fit_target(
     max_depth: int,
     auc_ceiling: float,
     scratch_dir: str | None = None,
+    engine: str = "gbt",
+    xgboost_workers: int = 2,
 ) -> TargetFit:
-    """Fit, calibrate and judge the GBT and its baseline for one target on a split frame.
+    """Fit, calibrate and judge the boosted model and its baseline for one target on a split frame.
 
-    Needs `split`, ``label_<target>``, subscriber_id and `features`. Raises
+    Needs `split`, ``label_<target>``, subscriber_id and `features`. `engine` is the
+    boosting classifier kind ('gbt': MLlib, 'xgboost': xgboost.spark). Raises
     `ModelQualityError` (via `evaluation.check_honesty`) when either model looks too good
     to be true on the evaluation half.
     """
@@ -104,7 +108,7 @@ def fit_target(
     calibration = frame.where(F.col("split") == CALIBRATION)
     evaluation = frame.where(F.col("split") == EVALUATION)
     gbt = fit_calibrated(
-        build_classifier("gbt", features, label, target, seed, max_iter, max_depth),
+        build_classifier(engine, features, label, target, seed, max_iter, max_depth, xgboost_workers),
         train,
         calibration,
         label,
@@ -134,6 +138,7 @@ def fit_target(
         calib,
         importances,
         reason_stats(train, features, label, importances),
+        engine,
     )
 
 

@@ -68,3 +68,15 @@ def test_cluster_yaml_validates():
     if path.exists():
         config = load_config(path)
         assert "." in config.tables.gold  # catalog schema
+
+
+def test_xgboost_engine_without_the_package_names_the_key(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xgboost" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"models: .*engine 'xgboost' needs the xgboost package"):
+        parse_config({"models": {"engine": "xgboost"}}, "test.yaml")
+    assert parse_config({"models": {"engine": "mllib"}}).models.engine == "mllib"
+    with pytest.raises(ConfigError, match="models.engine"):
+        parse_config({"models": {"engine": "lightgbm"}}, "test.yaml")

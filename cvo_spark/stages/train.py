@@ -64,6 +64,9 @@ INPUTS: tuple[str, ...] = (
     "offer_history",
 )
 
+#: `models.engine` -> the classifier kind of `cvo_spark.propensity.build_classifier`.
+ENGINE_KIND = {"mllib": "gbt", "xgboost": "xgboost"}
+
 #: Partition column of gold `training_frames` (the frame's own ``as_of`` is the snapshot date).
 TRAINED_AS_OF = "trained_as_of"
 
@@ -157,6 +160,8 @@ def run(ctx: StageContext) -> StageResult:
                 cfg.gbt_max_depth,
                 cfg.auc_ceiling,
                 scratch_dir,
+                engine=ENGINE_KIND[cfg.engine],
+                xgboost_workers=cfg.xgboost_workers,
             )
             version, run_id, status = log_target(fit, frame, ctx.config, ctx.as_of, ctx.run_id, snapshots)
             eval_rows += [(target, *r) for r in propensity_rows(fit, version, run_id)]
