@@ -27,15 +27,18 @@ Rules (DESIGN invariant 6, "never silently dropped"):
   nullable (`NULLABLE_COLUMNS`); a negative or non-finite amount or usage (every numeric
   input column is a money amount, a count or a quantity); an enum value outside
   `ENUMS` / `SUBSCRIBER_CHANNELS`.
-- event time after the run's clock plus a tolerance (a DATE counts from its midnight
-  UTC); any date or timestamp column before the earliest plausible date
-  (`EARLIEST_EVENT_DATE`, 1990-01-01 by default: a 1900 or 0001 date is a source
+- event time, churn_date or accepted_ts after the run's clock plus a tolerance (a DATE
+  counts from its midnight UTC; `HAPPENED_COLUMNS`); any date or timestamp column
+  before the earliest plausible date (`EARLIEST_EVENT_DATE`, 1990-01-01 by default: a 1900 or 0001 date is a source
   system's placeholder, not a real activation or event); for subscriber tables, event
   date before the subscriber's activation date.
 - owner unknown: a subscriber id not among the *valid* subscribers (silver), an
   account_id not among the valid b2b accounts. A row whose subscriber was itself
   quarantined is therefore quarantined too, with that reason — downstream joins would
   otherwise drop it silently.
+- contradictions inside a row (`_consistency_rules`): churn_date before activation_date,
+  a churned subscriber without churn_date, accepted_ts before contacted_ts, set on an
+  offer not accepted or missing on one accepted, remaining_quota_pct above 100.
 - key conflict: in ``subscribers`` and ``b2b_accounts`` the key must be unique; distinct
   rows sharing one key are all quarantined (ingest cannot know which is right). This
   also keeps the owner lookup a one-to-one join.
@@ -257,13 +260,27 @@ def _value_rules(table: str, recast: set[str]) -> list[tuple[Column, Column]]:
     return rules
 
 
-def _future_rule(table: str, now: datetime, future_tolerance_hours: float) -> tuple[Column, Column]:
-    event = EVENT_TIME_COLUMN[table]
+#: Columns that record something that already happened, besides each table's event time:
+#: a value in the future is as wrong there as in the event time. (``expiry_ts`` is not
+#: one: a quota legitimately expires after the run.)
+HAPPENED_COLUMNS: dict[str, tuple[str, ...]] = {
+    table: (event, *{"subscribers": ("churn_date",), "offer_history": ("accepted_ts",)}.get(table, ()))
+    for table, event in EVENT_TIME_COLUMN.items()
+}
+
+
+def _future_rules(table: str, now: datetime, future_tolerance_hours: float) -> list[tuple[Column, Column]]:
+    """(flag, message) per column of `HAPPENED_COLUMNS` holding a time after now + tolerance."""
     # An aware datetime literal is an instant; a naive one would be read in the driver's zone.
     now_utc = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
     limit = now_utc + timedelta(hours=future_tolerance_hours)
-    flag = _c(event).cast("timestamp") > F.lit(limit)
-    return flag, F.concat(F.lit(f"{table}.{event}: in the future: "), _c(event).cast("string"))
+    return [
+        (
+            _c(column).cast("timestamp") > F.lit(limit),
+            F.concat(F.lit(f"{table}.{column}: in the future: "), _c(column).cast("string")),
+        )
+        for column in HAPPENED_COLUMNS[table]
+    ]
 
 
 def _past_rules(table: str, earliest: date) -> list[tuple[Column, Column]]:
@@ -278,6 +295,63 @@ def _past_rules(table: str, earliest: date) -> list[tuple[Column, Column]]:
             )
             rules.append((flag, message))
     return rules
+
+
+def _consistency_rules(table: str) -> list[tuple[Column, Column]]:
+    """(flag, message) for values that are each valid but contradict each other in the row.
+
+    A churn before activation, an acceptance before the contact or marked on an offer
+    that was not accepted, and a remaining quota above 100%: no downstream rule can tell
+    which of the two values is wrong, so the row is quarantined rather than guessed at.
+    """
+    if table == "subscribers":
+        return [
+            (
+                _c("churn_date") < _c("activation_date"),
+                F.concat(
+                    F.lit("subscribers.churn_date: before activation_date "),
+                    _c("activation_date").cast("string"),
+                    F.lit(": "),
+                    _c("churn_date").cast("string"),
+                ),
+            ),
+            (
+                (_c("status") == "churned") & _c("churn_date").isNull(),
+                F.lit("subscribers.churn_date: missing for a churned subscriber (when they left is unknown)"),
+            ),
+        ]
+    if table == "offer_history":
+        return [
+            (
+                _c("accepted_ts") < _c("contacted_ts"),
+                F.concat(
+                    F.lit("offer_history.accepted_ts: before contacted_ts "),
+                    _c("contacted_ts").cast("string"),
+                    F.lit(": "),
+                    _c("accepted_ts").cast("string"),
+                ),
+            ),
+            (
+                (_c("accepted") == F.lit(False)) & _c("accepted_ts").isNotNull(),
+                F.lit("offer_history.accepted_ts: set on an offer that was not accepted"),
+            ),
+            (
+                # Features count an acceptance only by its time: without one it would vanish.
+                (_c("accepted") == F.lit(True)) & _c("accepted_ts").isNull(),
+                F.lit("offer_history.accepted_ts: missing for an accepted offer (when it was accepted is unknown)"),
+            ),
+        ]
+    if table == "quota_events":
+        return [
+            (
+                _c("remaining_quota_pct") > 100,
+                F.concat(
+                    F.lit("quota_events.remaining_quota_pct: above 100: "),
+                    _c("remaining_quota_pct").cast("string"),
+                ),
+            )
+        ]
+    return []
 
 
 def _with_owner(
@@ -365,8 +439,9 @@ def tag_rows(
 
     rules = (
         _value_rules(table, recast)
-        + [_future_rule(table, now, future_tolerance_hours)]
+        + _future_rules(table, now, future_tolerance_hours)
         + _past_rules(table, earliest_event_date)
+        + _consistency_rules(table)
     )
     if table in UNIQUE_KEY_TABLES:
         rules.append(_key_conflict_rule(table))

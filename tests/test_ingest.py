@@ -101,6 +101,10 @@ def test_subscriber_rules(spark):
         ("s8", date(2026, 1, 1), "prepaid", "Medan", "mid", "active", None),
         ("s9", None, "postpaid", "Jakarta", "high", "churned", date(2026, 5, 1)),
         ("s10", date(2026, 1, 1), "gold", "Jakarta", "ultra", "active", None),
+        ("s11", date(2026, 3, 1), "prepaid", "Bali", "low", "churned", date(2026, 2, 1)),
+        ("s12", date(2026, 3, 1), "prepaid", "Bali", "low", "churned", None),
+        ("s13", date(2026, 3, 1), "prepaid", "Bali", "low", "churned", date(2026, 3, 1)),  # same day: fine
+        ("s14", date(2026, 3, 1), "prepaid", "Bali", "low", "churned", date(2026, 9, 1)),
     ]
     tagged = tag_rows(spark.createDataFrame(rows, INPUT_SCHEMAS["subscribers"]), "subscribers", NOW, TOL)
     conflict = "subscribers.subscriber_id: same key on 2 different rows"
@@ -121,10 +125,18 @@ def test_subscriber_rules(spark):
                 "Jakarta",
                 "subscribers.payment_type: unknown value 'gold'; subscribers.device_tier: unknown value 'ultra'",
             ),
+            ("s11", "Bali", "subscribers.churn_date: before activation_date 2026-03-01: 2026-02-01"),
+            (
+                "s12",
+                "Bali",
+                "subscribers.churn_date: missing for a churned subscriber (when they left is unknown)",
+            ),
+            ("s13", "Bali", None),
+            ("s14", "Bali", "subscribers.churn_date: in the future: 2026-09-01"),
         ],
         key=repr,
     )
-    assert count_outcomes(tagged) == {"rows": 12, "silver": 2, "quarantined": 9, "duplicates": 1}
+    assert count_outcomes(tagged) == {"rows": 16, "silver": 3, "quarantined": 12, "duplicates": 1}
 
 
 def test_usage_rules_and_string_parsing(spark, subscriber_owners):
@@ -237,12 +249,16 @@ EVENT_CASES = {
             ("s1", ts("2026-06-02T08:00:00"), "recharge", None, None),  # nullable columns
             ("s1", ts("2026-06-03T08:00:00"), "boom", 50.0, None),
             ("s1", ts("2026-06-04T08:00:00"), "quota_low", -1.0, None),
+            ("s1", ts("2026-06-05T08:00:00"), "quota_low", 100.0, None),  # full is fine
+            ("s1", ts("2026-06-05T09:00:00"), "quota_low", 180.0, None),
         ],
         [
             None,
             None,
             "quota_events.event_type: unknown value 'boom'",
             "quota_events.remaining_quota_pct: negative value -1.0",
+            None,
+            "quota_events.remaining_quota_pct: above 100: 180.0",
         ],
     ),
     "offer_history": (
@@ -260,11 +276,19 @@ EVENT_CASES = {
             ),
             ("s1", "data_bonus", "sms", ts("2026-05-02T10:00:00"), "placebo", False, None, 0.0),
             ("s1", "data_bonus", "pigeon", ts("2026-05-03T10:00:00"), "control", None, None, 0.0),
+            ("s1", "data_bonus", "app", ts("2026-05-04T10:00:00"), "treatment", True, ts("2026-05-04T09:00:00"), 1.0),
+            ("s1", "data_bonus", "app", ts("2026-05-05T10:00:00"), "treatment", False, ts("2026-05-06T10:00:00"), 0.0),
+            ("s1", "data_bonus", "app", ts("2026-05-07T10:00:00"), "treatment", True, None, 1.0),
+            ("s1", "data_bonus", "app", ts("2026-05-08T10:00:00"), "treatment", True, ts("2027-01-01T00:00:00"), 1.0),
         ],
         [
             None,
             "offer_history.group: unknown value 'placebo'",
             "offer_history.channel: unknown value 'pigeon'; offer_history.accepted: missing value",
+            "offer_history.accepted_ts: before contacted_ts 2026-05-04 10:00:00: 2026-05-04 09:00:00",
+            "offer_history.accepted_ts: set on an offer that was not accepted",
+            "offer_history.accepted_ts: missing for an accepted offer (when it was accepted is unknown)",
+            "offer_history.accepted_ts: in the future: 2027-01-01 00:00:00",
         ],
     ),
 }
