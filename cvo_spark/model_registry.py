@@ -104,7 +104,19 @@ def log_target(
             sample.toPandas(), with_scores(fit.model, sample, fit.target, "p").select("p").toPandas()
         )
         version = tracking.log_spark_model(fit.model, name, signature, with_xgboost=fit.engine == "xgboost")
-        status = tracking.assign_aliases(name, version, fit.metrics.get(cfg.promote_metric), champion_metric)
+        promotable = not ev.is_no_better_than_chance(
+            fit.metrics.get("roc_auc", float("nan")), fit.metrics.get("auc_ci_low", float("nan"))
+        )
+        status = tracking.assign_aliases(
+            name,
+            version,
+            fit.metrics.get(cfg.promote_metric),
+            champion_metric,
+            promotable=promotable,
+            as_of=as_of.isoformat(),
+        )
+        if not promotable:
+            log.warning("%s v%s is no better than chance out of time: not promoted", name, version)
         if champion_metric is not None:
             mlflow.log_metric(f"champion_{cfg.promote_metric}", champion_metric)
         mlflow.set_tag("registry_status", status)
@@ -166,7 +178,7 @@ def log_clv(
                 fit.model, name, infer_signature(sample.toPandas(), out.select("clv").toPandas())
             )
         status = tracking.assign_aliases(
-            name, version, fit.metrics.get("wape"), champion_wape, higher_is_better=False
+            name, version, fit.metrics.get("wape"), champion_wape, higher_is_better=False, as_of=as_of.isoformat()
         )
         if champion_wape is not None:
             mlflow.log_metric("champion_wape", champion_wape)

@@ -8,7 +8,8 @@ Registry rules: each target has a registered model ``<prefix>_<target>``. A newl
 version gets the alias ``challenger``; it takes ``champion`` only when it beats the
 current champion on the same out-of-time data by the promotion metric (strictly: a
 re-run with the same seed and data does not displace the champion). The first version
-of a model is champion by default. `score` always loads ``@champion``.
+of a model is champion by default, unless it is no better than chance out of time
+(`REJECTED`: no alias at all). `score` always loads ``@champion``.
 """
 
 from __future__ import annotations
@@ -107,16 +108,45 @@ def beats(new: float, incumbent: float | None, higher_is_better: bool = True) ->
     return new > incumbent if higher_is_better else new < incumbent
 
 
-def assign_aliases(
-    name: str, version: str, new_metric: float, champion_metric: float | None, higher_is_better: bool = True
-) -> str:
-    """Give the new `version` its alias; returns 'champion' (promoted) or 'challenger'.
+def champion_trained_after(name: str, as_of: str | None) -> str | None:
+    """The champion's training as_of when it is later than `as_of` (ISO dates), else None."""
+    current = version_by_alias(name, CHAMPION) if as_of else None
+    trained = (current.tags or {}).get("as_of") if current is not None else None
+    return trained if trained is not None and trained > as_of else None
 
-    The first version becomes champion. Otherwise the version is challenger and is
-    promoted only when `beats` the champion's metric on the same evaluation data.
+
+#: What `assign_aliases` says of a version that may not be promoted at all.
+REJECTED = "rejected"
+
+
+def assign_aliases(
+    name: str,
+    version: str,
+    new_metric: float,
+    champion_metric: float | None,
+    higher_is_better: bool = True,
+    promotable: bool = True,
+    as_of: str | None = None,
+) -> str:
+    """Give the new `version` its alias; returns 'champion', 'challenger' or 'rejected'.
+
+    A version that is not `promotable` (a classifier not shown better than chance on the
+    out-of-time data) gets no alias, even when there is no champion yet: scoring then
+    stops with a clear error rather than rank subscribers by noise. Otherwise the first
+    version becomes champion, and a later one is challenger, promoted only when it
+    `beats` the champion's metric on the same evaluation data, and never over a champion
+    trained for a date after `as_of` (ISO date of the new version's training).
     """
     c = client()
+    if not promotable:
+        return REJECTED
     current = version_by_alias(name, CHAMPION)
+    if current is not None and champion_trained_after(name, as_of) is not None:
+        # A back-fill: the champion was trained for a later date, so its training rows
+        # include this run's evaluation period. No fair comparison exists; the newer
+        # champion stays.
+        c.set_registered_model_alias(name, CHALLENGER, str(version))
+        return CHALLENGER
     if current is None or beats(new_metric, champion_metric, higher_is_better):
         c.set_registered_model_alias(name, CHAMPION, str(version))
         if version_by_alias(name, CHALLENGER) is not None:

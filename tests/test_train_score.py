@@ -58,6 +58,29 @@ def test_challenger_is_promoted_only_when_it_beats_the_champion(tmp_path):
     assert tracking.beats(0.5, float("nan"))
 
 
+def test_chance_level_version_is_never_promoted_and_a_newer_champion_stays(tmp_path):
+    tracking.configure_mlflow(str(tmp_path / "lake"), "exp")
+    name = "cvo_test_upsell"
+    v1 = _new_version(name)
+    # Not shown better than chance: no alias, even with no champion to beat.
+    assert tracking.assign_aliases(name, v1, 0.52, None, promotable=False) == "rejected"
+    assert tracking.version_by_alias(name, "champion") is None
+    assert tracking.version_by_alias(name, "challenger") is None
+    v2 = _new_version(name)
+    assert tracking.assign_aliases(name, v2, 0.70, None, as_of="2026-06-30") == "champion"
+    tracking.tag_version(name, v2, {"as_of": "2026-06-30"})
+    # A back-fill for an earlier date: the champion learned from its evaluation period,
+    # so even a higher metric does not displace it.
+    v3 = _new_version(name)
+    assert tracking.champion_trained_after(name, "2026-05-31") == "2026-06-30"
+    assert tracking.assign_aliases(name, v3, 0.90, 0.70, as_of="2026-05-31") == "challenger"
+    assert str(tracking.version_by_alias(name, "champion").version) == v2
+    # The same or a later date compares as usual.
+    assert tracking.champion_trained_after(name, "2026-06-30") is None
+    v4 = _new_version(name)
+    assert tracking.assign_aliases(name, v4, 0.75, 0.70, as_of="2026-07-31") == "champion"
+
+
 def test_clv_parameters_round_trip_through_the_registry(tmp_path):
     from cvo_spark.clv import BgNbdParams, ClvModel, GammaGammaParams
 
