@@ -161,7 +161,8 @@ def contact_history(
     Returns
     -------
     (channel_contacts, recent_rejects)
-        ``subscriber_id, channel, contacts`` over the last `contact_window_days`, and
+        ``subscriber_id, channel, contacts`` (distinct messages: rows sharing one
+        contacted_ts are one contact) over the last `contact_window_days`, and
         ``subscriber_id, offer_id, last_rejected`` (date of the newest contact not
         accepted) over the last `cooldown_days`.
     """
@@ -173,7 +174,9 @@ def contact_history(
     channel_contacts = (
         sent.where(F.col("contact_date") >= F.lit(window_start))
         .groupBy("subscriber_id", "channel")
-        .agg(F.count(F.lit(1)).alias("contacts"))
+        # A contact is one message (one contacted_ts), however many offers it showed: the
+        # slate this run publishes on a channel is one more contact, not `slots` of them.
+        .agg(F.count_distinct("contacted_ts").alias("contacts"))
     )
     accepted_by_as_of = F.coalesce(F.col("accepted"), F.lit(False)) & (
         F.col("accepted_ts").isNull() | (F.col("accepted_ts") < _end_of(as_of))
@@ -464,7 +467,8 @@ def select_offers(candidates: DataFrame, as_of: date, run_id: str, p: OfferParam
 
     Needs the columns `candidate_offers` produces. ``group`` is 'control' for the
     `control_share` of subscribers the hash holds out (they are written, never exported).
-    valid_from = as_of + 1 day, valid_to = valid_from + the offer's validity_days.
+    valid_from = as_of + 1 day, valid_to = valid_from + validity_days - 1 (both inclusive:
+    a 7-day offer runs 7 days, and trigger offers read valid_to as the last valid day).
     """
     valid_from = F.lit(as_of + timedelta(days=1))
     kept = (
@@ -474,7 +478,7 @@ def select_offers(candidates: DataFrame, as_of: date, run_id: str, p: OfferParam
                                     F.lit("control")).otherwise(F.lit("treatment")))
         .withColumn("as_of", F.lit(as_of))
         .withColumn("valid_from", valid_from)
-        .withColumn("valid_to", F.date_add(valid_from, F.col("validity_days")))
+        .withColumn("valid_to", F.date_add(valid_from, F.col("validity_days") - 1))
         .withColumn("run_id", F.lit(run_id))
     )
     return kept.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in OFFERS_SCHEMA.fields])

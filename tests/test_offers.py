@@ -140,7 +140,7 @@ def test_contact_policy_rules_one_case_each(spark):
     subs = [{"subscriber_id": "hv", "is_high_value": True, "arpu_3m": 200_000.0, "p_churn": 0.5},
             {"subscriber_id": "gold", "is_high_value": False, "arpu_3m": 200_000.0, "p_churn": 0.5}]
     subs += [{"subscriber_id": s} for s in ("recent", "old", "took", "control", "late_accept", "future", "busy",
-                                             "calm")]
+                                             "calm", "one_slate")]
     x = lambda sid, ts, group="treatment", acc=False, acc_ts=None: (
         sid, "X", "app", ts, group, acc, acc_ts)
     sms = lambda sid, day: (sid, "OTHER", "sms", datetime(2026, 6, day, 10), "treatment", True,
@@ -155,6 +155,7 @@ def test_contact_policy_rules_one_case_each(spark):
         x("future", datetime(2026, 7, 1, 9)),  # after as_of: not known yet
         sms("busy", 24), sms("busy", 27), sms("busy", 30),
         sms("calm", 23), sms("calm", 27), sms("calm", 30),  # the 23rd is 8 days back: outside the 7-day window
+        sms("one_slate", 29), sms("one_slate", 29), sms("one_slate", 29),  # one message showing three offers
     ]
     rows = candidates(spark, subs, offers, contacts, channels={"sms": {"slots": 5}, "app": {"slots": 5}})
     # High Value floor: 5% of arpu_3m 200,000 = 10,000; retention offers are spared.
@@ -174,6 +175,7 @@ def test_contact_policy_rules_one_case_each(spark):
     assert reason(rows, "busy", "X", "sms") == "contact cap: 3 contact(s) on sms in the last 7 days (max 3)"
     assert reason(rows, "busy", "X", "app") is None
     assert reason(rows, "calm", "X", "sms") is None
+    assert reason(rows, "one_slate", "X", "sms") is None  # one contact, not three
 
 
 # ------------------------------------------------------------------------ scoring and ranking
@@ -258,8 +260,9 @@ def test_build_offers_rows_reasons_and_validity(spark):
     # p_upsell 0.1 x 1 / (1 + 0.5 x 20,000 / 60,000) = 8.6%
     assert quiet == ["Digital Active, Gold tier", "upsell model drivers: arpu_3m", "9% likely to accept"]
     assert all(2 <= len(r["reason_codes"]) <= 3 for r in got.values())
-    assert (data["valid_from"], data["valid_to"]) == (date(2026, 7, 1), date(2026, 7, 31))
-    assert got[("s", "app", "DIG")]["valid_to"] == date(2026, 7, 8)  # catalog default validity 7
+    # Both ends inclusive: a 30-day offer runs 07-01..07-30, a 7-day one 07-01..07-07.
+    assert (data["valid_from"], data["valid_to"]) == (date(2026, 7, 1), date(2026, 7, 30))
+    assert got[("s", "app", "DIG")]["valid_to"] == date(2026, 7, 7)  # catalog default validity 7
     buckets = {r["subscriber_id"]: r["b"] for r in f.select("subscriber_id", control_bucket(
         F.col("subscriber_id"), "cvo").alias("b")).collect()}
     for (sid, _, _), row in got.items():  # one group per subscriber, from its hash bucket
