@@ -64,6 +64,9 @@ def get_spark(
     """
     active = SparkSession.getActiveSession()
     if active is not None:
+        # A notebook's or Databricks' own session: keep its settings, except the clock.
+        # Dates "as of D" and the ingest's future check are cut in UTC, whatever the host.
+        active.conf.set("spark.sql.session.timeZone", "UTC")
         return active
 
     builder = SparkSession.builder.appName(app_name)

@@ -124,3 +124,15 @@ def test_insert_new_only_appends_so_a_delta_stream_can_follow(spark, store, tmp_
     query.awaitTermination(120)
     assert query.exception() is None
     assert spark.read.format("delta").load(out).count() == 3
+
+
+def test_a_running_session_is_reused_with_the_utc_clock(spark):
+    """A notebook's session is kept, but its time zone is set to UTC: as-of cuts depend on it."""
+    from cvo_spark.session import get_spark
+
+    spark.conf.set("spark.sql.session.timeZone", "Asia/Jakarta")
+    try:
+        assert get_spark(app_name="again") is spark
+        assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
