@@ -136,7 +136,13 @@ def explain(ctx: StageContext, subscriber_id: str) -> str:
         offers = select_offers(candidates, ctx.as_of, ctx.run_id, params).collect()
     candidates.unpersist()
 
-    group = "control" if profile["control_bucket"] < params.control_share else "treatment"
+    # The group the offers were written with, when there are any: the config's control
+    # share or campaign id may have changed since they were published.
+    written = {o["group"] for o in offers}
+    if len(written) == 1:
+        group = written.pop()
+    else:
+        group = "control" if profile["control_bucket"] < params.control_share else "treatment"
     persona = profile["persona_name"]
     tier = profile["value_tier"] or "n/a"
     shown_id = sid if sid == subscriber_id else f"{sid[:12]}… (pseudonym)"

@@ -410,8 +410,9 @@ def _pct(col: Column) -> Column:
     return F.round(F.abs(col) * 100).cast("int")
 
 
-def reason_candidates(p: OfferParams) -> list[Column]:
-    """Readable reasons from the subscriber's own data, in priority order (null = n/a)."""
+def reason_candidates(p: OfferParams) -> tuple[list[Column], Column, list[Column]]:
+    """Readable reasons, each null when it does not apply: (from the subscriber's own data,
+    in priority order; from the model's contributions; the segment line, then fallbacks)."""
     cat, otype = F.col("category"), F.col("offer_type")
     days, qdays = p.trend_days, p.quota_days
     up = lambda c: F.coalesce(F.col(c), F.lit(0.0)) >= 0.1
@@ -427,7 +428,7 @@ def reason_candidates(p: OfferParams) -> list[Column]:
         .when(otype == "cross_sell", F.col("reasons_cross_sell"))
         .otherwise(F.col("reasons_upsell"))
     )
-    return [
+    own_data = [
         F.when(otype == "retention", F.format_string("churn risk %d%%", _pct(F.col("p_churn")))),
         F.when((otype == "retention") & down("revenue_trend_pct"),
                F.format_string("spend down %d%% in the last %d days", _pct(F.col("revenue_trend_pct")), F.lit(days))),
@@ -446,18 +447,30 @@ def reason_candidates(p: OfferParams) -> list[Column]:
         F.when((otype.isin("upsell", "loyalty")) & (cat == "bundle") & up("revenue_trend_pct"),
                F.format_string("spend up %d%% in the last %d days", _pct(F.col("revenue_trend_pct")), F.lit(days))),
         F.when(F.col("lifecycle") == "new", F.format_string("new subscriber (%d days)", F.col("length_of_stay_days"))),
+    ]
+    from_model = F.when(
+        F.size(F.coalesce(drivers, F.array())) > 0,
+        F.concat(model, F.lit(" model drivers: "), F.array_join(F.slice(drivers, 1, 2), ", ")),
+    )
+    fallbacks = [
         F.when(F.length(segment) > 0, segment),
-        F.when(F.size(F.coalesce(drivers, F.array())) > 0,
-               F.concat(model, F.lit(" model drivers: "), F.array_join(F.slice(drivers, 1, 2), ", "))),
         # Always present, so every row has at least two reasons.
         F.format_string("%d%% likely to accept", F.round(F.col("propensity") * 100).cast("int")),
         F.concat(F.lit("expected value Rp "), _money(F.col("expected_value"))),
     ]
+    return own_data, from_model, fallbacks
 
 
 def with_reasons(rows: DataFrame, p: OfferParams, max_reasons: int = 3) -> DataFrame:
-    """Add ``reason_codes``: the first `max_reasons` (2-3) readable reasons that apply."""
-    reasons = F.filter(F.array(*reason_candidates(p)), lambda r: r.isNotNull())
+    """Add ``reason_codes``: `max_reasons` (2-3) readable reasons that apply.
+
+    At most two come from the subscriber's own data, so the model's contributions to the
+    propensity always get the next place when the model has any; the segment line and
+    then the propensity and expected value fill what is left.
+    """
+    own_data, from_model, fallbacks = reason_candidates(p)
+    present = lambda cols: F.filter(F.array(*cols), lambda r: r.isNotNull())  # noqa: E731
+    reasons = F.concat(F.slice(present(own_data), 1, max(max_reasons - 1, 1)), present([from_model, *fallbacks]))
     return rows.withColumn("reason_codes", F.slice(reasons, 1, max_reasons))
 
 

@@ -16,6 +16,10 @@ importance, mean/std are training statistics and sign_j is the sign of the featu
 correlation with the label in training (the direction that raises the score). The top
 positive contributions, largest first, become human-readable strings. All in column
 expressions; a null feature value contributes nothing (it tells us nothing).
+This is an approximation, not a per-prediction attribution such as TreeSHAP: it takes
+each feature's effect as monotonic in its training direction, so a feature whose effect
+is U-shaped can be named in the wrong direction. It is tested where it must hold: a
+feature planted to drive the label comes out on top.
 """
 
 from __future__ import annotations

@@ -251,14 +251,15 @@ def test_build_offers_rows_reasons_and_validity(spark):
     assert set(got) == {("s", "sms", "DATA"), ("s", "app", "DATA"), ("s", "app", "DIG"),
                         ("quiet", "sms", "DATA"), ("quiet", "app", "DATA"), ("quiet", "app", "DIG")}
     data = got[("s", "sms", "DATA")]
+    # Two reasons from the subscriber's own data at most, then the model's drivers, then the segment.
     assert data["reason_codes"] == ["data usage up 42% in the last 30 days",
-                                    "quota ran low 3 time(s) in the last 30 days", "Digital Active, High Value"]
+                                    "quota ran low 3 time(s) in the last 30 days", "upsell model drivers: arpu_3m"]
     assert got[("s", "app", "DIG")]["reason_codes"] == [
-        "digital services are 23% of spend", "Digital Active, High Value",
-        "cross-sell model drivers: digital_share, arpu_3m"]
+        "digital services are 23% of spend", "cross-sell model drivers: digital_share, arpu_3m",
+        "Digital Active, High Value"]
     quiet = got[("quiet", "sms", "DATA")]["reason_codes"]
     # p_upsell 0.1 x 1 / (1 + 0.5 x 20,000 / 60,000) = 8.6%
-    assert quiet == ["Digital Active, Gold tier", "upsell model drivers: arpu_3m", "9% likely to accept"]
+    assert quiet == ["upsell model drivers: arpu_3m", "Digital Active, Gold tier", "9% likely to accept"]
     assert all(2 <= len(r["reason_codes"]) <= 3 for r in got.values())
     # Both ends inclusive: a 30-day offer runs 07-01..07-30, a 7-day one 07-01..07-07.
     assert (data["valid_from"], data["valid_to"]) == (date(2026, 7, 1), date(2026, 7, 30))
