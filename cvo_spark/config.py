@@ -247,6 +247,8 @@ class ModelsConfig(_Section):
     auc_ceiling: float = Field(0.99, gt=0.5, le=1.0)
     promote_metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
     upsell_arpu_increase: float = Field(0.2, gt=0)
+    #: Churn label: no usage, recharge or purchase in the last this many days of the
+    #: label window counts as churned (at most horizon_days; equal: the whole window).
     inactive_days: int = Field(30, gt=0)
     clv_method: Literal["bgnbd", "gbt"] = "bgnbd"
     clv_horizon_months: int = Field(12, gt=0)
@@ -258,6 +260,15 @@ class ModelsConfig(_Section):
     def _engine_installed(self) -> ModelsConfig:
         if self.engine == "xgboost" and importlib.util.find_spec("xgboost") is None:
             raise ValueError("engine 'xgboost' needs the xgboost package: pip install 'cvo_spark[xgboost]'")
+        return self
+
+    @model_validator(mode="after")
+    def _inactive_within_horizon(self) -> ModelsConfig:
+        if self.inactive_days > self.horizon_days:
+            raise ValueError(
+                f"inactive_days ({self.inactive_days}) must be <= horizon_days ({self.horizon_days}): "
+                "inactivity is looked for inside the label window"
+            )
         return self
 
     @model_validator(mode="after")

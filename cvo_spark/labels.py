@@ -16,7 +16,8 @@ Labels (one row per subscriber active at the end of T):
   `lookback_days` up to T. Using voice/SMS/data/digital services counts as owning that
   category; bundles are owned only by buying one.
 - ``label_churn``: churn_date in (T, T+h], or no usage, recharge or purchase at all in the
-  window (inactive).
+  last `inactive_days` of the window, (T+h-inactive_days, T+h] (inactive; the whole
+  window by default).
 
 `future_revenue` (usage revenue in the window) is carried along for the CLV regressor.
 """
@@ -89,6 +90,7 @@ def build_labels(
     arpu_increase: float,
     prior_days: int = 30,
     lookback_days: int = 90,
+    inactive_days: int | None = None,
 ) -> DataFrame:
     """Labels for one snapshot T: ``subscriber_id, snapshot_date, label_*, future_revenue``.
 
@@ -98,6 +100,10 @@ def build_labels(
     an appended late event can never change a label already computed.
     """
     window_end = snapshot + timedelta(days=horizon_days)
+    if inactive_days is not None and not 0 < inactive_days <= horizon_days:
+        raise ValueError(f"inactive_days must be in 1..horizon_days ({horizon_days}), got {inactive_days}")
+    # Activity that keeps a subscriber from counting as churned: the tail of the window.
+    active_from = window_end - timedelta(days=inactive_days or horizon_days)
     if window_end > data_as_of:
         raise LabelWindowError(
             f"labels for snapshot {snapshot} need data to {window_end}, but the data ends at {data_as_of}"
@@ -129,7 +135,9 @@ def build_labels(
     usage_agg = usage.groupBy("subscriber_id").agg(
         F.sum(F.when(in_window, revenue).otherwise(0.0)).alias("future_revenue"),
         F.sum(F.when(in_prior, revenue).otherwise(0.0)).alias("prior_revenue"),
-        F.max(F.when(in_window & is_used, 1).otherwise(0)).alias("used_in_window"),
+        F.max(F.when(_between(F.col("usage_date"), active_from, window_end) & is_used, 1).otherwise(0)).alias(
+            "used_late_in_window"
+        ),
         *[
             F.max(F.when(in_lookback & (F.coalesce(F.col(col), F.lit(0)) > 0), 1).otherwise(0)).alias(
                 f"uses_{cat}"
@@ -139,7 +147,7 @@ def build_labels(
     )
 
     recharge_agg = (
-        recharges.where(_between(F.to_date("recharge_ts"), snapshot, window_end))
+        recharges.where(_between(F.to_date("recharge_ts"), active_from, window_end))
         .groupBy("subscriber_id")
         .agg(F.lit(1).alias("recharged_in_window"))
     )
@@ -151,6 +159,7 @@ def build_labels(
         .agg(
             F.max(F.when(p_day <= F.lit(snapshot), F.col("price"))).alias("max_price_before"),
             F.max(F.when(_between(p_day, snapshot, window_end), F.col("price"))).alias("max_price_window"),
+            F.max(F.when(_between(p_day, active_from, window_end), F.lit(1))).alias("purchased_late_in_window"),
             F.collect_set(
                 F.when(
                     _between(p_day, snapshot - timedelta(days=lookback_days), snapshot),
@@ -191,11 +200,11 @@ def build_labels(
         >= F.lit(1.0 + arpu_increase) * prior_rev / F.lit(float(prior_days))
     )
     churned = F.col("churn_date").isNotNull() & _between(F.col("churn_date"), snapshot, window_end)
-    # Buying a package in the window is activity too, even with no usage row yet.
+    # Buying a package is activity too, even with no usage row yet.
     inactive = (
-        (F.coalesce(F.col("used_in_window"), F.lit(0)) == 0)
+        (F.coalesce(F.col("used_late_in_window"), F.lit(0)) == 0)
         & F.col("recharged_in_window").isNull()
-        & F.col("max_price_window").isNull()
+        & F.col("purchased_late_in_window").isNull()
     )
     return joined.select(
         "subscriber_id",
@@ -229,6 +238,7 @@ def build_training_frame(
     arpu_increase: float,
     lookback_days: int,
     seed: int,
+    inactive_days: int | None = None,
 ) -> DataFrame:
     """Features as of each snapshot joined to that snapshot's labels, stacked, with `split`.
 
@@ -258,6 +268,7 @@ def build_training_frame(
             as_of,
             arpu_increase,
             lookback_days=lookback_days,
+            inactive_days=inactive_days,
         )
         frames.append(feats.join(labels, on="subscriber_id", how="inner"))
     stacked = frames[0]

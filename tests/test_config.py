@@ -33,6 +33,7 @@ def test_local_yaml_loads_with_business_defaults():
         ({"offers": {"control_share": 1.5}}, "offers.control_share"),
         ({"models": {"auc_ceiling": "high"}}, "models.auc_ceiling"),
         ({"ingest": {"earliest_event_date": "long ago"}}, "ingest.earliest_event_date"),
+        ({"models": {"horizon_days": 30, "inactive_days": 45}}, "inactive_days (45) must be <= horizon_days (30)"),
         ({"lakee": "x"}, "lakee: unknown key"),
     ],
 )

@@ -20,7 +20,7 @@ def _usage(sub, day, revenue=0.0, voice=0.0, data=0.0, digital=0.0):
 
 
 @pytest.fixture(scope="module")
-def labels(spark):
+def label_inputs(spark):
     subscribers = spark.createDataFrame(
         [
             ("s1", date(2025, 1, 1), "prepaid", "r", "mid", "active", None),
@@ -86,7 +86,12 @@ def labels(spark):
         ],
         INPUT_SCHEMAS["purchases"],
     )
-    out = build_labels(subscribers, usage, recharges, purchases, T, 30, END, arpu_increase=0.2)
+    return subscribers, usage, recharges, purchases
+
+
+@pytest.fixture(scope="module")
+def labels(label_inputs):
+    out = build_labels(*label_inputs, T, 30, END, arpu_increase=0.2)
     return {r["subscriber_id"]: r for r in out.collect()}
 
 
@@ -132,6 +137,19 @@ def test_churn_rules_and_boundaries(labels):
     assert labels["s12"]["label_churn"] == 0.0  # a recharge in the window is activity
     assert labels["s13"]["label_churn"] == 0.0  # so is a purchase
     assert labels["s3"]["label_churn"] == 0.0
+
+
+def test_inactivity_is_looked_for_in_the_last_inactive_days_of_the_window(label_inputs):
+    out = build_labels(*label_inputs, T, 30, END, arpu_increase=0.2, inactive_days=10)
+    churn = {r["subscriber_id"]: r["label_churn"] for r in out.collect()}
+    # Activity in (04-20, 04-30] keeps a subscriber: a purchase on 04-30, a recharge on 04-29.
+    assert churn["s1"] == 0.0 and churn["s12"] == 0.0
+    # Active only earlier in the window: churned by this definition (not by the default).
+    assert churn["s2"] == 1.0 and churn["s3"] == 1.0 and churn["s13"] == 1.0
+    assert churn["s8"] == 1.0  # usage on 04-20 itself is outside (04-20, 04-30]
+    assert churn["s6"] == 1.0  # churn_date in the window
+    with pytest.raises(ValueError, match="inactive_days"):
+        build_labels(*label_inputs, T, 30, END, arpu_increase=0.2, inactive_days=31)
 
 
 def test_future_revenue_is_window_usage_revenue(labels):

@@ -115,6 +115,7 @@ def run(ctx: StageContext) -> StageResult:
         cfg.upsell_arpu_increase,
         cfg.cross_sell_lookback_days,
         cfg.seed,
+        cfg.inactive_days,
     )
     # Written once and read back: the frame's plan (three snapshots of every feature
     # family and their labels) is so large that planning it again for each of the many
