@@ -214,6 +214,20 @@ class TableStore:
         cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in (list(keys) if keys else df.columns))
         self._delta(ref).alias("t").merge(df.alias("s"), cond).whenNotMatchedInsertAll().execute()
 
+    def properties(self, layer: str, name: str) -> dict[str, str]:
+        """The Delta table properties of an existing table (`MissingTableError` if none)."""
+        ref = self.ref(layer, name)
+        if not self.exists(layer, name):
+            raise MissingTableError(f"missing table {layer}.{name}: no Delta table at {ref}")
+        return dict(self._delta(ref).detail().first()["properties"] or {})
+
+    def set_properties(self, layer: str, name: str, properties: Mapping[str, str]) -> None:
+        """Set Delta table properties (one metadata-only commit: no data file changes)."""
+        ref = self.ref(layer, name)
+        ident = ref.catalog_name or f"delta.`{ref.path}`"
+        pairs = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(properties.items()))
+        self.spark.sql(f"ALTER TABLE {ident} SET TBLPROPERTIES ({pairs})")
+
     def delete_where(self, layer: str, name: str, condition: str) -> None:
         if self.exists(layer, name):
             self._delta(self.ref(layer, name)).delete(condition)

@@ -17,6 +17,7 @@ the variable.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 
 from pyspark.sql import Column
@@ -72,3 +73,19 @@ def pseudonymize_column(col: Column | str, key: bytes) -> Column:
     message = (F.col(col) if isinstance(col, str) else col).cast("string").cast("binary")
     inner = F.unhex(F.sha2(F.concat(F.lit(bytearray(ipad_key)), message), 256))
     return F.sha2(F.concat(F.lit(bytearray(opad_key)), inner), 256)
+
+
+#: Table property of append-only silver tables naming how their subscriber ids were written.
+ID_MODE_PROPERTY = "cvo.subscriber_ids"
+
+
+def id_mode(key: bytes | None) -> str:
+    """``raw``, or ``hmac-sha256:<fingerprint>`` for pseudonyms made with `key`.
+
+    The fingerprint is an HMAC of a fixed text under the key: the same key always gives
+    the same one, and it reveals nothing of the key. Two modes that differ mean the ids
+    of the two runs cannot be joined (raw against pseudonym, or two keys).
+    """
+    if key is None:
+        return "raw"
+    return "hmac-sha256:" + hmac.new(key, b"cvo_spark key fingerprint", hashlib.sha256).hexdigest()[:16]

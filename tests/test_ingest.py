@@ -27,6 +27,7 @@ from cvo_spark.pipeline import StageContext
 from cvo_spark.privacy import load_pseudonym_key, pseudonymize_column
 from cvo_spark.schemas import INPUT_SCHEMAS, OUTPUT_SCHEMAS
 from cvo_spark.stages import ingest as ingest_stage
+from cvo_spark.stages.ingest import IdModeChangedError
 
 NOW = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 TOL = 24.0
@@ -642,6 +643,22 @@ def test_stage_pseudonymises_every_subscriber_table(spark, ingested_twice, tmp_p
     assert subscriber_ids == {pseudonym("s1"), pseudonym("s2"), pseudonym("s3")}
     # b2b account ids are not subscriber ids: left as they are.
     assert {r[0] for r in store.read("silver", "b2b_accounts").select("account_id").collect()} == {"a1"}
+
+    # The append-only silver table records how its ids were written, and refuses a switch:
+    # raw ids appended beside their pseudonyms would break invariant 8.
+    mode = store.properties("silver", "quota_events")["cvo.subscriber_ids"]
+    assert mode.startswith("hmac-sha256:") and len(mode) == len("hmac-sha256:") + 16
+    assert "test-key" not in mode
+    ingest_stage.run(ctx)  # same key: fine, nothing added
+    monkeypatch.setenv(KEY_ENV, "another-key")
+    with pytest.raises(IdModeChangedError, match=r"^silver.quota_events holds subscriber ids written as hmac"):
+        ingest_stage.run(ctx)
+    plain = make_context(
+        spark, ingested_twice[0], "run-r", tables={"silver": str(tmp_path / "silver"), "gold": str(tmp_path / "gold")}
+    )
+    with pytest.raises(IdModeChangedError, match="but this run writes raw"):
+        ingest_stage.run(plain)
+    assert store.read("silver", "quota_events").where(F.length("subscriber_id") != 64).count() == 0
 
 
 # --------------------------------------------------------------------------- generated data

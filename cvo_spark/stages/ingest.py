@@ -39,13 +39,19 @@ from cvo_spark.ingest import (
     silver_rows,
     tag_rows,
 )
+from cvo_spark.errors import CvoError
 from cvo_spark.io import TableStore, naming_unreadable_files
 from cvo_spark.pipeline import StageContext, StageResult
 
+from cvo_spark.privacy import ID_MODE_PROPERTY, id_mode, load_pseudonym_key
+from cvo_spark.schemas import KEY_COLUMN
+
 #: Silver tables read as Delta streams: written by insert-only MERGE, never rewritten.
 APPEND_ONLY_SILVER = frozenset({"quota_events"})
-from cvo_spark.privacy import load_pseudonym_key
-from cvo_spark.schemas import KEY_COLUMN
+
+
+class IdModeChangedError(CvoError):
+    """An append-only silver table holds ids written another way (raw vs pseudonym, or another key)."""
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,25 @@ def run(ctx: StageContext) -> StageResult:
         pseudonym_key=key,
         earliest_event_date=cfg.earliest_event_date,
     )
+
+
+def check_id_mode(store: TableStore, table: str, mode: str) -> None:
+    """Refuse to add ids written one way to an append-only silver table holding another.
+
+    The other silver tables are rewritten whole on every run, so switching
+    pseudonymisation on (or rotating its key) rewrites them; an append-only table would
+    instead keep its old rows, raw MSISDNs beside their pseudonyms (invariant 8). A table
+    written before the mode was recorded is taken as it is and labelled on this run.
+    """
+    if not store.exists("silver", table):
+        return
+    recorded = store.properties("silver", table).get(ID_MODE_PROPERTY)
+    if recorded is not None and recorded != mode:
+        raise IdModeChangedError(
+            f"silver.{table} holds subscriber ids written as {recorded}, but this run writes {mode} "
+            f"(ingest.privacy changed): it is append-only for the trigger stream, so move it and the "
+            f"stream's checkpoint aside, then re-run ingest"
+        )
 
 
 def _owners(table: str, valid: dict[str, DataFrame]) -> DataFrame | None:
@@ -86,6 +111,9 @@ def ingest(
     """Run the ingest on `store` with an explicit clock (`run` passes the wall clock)."""
     bronze = {t: store.read("bronze", t) for t in INGEST_ORDER}
     extras = {t: check_bronze_schema(df, t) for t, df in bronze.items()}
+    mode = id_mode(pseudonym_key)
+    for table in sorted(APPEND_ONLY_SILVER):
+        check_id_mode(store, table, mode)
 
     tagged: dict[str, DataFrame] = {}
     valid: dict[str, DataFrame] = {}
@@ -119,6 +147,8 @@ def ingest(
         for table in INGEST_ORDER:
             if table in APPEND_ONLY_SILVER:
                 store.insert_new(valid[table], "silver", table)
+                if store.properties("silver", table).get(ID_MODE_PROPERTY) != mode:
+                    store.set_properties("silver", table, {ID_MODE_PROPERTY: mode})
             else:
                 store.overwrite(valid[table], "silver", table)
         ingested_at = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
