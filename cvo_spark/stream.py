@@ -45,7 +45,13 @@ from pyspark.sql.streaming import StreamingQuery
 from cvo_spark.errors import ConfigError, MissingTableError
 from cvo_spark.io import TableStore
 from cvo_spark.pipeline import StageContext
-from cvo_spark.triggers import EVENT_KEY, TRIGGER_OFFERS_SCHEMA, TriggerRules, select_trigger_offers
+from cvo_spark.triggers import (
+    EVENT_KEY,
+    TRIGGER_OFFERS_SCHEMA,
+    TriggerRules,
+    relevant_history,
+    select_trigger_offers,
+)
 
 QUERY_NAME = "cvo_trigger_offers"
 #: How often a running stream without a pinned offers date looks for a newer publish.
@@ -120,12 +126,14 @@ class TriggerOfferSink:
             as_of = self._resolved[0]
         return self.store.read("gold", "offers").where(F.col("as_of") == F.lit(as_of))
 
-    def batch_output(self, events: DataFrame) -> DataFrame:
-        """The rows this batch appends (trigger_offers schema)."""
+    def batch_output(self, events: DataFrame, first_sec: int, last_sec: int) -> DataFrame:
+        """The rows this batch appends (trigger_offers schema); its events span
+        [first_sec, last_sec] (unix seconds), which bounds the history read."""
         spark = events.sparkSession
-        chosen = select_trigger_offers(
-            events, self.offers(), self._contacts(spark), self._emitted(spark), self.rules
+        emitted, contacts = relevant_history(
+            self._emitted(spark), self._contacts(spark), first_sec, last_sec, self.rules
         )
+        chosen = select_trigger_offers(events, self.offers(), contacts, emitted, self.rules)
         # No explicit coalesce: adaptive execution already merges a small batch's shuffle
         # partitions into one file, while a large back-fill keeps its parallelism.
         return chosen.withColumn("emitted_at", F.current_timestamp()).select(
@@ -145,9 +153,14 @@ class TriggerOfferSink:
         # stateful plan would recompute the de-duplication state.
         events = events.persist()
         try:
+            span = events.agg(
+                F.count(F.lit(1)).alias("n"),
+                F.min(F.unix_seconds("event_ts")).alias("first"),
+                F.max(F.unix_seconds("event_ts")).alias("last"),
+            ).first()
             # Watermark-only batches (no new rows) write nothing: no empty Delta commits.
-            if not events.isEmpty():
-                self.write(self.batch_output(events), batch_id)
+            if span["n"]:
+                self.write(self.batch_output(events, span["first"], span["last"]), batch_id)
         finally:
             events.unpersist()
 

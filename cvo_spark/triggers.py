@@ -254,6 +254,26 @@ def filter_batch_capped(kept: DataFrame, window_days: int, max_contacts: int) ->
     )
 
 
+def relevant_history(
+    emitted: DataFrame, contacts: DataFrame, first_sec: int, last_sec: int, rules: TriggerRules
+) -> tuple[DataFrame, DataFrame]:
+    """Only the emitted rows and contacts that can matter for events in [first, last]
+    (unix seconds of the batch's earliest and latest event_ts).
+
+    Every rule looks back at most max(suppression, contact window) from an event and
+    forward at most the suppression window, so older and later rows are cut by constant
+    timestamp bounds that Delta can skip files with: a micro-batch then reads the recent
+    part of the ever-growing trigger_offers and offer_history, not all of it.
+    """
+    suppress, window = rules.suppress_minutes * 60, rules.contact_window_days * 86_400
+    at = lambda sec: F.timestamp_seconds(F.lit(int(sec)))  # noqa: E731 - folded to a literal
+    emitted = emitted.where(
+        (F.col("event_ts") > at(first_sec - max(suppress, window))) & (F.col("event_ts") < at(last_sec + suppress))
+    )
+    contacts = contacts.where((F.col("contact_ts") > at(first_sec - window)) & (F.col("contact_ts") <= at(last_sec)))
+    return emitted, contacts
+
+
 def select_trigger_offers(
     events: DataFrame, offers: DataFrame, contacts: DataFrame, emitted: DataFrame, rules: TriggerRules
 ) -> DataFrame:

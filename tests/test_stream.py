@@ -333,6 +333,37 @@ def test_cap_counts_emissions_of_the_same_batch(spark):
     assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
 
 
+def test_history_is_cut_to_what_the_batch_can_use_and_the_result_is_unchanged(spark):
+    from cvo_spark.triggers import relevant_history
+
+    ev, offers, contacts, _ = batch_inputs(
+        spark, [("S5", "2026-07-01 10:00", "quota_expiring"), ("S5", "2026-07-01 12:00", "quota_expiring")]
+    )
+    far = spark.createDataFrame(
+        [("S5", "sms", ts("2026-05-01 10:00")), ("S5", "sms", ts("2026-07-03 10:00"))], contacts.schema
+    )
+    contacts = contacts.unionByName(far)
+    emitted = spark.createDataFrame(
+        [
+            ("S5", "quota_low", ts("2026-06-30 22:00"), "O_SMS5", "sms", ts("2026-06-30 22:00")),  # 12 h back
+            ("S5", "quota_low", ts("2026-04-01 10:00"), "O_SMS5", "sms", ts("2026-04-01 10:00")),  # months back
+        ],
+        TRIGGER_OFFERS_SCHEMA,
+    )
+    # A naive datetime is local time to both Python and PySpark: the same instant.
+    first, last = (int(ts(t).timestamp()) for t in ("2026-07-01 10:00", "2026-07-01 12:00"))
+    kept_emitted, kept_contacts = relevant_history(emitted, contacts, first, last, rules())
+    assert [r["event_ts"] for r in kept_emitted.collect()] == [ts("2026-06-30 22:00")]
+    kept = sorted(r["contact_ts"] for r in kept_contacts.collect())
+    assert ts("2026-05-01 10:00") not in kept and ts("2026-07-03 10:00") not in kept and kept
+    for r in (rules(), rules(suppress_minutes=0)):
+        assert_df_equality(
+            select_trigger_offers(ev, offers, kept_contacts, kept_emitted, r),
+            select_trigger_offers(ev, offers, contacts, emitted, r),
+            ignore_row_order=True,
+        )
+
+
 def test_batch_transform_names_missing_columns(spark):
     ev, offers, contacts, emitted = batch_inputs(spark, [("S1", "2026-07-01 00:00", "quota_low")])
     with pytest.raises(MissingColumnsError, match="valid_to"):
