@@ -168,6 +168,32 @@ def spend_in_window(
     )
 
 
+# --------------------------------------------------------------------------- fitting
+#: Box for the log-parameters (r, alpha, a, b): e^-20..e^20. Where nobody drops out the
+#: likelihood keeps rising as a -> 0 and b -> infinity; unbounded, the optimiser once
+#: returned a = 4e-74, b = 4e66, a model no double-precision formula can evaluate. At the
+#: box edge the dropout is already nil (a / b ~ 1e-17): the same fit, in range.
+BGNBD_LOG_BOUNDS = ((-20.0, 20.0),) * 4
+#: Box for (p, q, gamma): q > 1 keeps the population's mean spend finite (the expected
+#: spend formula divides by p x + q - 1); gamma may be as large as money amounts get.
+GAMMA_GAMMA_LOG_BOUNDS = ((-20.0, 20.0), (float(np.log(1.0 + 1e-3)), 20.0), (-20.0, 30.0))
+
+
+def _minimize_in_box(objective, x0: np.ndarray, bounds) -> np.ndarray | None:
+    """Nelder-Mead from `x0`, polished by L-BFGS-B inside `bounds`; the optimum found,
+    always inside the box (None when the objective is not finite there)."""
+    lo, hi = (np.array(b, dtype=float) for b in zip(*bounds))
+    res = minimize(
+        objective, np.clip(x0, lo, hi), method="Nelder-Mead",
+        options={"xatol": 1e-7, "fatol": 1e-10, "maxiter": 20_000},
+    )
+    res = minimize(
+        objective, np.clip(res.x, lo, hi), method="L-BFGS-B", bounds=list(zip(lo, hi)),
+        options={"ftol": 1e-13, "gtol": 1e-9},
+    )
+    return np.clip(res.x, lo, hi) if np.isfinite(res.fun) else None
+
+
 # --------------------------------------------------------------------------- BG/NBD math
 def bgnbd_log_likelihood(params: BgNbdParams, x, t_x, T, weights=None) -> float:
     """Count-weighted BG/NBD log-likelihood (eq. 6 of Fader, Hardie & Lee 2005)."""
@@ -198,18 +224,15 @@ def fit_bgnbd(x, t_x, T, weights=None, start: BgNbdParams | None = None) -> BgNb
     scale = float(np.sum(w))
 
     def objective(log_p: np.ndarray) -> float:
-        p = BgNbdParams(*np.exp(np.clip(log_p, -20, 20)))
+        p = BgNbdParams(*np.exp(np.clip(log_p, *zip(*BGNBD_LOG_BOUNDS))))
         value = -bgnbd_log_likelihood(p, x, t_x, T, w) / scale
         return value if np.isfinite(value) else 1e10
 
     x0 = np.log([start.r, start.alpha, start.a, start.b])
-    res = minimize(
-        objective, x0, method="Nelder-Mead", options={"xatol": 1e-7, "fatol": 1e-10, "maxiter": 20_000}
-    )
-    res = minimize(objective, res.x, method="L-BFGS-B", options={"ftol": 1e-13, "gtol": 1e-9})
-    if not np.isfinite(res.fun):
-        raise ClvFitError(f"BG/NBD fit did not converge: {res.message}")
-    return BgNbdParams(*map(float, np.exp(res.x)))
+    log_p = _minimize_in_box(objective, x0, BGNBD_LOG_BOUNDS)
+    if log_p is None:
+        raise ClvFitError("BG/NBD fit did not converge")
+    return BgNbdParams(*map(float, np.exp(log_p)))
 
 
 def bgnbd_conditional_expected(params: BgNbdParams, t, x, t_x, T) -> np.ndarray:
@@ -237,13 +260,27 @@ def bgnbd_conditional_expected(params: BgNbdParams, t, x, t_x, T) -> np.ndarray:
         odds = np.where(
             x > 0, (a / np.maximum(b + x - 1.0, 1e-300)) * np.power((alpha + T) / (alpha + t_x), r + x), 0.0
         )
-    expected = numer / (1.0 + odds)
+    alive = 1.0 / (1.0 + odds)
+    # An alive subscriber buys at most what a plain NBD (no dropout) predicts:
+    # E <= (r + x) t / (alpha + T) (Bernoulli's inequality on the posterior mean).
+    nbd = (r + x) * t / (alpha + T)
+    # Where dropout is negligible over the horizon, the closed form subtracts two numbers
+    # equal to ~1 / c and loses every digit; its limit, the NBD, is exact there.
+    negligible = (a / (a + b + x)) * (r + x + 1.0) * np.maximum(t / (alpha + T), 1.0) < 1e-10
+    expected = np.where(negligible, alive * nbd, numer * alive)
     if not np.all(np.isfinite(expected)):
         # Never let a numerical failure pass as "this subscriber is worth nothing".
         bad = int(np.size(expected) - np.count_nonzero(np.isfinite(expected)))
         raise ModelQualityError(
             f"BG/NBD conditional expectation is not finite for {bad} (x, t_x, T) tuple(s) "
             f"with r={r:.4g}, alpha={alpha:.4g}, a={a:.4g}, b={b:.4g}, horizon {float(np.max(t)):.4g}"
+        )
+    outside = (expected < -1e-9) | (expected > nbd * (1 + 1e-6) + 1e-9)
+    if np.any(outside):
+        # Finite but impossible (cancellation): as wrong as NaN, and far more misleading.
+        raise ModelQualityError(
+            f"BG/NBD conditional expectation is outside [0, NBD bound] for {int(np.count_nonzero(outside))} "
+            f"(x, t_x, T) tuple(s) with r={r:.4g}, alpha={alpha:.4g}, a={a:.4g}, b={b:.4g}"
         )
     return expected
 
@@ -290,18 +327,15 @@ def fit_gamma_gamma(x, m, weights=None, start: GammaGammaParams | None = None) -
     start = start or GammaGammaParams(1.0, 2.0, float(np.average(m, weights=w)))
 
     def objective(log_p: np.ndarray) -> float:
-        p = GammaGammaParams(*np.exp(np.clip(log_p, -20, 30)))
+        p = GammaGammaParams(*np.exp(np.clip(log_p, *zip(*GAMMA_GAMMA_LOG_BOUNDS))))
         value = -gamma_gamma_log_likelihood(p, x, m, w) / scale
         return value if np.isfinite(value) else 1e10
 
-    x0 = np.log([start.p, start.q, start.gamma])
-    res = minimize(
-        objective, x0, method="Nelder-Mead", options={"xatol": 1e-7, "fatol": 1e-10, "maxiter": 20_000}
-    )
-    res = minimize(objective, res.x, method="L-BFGS-B", options={"ftol": 1e-13, "gtol": 1e-9})
-    if not np.isfinite(res.fun):
-        raise ClvFitError(f"Gamma-Gamma fit did not converge: {res.message}")
-    return GammaGammaParams(*map(float, np.exp(res.x)))
+    x0 = np.log([start.p, max(start.q, 1.5), start.gamma])
+    log_p = _minimize_in_box(objective, x0, GAMMA_GAMMA_LOG_BOUNDS)
+    if log_p is None:
+        raise ClvFitError("Gamma-Gamma fit did not converge")
+    return GammaGammaParams(*map(float, np.exp(log_p)))
 
 
 def gamma_gamma_expected_spend(params: GammaGammaParams, frequency: Column, monetary: Column) -> Column:

@@ -280,3 +280,34 @@ def test_gbt_clv_method_learns_spend_from_features(spark):
     assert fit.kind == "gbt" and fit.features == ["driver", "noise"]
     assert fit.metrics["r2"] > 0.8
     assert fit.metrics["wape"] < fit.baseline_metrics["wape"]  # the naive rate sees no spend before T
+
+
+def test_runaway_no_dropout_fit_stays_in_the_box_and_scores_as_the_nbd():
+    # Seen on a 120-day generated lake: nobody drops out, and the unbounded optimiser
+    # walked to a = 3.6e-74, b = 3.5e66; the closed form then gave +-7.9e50 transactions.
+    runaway = clv.BgNbdParams(r=6.05, alpha=4.46, a=3.6e-74, b=3.5e66)
+    x, t_x, T = np.array([0.0, 5, 8, 46]), np.array([0.0, 58 / 7, 52 / 7, 88 / 7]), np.array([3, 62, 64, 89]) / 7
+    expected = clv.bgnbd_conditional_expected(runaway, 30 / 7, x, t_x, T)
+    np.testing.assert_allclose(expected, (runaway.r + x) * (30 / 7) / (runaway.alpha + T), rtol=1e-9)
+    # Regular buyers who never stop: the fit ends at the box edge, not beyond it.
+    rng = np.random.default_rng(3)
+    T_obs = np.full(400, 12.0)
+    x_obs = rng.poisson(8.0, 400).astype(float)
+    t_x_obs = np.where(x_obs > 0, T_obs - rng.uniform(0, 0.3, 400), 0.0)
+    fit = clv.fit_bgnbd(x_obs, t_x_obs, T_obs)
+    lo, hi = np.exp(clv.BGNBD_LOG_BOUNDS[0])
+    assert all(lo * 0.999 <= v <= hi * 1.001 for v in (fit.r, fit.alpha, fit.a, fit.b)), fit
+    assert fit.a / fit.b < 1e-6  # no dropout learned
+    e = clv.bgnbd_conditional_expected(fit, 4.0, x_obs, t_x_obs, T_obs)
+    assert np.all(e >= 0) and np.all(e <= (fit.r + x_obs) * 4.0 / (fit.alpha + T_obs) * (1 + 1e-6))
+
+
+def test_gamma_gamma_keeps_a_finite_mean_spend():
+    # A heavy tail pulls q towards 1 (infinite mean); the fit stays at q > 1, so the
+    # expected spend of a subscriber without repeat purchases stays positive and finite.
+    rng = np.random.default_rng(5)
+    x = rng.integers(1, 6, 500).astype(float)
+    m = np.exp(rng.normal(9.0, 2.5, 500))
+    fit = clv.fit_gamma_gamma(x, m)
+    assert fit.q > 1.0
+    assert 0 < fit.p * fit.gamma / (fit.q - 1.0) < np.inf
