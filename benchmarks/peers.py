@@ -354,17 +354,25 @@ def propensity_vs_lightgbm(spark, store, as_of: date, n: int, results: list) -> 
     from pyspark.sql import functions as F
     from sklearn.metrics import roc_auc_score
 
-    from cvo_spark.labels import EVALUATION, TRAIN, build_training_frame, training_snapshot_dates
+    from cvo_spark.labels import (
+        EVALUATION,
+        TRAIN,
+        build_training_frame,
+        snapshots_with_history,
+        training_snapshot_dates,
+    )
     from cvo_spark.propensity import MODEL_FEATURES, build_classifier, usable_features
     from cvo_spark.stages.train import INPUTS
 
     config = store.config
     cfg = config.models
     label = f"label_{TARGET}"
-    snapshots = training_snapshot_dates(
-        as_of, cfg.horizon_days, cfg.training_snapshots, cfg.snapshot_spacing_days
-    )
     silver = {name: store.read_input("silver", name) for name in INPUTS}
+    snapshots = snapshots_with_history(
+        training_snapshot_dates(as_of, cfg.horizon_days, cfg.training_snapshots, cfg.snapshot_spacing_days),
+        silver["usage_daily"].agg(F.min("usage_date")).first()[0],
+        cfg.min_history_days,
+    )
     frame = build_training_frame(
         silver, snapshots, as_of, cfg.horizon_days, config.features.windows,
         config.segments.lifecycle.new_max_days, cfg.upsell_arpu_increase,

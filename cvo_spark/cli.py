@@ -9,6 +9,7 @@ one line on stderr and a non-zero exit; nothing prints a stack trace at a user u
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from datetime import date
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from cvo_spark.config import Config, load_config
 from cvo_spark.errors import ConfigError, CvoError
+
+log = logging.getLogger(__name__)
 
 DEMO_SUBSCRIBERS = 5_000
 DEMO_DAYS = 180
@@ -139,9 +142,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         load_checked_catalog(config)  # a bad catalog fails now, not after an hour of train
     ctx = _context(config, args.as_of, overrides, {"report_out": args.report_out})
-    run_pipeline(ctx, stages)
+    from cvo_spark.errors import PublishRefused
     from cvo_spark.summary import print_summary
 
+    try:
+        run_pipeline(ctx, stages)
+    except PublishRefused:
+        # A refusal is the engine working: show where things stand (the publish status
+        # line names the failed check), then the one error line and the non-zero exit.
+        try:
+            print_summary(ctx)
+        except Exception as err:  # noqa: BLE001 - the refusal is the message that matters
+            log.warning("summary not printed: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
+        raise
     print_summary(ctx)
     return 0
 

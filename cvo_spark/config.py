@@ -234,6 +234,10 @@ class SegmentsConfig(_Section):
 class ModelsConfig(_Section):
     horizon_days: int = Field(30, gt=0)
     training_snapshots: int = Field(3, gt=1)
+    #: A training snapshot needs this many days of usage data on or before it (else it is
+    #: left out): with less its 3-month features are truncated, unlike the snapshot the
+    #: models are judged and used on.
+    min_history_days: int = Field(90, gt=0)
     snapshot_spacing_days: int = Field(30, gt=0)
     seed: int = 7
     #: Gradient-boosting engine of the propensity models: Spark MLlib's GBTClassifier, or

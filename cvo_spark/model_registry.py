@@ -11,6 +11,7 @@ score those rows (say, trained on a feature that was since removed) counts as ab
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from datetime import date
 
@@ -104,9 +105,11 @@ def log_target(
             sample.toPandas(), with_scores(fit.model, sample, fit.target, "p").select("p").toPandas()
         )
         version = tracking.log_spark_model(fit.model, name, signature, with_xgboost=fit.engine == "xgboost")
-        promotable = not ev.is_no_better_than_chance(
-            fit.metrics.get("roc_auc", float("nan")), fit.metrics.get("auc_ci_low", float("nan"))
-        )
+        # The gate is the point estimate: a small evaluation half often has an interval
+        # reaching 0.5 (reported as "not shown better than chance") for a model that does
+        # rank; an AUC under CHANCE_AUC ranks no better than a coin and never scores anyone.
+        auc = fit.metrics.get("roc_auc", float("nan"))
+        promotable = math.isfinite(auc) and auc >= ev.CHANCE_AUC
         status = tracking.assign_aliases(
             name,
             version,
@@ -116,7 +119,9 @@ def log_target(
             as_of=as_of.isoformat(),
         )
         if not promotable:
-            log.warning("%s v%s is no better than chance out of time: not promoted", name, version)
+            log.warning(
+                "%s v%s has out-of-time ROC-AUC %.3f < %.2f (chance): not promoted", name, version, auc, ev.CHANCE_AUC
+            )
         if champion_metric is not None:
             mlflow.log_metric(f"champion_{cfg.promote_metric}", champion_metric)
         mlflow.set_tag("registry_status", status)

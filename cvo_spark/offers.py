@@ -469,7 +469,7 @@ def with_reasons(rows: DataFrame, p: OfferParams, max_reasons: int = 3) -> DataF
     then the propensity and expected value fill what is left.
     """
     own_data, from_model, fallbacks = reason_candidates(p)
-    present = lambda cols: F.filter(F.array(*cols), lambda r: r.isNotNull())  # noqa: E731
+    present = lambda cols: F.filter(F.array(*cols), lambda r: r.isNotNull())
     reasons = F.concat(F.slice(present(own_data), 1, max(max_reasons - 1, 1)), present([from_model, *fallbacks]))
     return rows.withColumn("reason_codes", F.slice(reasons, 1, max_reasons))
 

@@ -8,7 +8,7 @@ Registry rules: each target has a registered model ``<prefix>_<target>``. A newl
 version gets the alias ``challenger``; it takes ``champion`` only when it beats the
 current champion on the same out-of-time data by the promotion metric (strictly: a
 re-run with the same seed and data does not displace the champion). The first version
-of a model is champion by default, unless it is no better than chance out of time
+of a model is champion by default, unless its out-of-time ROC-AUC is at chance level
 (`REJECTED`: no alias at all). `score` always loads ``@champion``.
 """
 
@@ -130,9 +130,9 @@ def assign_aliases(
 ) -> str:
     """Give the new `version` its alias; returns 'champion', 'challenger' or 'rejected'.
 
-    A version that is not `promotable` (a classifier not shown better than chance on the
-    out-of-time data) gets no alias, even when there is no champion yet: scoring then
-    stops with a clear error rather than rank subscribers by noise. Otherwise the first
+    A version that is not `promotable` (a classifier whose out-of-time ROC-AUC is under
+    `cvo_spark.evaluation.CHANCE_AUC`) gets no alias, even when there is no champion yet:
+    scoring then stops with a clear error rather than rank subscribers by noise. Otherwise the first
     version becomes champion, and a later one is challenger, promoted only when it
     `beats` the champion's metric on the same evaluation data, and never over a champion
     trained for a date after `as_of` (ISO date of the new version's training).

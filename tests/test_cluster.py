@@ -20,7 +20,6 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cvo_spark.config import load_config
 from cvo_spark.io import TableStore
@@ -28,10 +27,9 @@ from cvo_spark.stages.report import default_report_path
 
 REPO = Path(__file__).resolve().parents[1]
 SUBMIT = REPO / "scripts" / "submit.sh"
-AS_OF = date(2026, 6, 30)
-#: The stages the cluster test runs in both modes (the report and measure add nothing to compare).
+AS_OF = date(2026, 6, 30)  # the as_of of the shared pipeline lake (conftest.py)
+#: The stages the cluster runs (the report and measure add nothing to compare).
 CLUSTER_STAGES = ("ingest", "features", "segments", "train", "score", "offers")
-SUBSCRIBERS, DAYS, SEED = 300, 150, 7
 
 
 # --------------------------------------------------------------------------- config
@@ -236,29 +234,17 @@ def _gold(spark, lake: Path, name: str, drop: tuple[str, ...] = ()):
 
 
 @pytest.mark.slow
-def test_pipeline_on_standalone_cluster_matches_local_mode(spark, standalone_cluster, tmp_path):
+def test_pipeline_on_standalone_cluster_matches_local_mode(spark, pipeline_lake, standalone_cluster, tmp_path):
     from chispa import assert_approx_df_equality, assert_df_equality
 
-    from cvo_spark.generate import write_bronze
-    from cvo_spark.pipeline import StageContext, new_run_id, run_pipeline
+    # Local mode: the session's shared pipeline lake (conftest.py), run in this process
+    # with the same YAML the cluster gets; the cluster works on a copy of its bronze files
+    # (identical files, identical splits).
+    local_lake, cluster_lake = pipeline_lake.lake, tmp_path / "cluster"
+    conf_file = pipeline_lake.conf_file
+    shutil.copytree(local_lake / "bronze", cluster_lake / "bronze")
 
-    local_lake, cluster_lake = tmp_path / "local", tmp_path / "cluster"
-    # Same shuffle partitions as the test session, so both runs split the data the same way.
-    conf_file = tmp_path / "cluster_test.yaml"
-    base = yaml.safe_load((REPO / "conf" / "local.yaml").read_text())
-    base["spark"] = {"shuffle_partitions": 2, "log_level": "WARN", "conf": {"spark.ui.enabled": "false"}}
-    base["offers"]["catalog_file"] = str(REPO / "conf" / "offers.yaml")
-    # Smaller searches keep the test short; they change nothing the comparison depends on.
-    base["segments"]["personas"]["k"] = 4
-    base["models"]["gbt_max_iter"] = 10
-    conf_file.write_text(yaml.safe_dump(base))
-
-    write_bronze(spark, str(local_lake / "bronze"), SUBSCRIBERS, DAYS, SEED, AS_OF)
-    shutil.copytree(local_lake / "bronze", cluster_lake / "bronze")  # identical files, identical splits
-
-    # The cluster run goes in the background while the same stages run here in local
-    # mode: two independent processes on two copies of the same files. Output goes to
-    # files, not pipes, so the submission never blocks on a full pipe meanwhile.
+    # Output goes to files, not pipes, so the submission never blocks on a full pipe.
     out_path, err_path = tmp_path / "submit.out", tmp_path / "submit.err"
     out_file, err_file = open(out_path, "w"), open(err_path, "w")  # noqa: SIM115 - closed below
     submit = subprocess.Popen(
@@ -286,9 +272,6 @@ def test_pipeline_on_standalone_cluster_matches_local_mode(spark, standalone_clu
         start_new_session=True,
     )
     try:
-        config = load_config(conf_file).with_lake(str(local_lake))
-        ctx = StageContext(spark, config, TableStore(spark, config), AS_OF, new_run_id(AS_OF))
-        run_pipeline(ctx, CLUSTER_STAGES)
         submit.wait(timeout=1200)
     finally:
         if submit.poll() is None:

@@ -191,3 +191,17 @@ def test_training_snapshot_dates_end_one_horizon_before_as_of():
         date(2026, 5, 1),
         date(2026, 5, 31),
     ]
+
+
+def test_snapshots_need_a_full_feature_window_of_history():
+    from cvo_spark.labels import TrainingHistoryError, snapshots_with_history
+
+    planned = training_snapshot_dates(date(2026, 6, 30), 30, 3, 30)  # 04-01, 05-01, 05-31
+    # 150 days of data (from 02-01): 05-01 has exactly 90 days on or before it, 04-01 only 60.
+    assert snapshots_with_history(planned, date(2026, 2, 1), 90) == [date(2026, 5, 1), date(2026, 5, 31)]
+    assert snapshots_with_history(planned, date(2026, 2, 2), 60) == planned[1:]
+    assert snapshots_with_history(planned, date(2026, 1, 2), 90) == planned
+    with pytest.raises(TrainingHistoryError, match=r"1 of the 3 training snapshots .*data starts 2026-03-03"):
+        snapshots_with_history(planned, date(2026, 3, 3), 90)
+    with pytest.raises(TrainingHistoryError, match="usage_daily is empty"):
+        snapshots_with_history(planned, None, 90)

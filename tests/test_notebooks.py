@@ -12,12 +12,10 @@ import ast
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cvo_spark.generate import DEFAULT_END_DATE
 
-AS_OF = DEFAULT_END_DATE
-SUBSCRIBERS, DAYS, SEED = 400, 150, 42
+AS_OF = DEFAULT_END_DATE  # the as_of of the shared pipeline lake (conftest.py)
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ("01_explore_segments.py", "02_evaluate_models.py", "03_explain_offers.py")
@@ -64,37 +62,15 @@ def test_notebook_format_and_no_copied_logic(name):
     assert modules <= {"cvo_spark", "datetime", "pyspark"}
 
 
-@pytest.fixture(scope="module")
-def pipeline_lake(spark, tmp_path_factory) -> Path:
-    """A small generated lake run through every batch stage but the report (same as `cvo demo`)."""
-    from cvo_spark.config import load_config
-    from cvo_spark.generate import write_bronze
-    from cvo_spark.io import TableStore
-    from cvo_spark.pipeline import STAGES, StageContext, new_run_id, run_pipeline
-
-    root = tmp_path_factory.mktemp("notebooks")
-    lake = root / "lake"
-    conf = yaml.safe_load((REPO / "conf" / "local.yaml").read_text())
-    conf["offers"]["catalog_file"] = str(REPO / "conf" / "offers.yaml")
-    # A smaller k search and fewer trees keep the fixture short; the notebooks do not care.
-    conf["segments"]["personas"].update({"k_min": 2, "k_max": 4})
-    conf["models"]["gbt_max_iter"] = 10
-    (root / "conf.yaml").write_text(yaml.safe_dump(conf))
-    config = load_config(root / "conf.yaml").with_lake(str(lake))
-    write_bronze(spark, str(lake / "bronze"), SUBSCRIBERS, DAYS, SEED, AS_OF)
-    ctx = StageContext(spark, config, TableStore(spark, config), AS_OF, new_run_id(AS_OF))
-    run_pipeline(ctx, tuple(s for s in STAGES if s != "report"))
-    return lake
-
-
-def _gold(spark, lake: Path, name: str):
+def _gold(spark, shared, name: str):
     from pyspark.sql import functions as F
 
-    return spark.read.format("delta").load(str(lake / "gold" / name)).where(F.col("as_of") == AS_OF)
+    return spark.read.format("delta").load(str(shared.lake / "gold" / name)).where(F.col("as_of") == AS_OF)
 
 
-def _params(lake: Path) -> dict[str, str]:
-    return {"conf": str(lake.parent / "conf.yaml"), "lake": str(lake), "as_of": AS_OF.isoformat()}
+def _params(shared) -> dict[str, str]:
+    """The notebook parameters for the session's shared pipeline lake (conftest.py)."""
+    return {"conf": str(shared.conf_file), "lake": str(shared.lake), "as_of": shared.as_of.isoformat()}
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -246,6 +247,28 @@ def test_stuck_feed_refuses_and_keeps_the_published_snapshot(spark, lake):
         write_usage(ctx, D2)
 
 
+def test_cli_refusal_prints_where_things_stand_then_one_error_line(spark, lake, tmp_path, capsys):
+    import yaml
+
+    from cvo_spark.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(yaml.safe_dump(
+        {"offers": {"catalog_file": str(repo / "conf" / "offers.yaml"), "checks": {"max_psi": 0.5}}}))
+    ctx = make_ctx(spark, lake, D2)
+    write_usage(ctx, D2 - timedelta(days=10))
+    try:
+        code = main(["run", "--as-of", D2.isoformat(), "--stages", "offers", "--conf", str(conf),
+                     "--lake", str(lake)])
+    finally:
+        write_usage(ctx, D2)
+    out, err = capsys.readouterr()
+    assert code != 0
+    assert "publish status: refused: publish refused: freshness: newest usage_daily event 2026-06-20" in out, err
+    assert err.strip().splitlines()[-1].startswith("cvo: error: publish refused: freshness: ")
+
+
 def test_collapsed_model_refuses_and_keeps_the_published_snapshot(spark, lake):
     ctx = make_ctx(spark, lake, D2)
     write_scores(ctx, D2, collapsed=True)
@@ -301,29 +324,13 @@ def test_override_publishes_records_it_and_exports_treatment_only(spark, lake):
 
 # ------------------------------------------------------------------------ end to end
 @pytest.mark.slow
-def test_end_to_end_on_generated_data(spark, tmp_path):
+def test_end_to_end_on_generated_data(spark, pipeline_lake):
     """Generated data through ingest..offers: published, consistent, idempotent, explainable."""
-    from pathlib import Path
-
-    import yaml
-
-    from cvo_spark.config import load_config
     from cvo_spark.explain import explain
-    from cvo_spark.generate import DEFAULT_END_DATE, write_bronze
-    from cvo_spark.pipeline import new_run_id, run_pipeline
+    from cvo_spark.pipeline import new_run_id
 
-    repo = Path(__file__).resolve().parents[1]
-    conf = yaml.safe_load((repo / "conf" / "local.yaml").read_text())
-    conf["offers"]["catalog_file"] = str(repo / "conf" / "offers.yaml")
-    conf["segments"]["personas"].update({"k_min": 2, "k_max": 4})  # shorter searches: offers do not care
-    conf["models"]["gbt_max_iter"] = 10
-    (tmp_path / "conf.yaml").write_text(yaml.safe_dump(conf))
-    lake = tmp_path / "lake"
-    config = load_config(tmp_path / "conf.yaml").with_lake(str(lake))
-    as_of = DEFAULT_END_DATE
-    write_bronze(spark, str(lake / "bronze"), 1500, 120, 21, as_of)
-    ctx = StageContext(spark, config, TableStore(spark, config), as_of, new_run_id(as_of))
-    result = run_pipeline(ctx, ("ingest", "features", "segments", "train", "score", "offers"))["offers"]
+    ctx, as_of, lake, config = pipeline_lake.ctx, pipeline_lake.as_of, pipeline_lake.lake, pipeline_lake.ctx.config
+    result = pipeline_lake.results["offers"]
     assert all(v.startswith("ok") for v in result.checks.values()), result.checks
 
     offers = ctx.store.read("gold", "offers").where(F.col("as_of") == F.lit(as_of)).cache()

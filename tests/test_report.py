@@ -494,6 +494,7 @@ def test_report_stage_writes_file_and_summary(spark, gold_store, tmp_path, capsy
     assert "72.9% of revenue" in printed
     assert "personas found: 2" in printed
     assert "churn 0.995" in printed and "upsell 0.781" in printed
+    assert "average predicted CLV (12 months): Rp 566,667 over 4 scored subscribers" in printed  # nulls skipped
     assert "treatment 3, control 1" in printed
     assert "publish status: refused: distribution shift" in printed
 

@@ -28,6 +28,7 @@ from functools import reduce
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
+from cvo_spark.errors import CvoError
 from cvo_spark.ingest import (
     EARLIEST_EVENT_DATE,
     INGEST_ORDER,
@@ -39,10 +40,8 @@ from cvo_spark.ingest import (
     silver_rows,
     tag_rows,
 )
-from cvo_spark.errors import CvoError
 from cvo_spark.io import TableStore, naming_unreadable_files
 from cvo_spark.pipeline import StageContext, StageResult
-
 from cvo_spark.privacy import ID_MODE_PROPERTY, id_mode, load_pseudonym_key
 from cvo_spark.schemas import KEY_COLUMN
 

@@ -46,8 +46,8 @@ def _champion(prefix: str, target: str):
     model, mv = tracking.load_spark_model(name)
     if model is None:
         raise tracking.MissingModelError(
-            f"no champion model {name}@champion: run the train stage first (a version no better "
-            "than chance out of time is never promoted; see model_evaluations)"
+            f"no champion model {name}@champion: run the train stage first (a version whose out-of-time "
+            "ROC-AUC is at chance level is never promoted; see model_evaluations)"
         )
     meta = tracking.load_run_json(mv.run_id, tracking.META_FILE)
     return model, str(mv.version), meta

@@ -33,6 +33,7 @@ same date leaves one set of rows (invariant 2).
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from pyspark import StorageLevel
@@ -49,7 +50,13 @@ from pyspark.sql.types import (
 
 from cvo_spark import evaluation as ev
 from cvo_spark import tracking
-from cvo_spark.labels import TARGETS, TRAIN, build_training_frame, training_snapshot_dates
+from cvo_spark.labels import (
+    TARGETS,
+    TRAIN,
+    build_training_frame,
+    snapshots_with_history,
+    training_snapshot_dates,
+)
 from cvo_spark.model_registry import log_clv, log_target
 from cvo_spark.pipeline import StageContext, StageResult
 from cvo_spark.propensity import MODEL_FEATURES, usable_features
@@ -63,6 +70,8 @@ INPUTS: tuple[str, ...] = (
     "quota_events",
     "offer_history",
 )
+
+log = logging.getLogger(__name__)
 
 #: `models.engine` -> the classifier kind of `cvo_spark.propensity.build_classifier`.
 ENGINE_KIND = {"mllib": "gbt", "xgboost": "xgboost"}
@@ -101,10 +110,18 @@ def run(ctx: StageContext) -> StageResult:
     """Train, judge, log and register every target for ``ctx.as_of``; write the evaluation tables."""
     cfg = ctx.config.models
     trained_at = datetime.now(UTC).replace(tzinfo=None)
-    snapshots = training_snapshot_dates(
+    planned = training_snapshot_dates(
         ctx.as_of, cfg.horizon_days, cfg.training_snapshots, cfg.snapshot_spacing_days
     )
     silver = {name: ctx.store.read_input("silver", name) for name in INPUTS}
+    data_start = silver["usage_daily"].agg(F.min("usage_date")).first()[0]
+    snapshots = snapshots_with_history(planned, data_start, cfg.min_history_days)
+    left_out = [d.isoformat() for d in planned if d not in snapshots]
+    if left_out:
+        log.warning(
+            "train: snapshot(s) %s left out: fewer than %d days of usage history (data starts %s)",
+            ", ".join(left_out), cfg.min_history_days, data_start,
+        )
     frame = build_training_frame(
         silver,
         snapshots,
@@ -181,6 +198,8 @@ def run(ctx: StageContext) -> StageResult:
             eval_rows += [("clv", *r) for r in rows]
         checks["clv_wape"] = f"{clv_fit.metrics['wape']:.3f} (naive {clv_fit.baseline_metrics['wape']:.3f})"
         checks["clv_registry"] = f"v{version} {status}"
+        if left_out:
+            checks["snapshots_left_out"] = f"{', '.join(left_out)} (< {cfg.min_history_days} days of history)"
     finally:
         frame.unpersist()
     evals = ctx.spark.createDataFrame(
