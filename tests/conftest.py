@@ -33,13 +33,19 @@ def spark():
 
 
 @dataclass(frozen=True)
-class PipelineLake:
-    """A generated lake after ingest..measure, as `cvo run` leaves it."""
+class PipelineBronze:
+    """The shared lake's generated bronze tables and the YAML every user of it runs with."""
 
     root: Path
     lake: Path
-    conf_file: Path  # the YAML every user of the lake runs with (also submitted to the cluster)
+    conf_file: Path  # also what the cluster test submits
     as_of: date
+
+
+@dataclass(frozen=True)
+class PipelineLake(PipelineBronze):
+    """The shared lake after ingest..measure, as `cvo run` leaves it."""
+
     ctx: object  # the StageContext of the run
     results: dict  # stage -> StageResult
 
@@ -62,18 +68,41 @@ def pipeline_conf(root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pipeline_lake(spark, tmp_path_factory) -> PipelineLake:
-    from cvo_spark.config import load_config
+def pipeline_bronze(spark, tmp_path_factory) -> PipelineBronze:
     from cvo_spark.generate import DEFAULT_END_DATE, write_bronze
-    from cvo_spark.io import TableStore
-    from cvo_spark.pipeline import STAGES, StageContext, new_run_id, run_pipeline
 
     root = tmp_path_factory.mktemp("pipeline")
     lake = root / "lake"
     conf_file = pipeline_conf(root)
-    config = load_config(conf_file).with_lake(str(lake))
-    as_of = DEFAULT_END_DATE
-    write_bronze(spark, str(lake / "bronze"), PIPELINE_SUBSCRIBERS, PIPELINE_DAYS, PIPELINE_SEED, as_of)
-    ctx = StageContext(spark, config, TableStore(spark, config), as_of, new_run_id(as_of))
-    results = run_pipeline(ctx, tuple(s for s in STAGES if s != "report"))
-    return PipelineLake(root, lake, conf_file, as_of, ctx, results)
+    write_bronze(spark, str(lake / "bronze"), PIPELINE_SUBSCRIBERS, PIPELINE_DAYS, PIPELINE_SEED, DEFAULT_END_DATE)
+    return PipelineBronze(root, lake, conf_file, DEFAULT_END_DATE)
+
+
+@pytest.fixture(scope="session")
+def build_pipeline_lake(spark, pipeline_bronze):
+    """A callable that runs the shared lake through every batch stage but the report, once.
+
+    A callable rather than a fixture value so the cluster test can start its own run of
+    the same bronze on the cluster first and let both go at once.
+    """
+    from cvo_spark.config import load_config
+    from cvo_spark.io import TableStore
+    from cvo_spark.pipeline import STAGES, StageContext, new_run_id, run_pipeline
+
+    built: list[PipelineLake] = []
+
+    def build() -> PipelineLake:
+        if not built:
+            b = pipeline_bronze
+            config = load_config(b.conf_file).with_lake(str(b.lake))
+            ctx = StageContext(spark, config, TableStore(spark, config), b.as_of, new_run_id(b.as_of))
+            results = run_pipeline(ctx, tuple(s for s in STAGES if s != "report"))
+            built.append(PipelineLake(b.root, b.lake, b.conf_file, b.as_of, ctx, results))
+        return built[0]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def pipeline_lake(build_pipeline_lake) -> PipelineLake:
+    return build_pipeline_lake()

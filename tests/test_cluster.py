@@ -234,14 +234,18 @@ def _gold(spark, lake: Path, name: str, drop: tuple[str, ...] = ()):
 
 
 @pytest.mark.slow
-def test_pipeline_on_standalone_cluster_matches_local_mode(spark, pipeline_lake, standalone_cluster, tmp_path):
+def test_pipeline_on_standalone_cluster_matches_local_mode(
+    spark, pipeline_bronze, build_pipeline_lake, standalone_cluster, tmp_path
+):
     from chispa import assert_approx_df_equality, assert_df_equality
 
     # Local mode: the session's shared pipeline lake (conftest.py), run in this process
     # with the same YAML the cluster gets; the cluster works on a copy of its bronze files
-    # (identical files, identical splits).
-    local_lake, cluster_lake = pipeline_lake.lake, tmp_path / "cluster"
-    conf_file = pipeline_lake.conf_file
+    # (identical files, identical splits). The cluster run goes in the background while
+    # the local one runs (or is already done, when another test built it first): two
+    # independent processes, and on 2 cores the cluster's many small jobs leave room.
+    local_lake, cluster_lake = pipeline_bronze.lake, tmp_path / "cluster"
+    conf_file = pipeline_bronze.conf_file
     shutil.copytree(local_lake / "bronze", cluster_lake / "bronze")
 
     # Output goes to files, not pipes, so the submission never blocks on a full pipe.
@@ -272,6 +276,7 @@ def test_pipeline_on_standalone_cluster_matches_local_mode(spark, pipeline_lake,
         start_new_session=True,
     )
     try:
+        build_pipeline_lake()
         submit.wait(timeout=1200)
     finally:
         if submit.poll() is None:
