@@ -143,7 +143,9 @@ def test_train_score_end_to_end(lake):
     for target in ("upsell", "cross_sell", "churn"):
         gbt, base = m1[(target, "gbt", "roc_auc")]["value"], m1[(target, "baseline", "roc_auc")]["value"]
         assert m1[(target, "gbt", "better_than_chance")]["value"] == 1.0, target
-        assert gbt >= base - 0.03, (target, gbt, base)
+        # Each model beats its logistic baseline out of time (here: upsell 0.735 vs 0.670,
+        # churn 0.753 vs 0.582; cross-sell only just, 0.708 vs 0.702).
+        assert gbt > base + (0.03 if target != "cross_sell" else 0.0), (target, gbt, base)
         assert gbt < 0.99
         # Calibrated: mean predicted close to the observed out-of-time rate.
         assert m1[(target, "gbt", "mean_predicted")]["value"] == pytest.approx(
@@ -151,6 +153,8 @@ def test_train_score_end_to_end(lake):
         )
         assert m1[(target, "gbt", "roc_auc")]["model_version"] == "1"
     assert m1[("clv", "bgnbd", "r2")]["value"] > 0.0  # better than predicting the mean
+    # and better than the naive "last 90 days' spend rate" on the same rows (WAPE 0.459 vs 0.484).
+    assert m1[("clv", "bgnbd", "wape")]["value"] < m1[("clv", "naive", "wape")]["value"]
     curves = ctx.store.read("gold", "model_curves").where(F.col("as_of") == F.lit(AS_OF))
     assert curves.where("curve = 'lift' AND target = 'churn'").count() == 10
     assert first.checks["churn_registry"] == "v1 champion"
@@ -188,6 +192,22 @@ def test_train_score_end_to_end(lake):
     assert 0.0 <= s["lo"] and s["hi"] <= 1.0
     assert s["clv_lo"] >= 0.0 and s["clv_mean"] > 0.0
     assert s["max_reasons"] <= ctx.config.models.reason_codes and s["with_reasons"] > 0.5
+    # The planted churn driver (activity declining for 30-45 days before churn) comes out
+    # on top: the first churn reason of the riskiest subscribers is low or falling activity,
+    # far more often than for the safest ones (where the reasons are weak pushes up).
+    low_activity = [
+        "active days: low", "number of recharges: low", "voice revenue: low", "data revenue: low",
+        "revenue last month: low", "revenue last 3 months: low", "3-month ARPU: low", "recharge amount: low",
+        "voice minutes: low", "data volume: low", "days since last recharge: high", "days since last spend: high",
+        "revenue trend: low", "voice usage trend: low", "data usage trend: low",
+    ]  # fmt: skip
+
+    def first_reason_low(order) -> float:
+        riskiest = scores.orderBy(order, "subscriber_id").limit(100)
+        return riskiest.agg(F.avg(F.col("reasons_churn")[0].isin(*low_activity).cast("double"))).first()[0]
+
+    top, bottom = first_reason_low(F.col("p_churn").desc()), first_reason_low(F.col("p_churn").asc())
+    assert top >= 0.8 and top > bottom + 0.1, (top, bottom)
     versions = scores.first()["model_versions"]
     assert versions == {"upsell": "1", "cross_sell": "1", "churn": "1", "clv": "1"}
     before = scores.orderBy("subscriber_id").collect()
