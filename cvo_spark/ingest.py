@@ -189,14 +189,21 @@ def _raw_json(columns: list[str]) -> Column:
 
 
 def _deduplicated(bronze: DataFrame, table: str, extras: list[str]) -> DataFrame:
-    """One row per distinct contract row with ``_copies``; ``_raw`` too when extras exist."""
+    """One row per distinct contract row with ``_copies``; ``_raw`` too when extras exist.
+
+    The rows are shuffled once, by the table's key: that partitioning satisfies both the
+    de-duplication (the key is one of the grouping columns) and the later owner join and
+    key-conflict window (both on the key), which would otherwise shuffle the whole table
+    again, each. The map-side partial aggregate that a plain groupBy plans first is gone
+    too: on rows that are almost all distinct it only builds a hash map to spill.
+    """
     contract = INPUT_SCHEMAS[table].fieldNames()
     aggs = [F.count(F.lit(1)).alias("_copies")]
     if extras:
         # Extras do not make rows distinct; the smallest raw JSON is a deterministic pick.
         bronze = bronze.withColumn("_raw", _raw_json(bronze.columns))
         aggs.append(F.min("_raw").alias("_raw"))
-    return bronze.groupBy(*[_c(c) for c in contract]).agg(*aggs)
+    return bronze.repartition(_c(KEY_COLUMN[table])).groupBy(*[_c(c) for c in contract]).agg(*aggs)
 
 
 def _typed(deduped: DataFrame, table: str, bronze_types: dict[str, DataType]) -> tuple[DataFrame, set[str]]:
