@@ -7,9 +7,10 @@
    (subscriber x offer pairs scored per second, and offer rows produced).
 2. Value: expected value per contacted treatment subscriber of the engine's choice vs a
    "same offer for everyone in the tier" rule (`compare_with_tier_rule`). The tier rule
-   gets, per channel and value tier, the single offer with the highest total expected
-   value over the tier (the best a tier-level rule can do, knowing the model); eligibility
-   and the contact policy apply to both. Both are judged by the engine's own expected
+   ranks, per channel and value tier, the offers by their total expected value over the
+   tier (the best a tier-level rule can do, knowing the model) and gives each subscriber
+   the first of them they are eligible for; eligibility and the contact policy apply to
+   both. Both are judged by the engine's own expected
    value model, so this measures the gain from personalising under that model, not a
    field result - campaign measurement (treatment vs control) is what proves it.
 
@@ -116,11 +117,13 @@ def compare_with_tier_rule(candidates: DataFrame, p: OfferParams) -> dict[str, f
 
     Needs `candidate_offers(..., keep_excluded=True)` rows. A row is *eligible* on its
     channel when nothing but the slot count excluded it. Engine: the rank-1 offer of each
-    (subscriber, channel). Tier rule: per (channel, value_tier) the one offer with the
-    largest total expected value over the tier's eligible subscribers, given to every
-    subscriber of the tier who is eligible for it (others get nothing on that channel).
+    (subscriber, channel). Tier rule: per (channel, value_tier) the offers ranked by their
+    total expected value over the tier's eligible subscribers; every subscriber of the tier
+    gets the best-ranked of them they are eligible for (the same offer for everyone in the
+    tier, falling back to the tier's next offer only where eligibility rules the first out).
     Both are averaged over the same contacts: treatment (subscriber, channel) pairs the
-    engine contacts.
+    engine contacts, and both are judged by the same expected-value model, so the gap is
+    what personalisation gains under the model, not a field result.
     """
     eligible = (
         candidates.where(F.col("exclusion_reason").isNull() | F.col("exclusion_reason").startswith("ranked "))
@@ -132,11 +135,15 @@ def compare_with_tier_rule(candidates: DataFrame, p: OfferParams) -> dict[str, f
         "subscriber_id", "channel", "value_tier", F.col("expected_value").alias("engine_ev"))
     tier_totals = eligible.groupBy("channel", "value_tier", "offer_id").agg(F.sum("expected_value").alias("total"))
     best = Window.partitionBy("channel", "value_tier").orderBy(F.col("total").desc(), F.col("offer_id"))
-    tier_offer = tier_totals.withColumn("n", F.row_number().over(best)).where(F.col("n") == 1).select(
-        "channel", "value_tier", F.col("offer_id").alias("tier_offer_id"))
-    rule_ev = eligible.join(tier_offer, on=["channel", "value_tier"], how="inner").where(
-        F.col("offer_id") == F.col("tier_offer_id")).select("subscriber_id", "channel",
-                                                            F.col("expected_value").alias("rule_ev"))
+    tier_rank = tier_totals.withColumn("tier_rank", F.row_number().over(best)).select(
+        "channel", "value_tier", "offer_id", "tier_rank")
+    first_eligible = Window.partitionBy("subscriber_id", "channel").orderBy("tier_rank")
+    rule_ev = (
+        eligible.join(tier_rank, on=["channel", "value_tier", "offer_id"], how="inner")
+        .withColumn("n", F.row_number().over(first_eligible))
+        .where(F.col("n") == 1)
+        .select("subscriber_id", "channel", F.col("expected_value").alias("rule_ev"))
+    )
     row = (
         contacts.join(rule_ev, on=["subscriber_id", "channel"], how="left")
         .agg(F.count(F.lit(1)).alias("contacts"), F.countDistinct("subscriber_id").alias("subscribers"),
