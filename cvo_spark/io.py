@@ -26,6 +26,7 @@ from datetime import date
 from pathlib import Path
 
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -100,6 +101,19 @@ class TableStore:
         ref = self.ref(layer, name)
         if ref.catalog_name:
             return self.spark.catalog.tableExists(ref.catalog_name)
+        if DeltaTable.isDeltaTable(self.spark, ref.path):
+            return True
+        # Delta caches the table's log per path. A session that looked while another
+        # process was creating the table (an empty `_delta_log`) keeps answering "no" until
+        # the log is next read, so a long-lived session would never see a table the stream
+        # or another job created. Reading the schema refreshes the cached log.
+        log = self.spark._jvm.org.apache.hadoop.fs.Path(ref.path, "_delta_log")
+        if not log.getFileSystem(self.spark._jsc.hadoopConfiguration()).exists(log):
+            return False
+        try:
+            self.spark.read.format("delta").load(ref.path).schema
+        except AnalysisException:
+            return False
         return DeltaTable.isDeltaTable(self.spark, ref.path)
 
     def _delta(self, ref: TableRef) -> DeltaTable:

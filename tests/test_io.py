@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,22 @@ def test_merge_updates_and_inserts(spark, store):
 def test_missing_table_names_it(store):
     with pytest.raises(MissingTableError, match=r"missing table silver\.usage_daily"):
         store.read("silver", "usage_daily")
+
+
+def test_a_table_another_process_created_is_seen_by_a_session_that_looked_too_early(spark, store, tmp_path):
+    # The stream (another process) creates gold.trigger_offers while this session polls:
+    # it looks once while `_delta_log` is still empty, then the first commit lands.
+    path = Path(store.ref("gold", "trigger_offers").path)
+    (path / "_delta_log").mkdir(parents=True)
+    assert not store.exists("gold", "trigger_offers")
+    elsewhere = tmp_path / "written_elsewhere"
+    spark.range(3).write.format("delta").save(str(elsewhere))
+    for commit in (elsewhere / "_delta_log").glob("*.json"):
+        shutil.copy(commit, path / "_delta_log" / commit.name)
+    for part in elsewhere.glob("*.parquet"):
+        shutil.copy(part, path / part.name)
+    assert store.exists("gold", "trigger_offers")
+    assert store.read("gold", "trigger_offers").count() == 3
 
 
 def _subscribers(spark, schema):
