@@ -23,7 +23,7 @@ from cvo_spark.ingest import (
     tag_rows,
 )
 from cvo_spark.io import TableStore
-from cvo_spark.pipeline import StageContext
+from cvo_spark.pipeline import StageContext, run_stage
 from cvo_spark.privacy import load_pseudonym_key, pseudonymize_column
 from cvo_spark.schemas import INPUT_SCHEMAS, OUTPUT_SCHEMAS
 from cvo_spark.stages import ingest as ingest_stage
@@ -521,7 +521,7 @@ def ingested_twice(spark, tmp_path_factory):
     first = ingest_stage.run(first_ctx)
     after_first = snapshot(first_ctx.store)
     second_ctx = make_context(spark, lake, "run-2")
-    second = ingest_stage.run(second_ctx)
+    second = run_stage(second_ctx, "ingest")  # as `cvo run` does: audited in gold `runs`
     return lake, first, second, after_first, snapshot(second_ctx.store), second_ctx.store
 
 
@@ -536,6 +536,14 @@ def test_stage_counts_and_accounting_identity(ingested_twice):
     for row in quarantine:
         per_table[row[0]] = per_table.get(row[0], 0) + 1
     assert per_table == {t: c[2] for t, c in EXPECTED_COUNTS.items()}
+
+
+def test_runs_table_records_the_counts_per_table(ingested_twice):
+    *_, store = ingested_twice
+    runs = store.read("gold", "runs").where((F.col("run_id") == "run-2") & (F.col("stage") == "ingest")).collect()
+    assert len(runs) == 1 and runs[0]["status"] == "succeeded"
+    assert runs[0]["row_counts"] == ingested_counts()  # in, silver, quarantined, duplicates per table
+    assert runs[0]["checks"] == {"accounting_identity": "ok"}
 
 
 def test_stage_quarantine_rows(ingested_twice):

@@ -242,6 +242,61 @@ def test_stop_mid_stream_then_restart_matches_clean_run(spark, tmp_path):
     assert done_before_restart < len(FIRST_EXPECTED) + 2
 
 
+@pytest.mark.slow
+def test_stream_process_killed_mid_run_then_restarted_loses_and_duplicates_nothing(spark, tmp_path):
+    """SIGKILL a real, continuous `cvo stream` (python, spark-submit and the JVM) once its
+    first micro-batch is committed, with more files waiting (one file a batch), then
+    restart with --available-now: the trigger offers are exactly a clean run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    stream = {"watermark_minutes": 60, "suppress_minutes": 720, "max_files_per_trigger": 1, "trigger_seconds": 1}
+    offers = {"contact_window_days": 7, "max_contacts_per_channel": 3}
+    ctx = make_ctx(spark, tmp_path, max_files_per_trigger=1, trigger_seconds=1)
+    seed_lake(ctx)
+    later = [  # one file each, in time order (none is late); S3 (control) and S6 (no offers) get nothing
+        ("S2", "2026-07-02 10:00", "quota_expiring"),
+        ("S6", "2026-07-02 11:00", "quota_low"),
+        ("S3", "2026-07-02 12:00", "quota_low"),
+        ("S1", "2026-07-03 10:00", "quota_low"),
+        ("S6", "2026-07-03 11:00", "quota_low"),
+        ("S3", "2026-07-03 12:00", "quota_low"),
+    ]
+    for event in later:
+        append_events(ctx, [event])
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(yaml.safe_dump({"stream": stream, "offers": offers}))
+    log = (tmp_path / "stream.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cvo_spark.cli", "stream", "--conf", str(conf), "--lake", ctx.config.lake],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not ctx.store.exists("gold", "trigger_offers") and time.monotonic() < deadline:
+            assert proc.poll() is None, f"cvo stream exited early; see {log.name}"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        log.close()
+    done_when_killed = emitted(ctx).count()
+    run_stream(ctx, available_now=True, offers_as_of=None)
+    check(
+        ctx,
+        FIRST_EXPECTED
+        + [
+            ("S2", "quota_expiring", ts("2026-07-02 10:00"), "O_SMS2", "sms"),
+            ("S1", "quota_low", ts("2026-07-03 10:00"), "O_APP1", "app"),
+        ],
+    )
+    assert done_when_killed < len(FIRST_EXPECTED) + 2  # it really was cut short
+
+
 def test_out_of_order_events_within_watermark_processed_older_dropped(spark, tmp_path):
     # One append per micro-batch. Spark drops late rows against the watermark in force for
     # the previous batch: here max event 12:00 (batch 0) - 60 min = 11:00, applied from batch 2.
