@@ -104,3 +104,25 @@ def test_report_screenshot_is_not_blank(browser, report_file, tmp_path):
     assert shot.stat().st_size > 60_000
     if os.environ.get("CVO_SAVE_SCREENSHOT"):
         shutil.copy(shot, os.environ["CVO_SAVE_SCREENSHOT"])
+
+
+@pytest.mark.slow
+def test_cvo_report_of_a_real_pipeline_lake_renders(browser, pipeline_lake, tmp_path, capsys):
+    """`cvo report` on the generated lake every batch stage ran on (conftest.py), in Chromium."""
+    from cvo_spark.cli import main
+
+    out = tmp_path / "report.html"
+    args = ["report", "--as-of", pipeline_lake.as_of.isoformat(), "--out", str(out)]
+    assert main([*args, "--conf", str(pipeline_lake.conf_file), "--lake", str(pipeline_lake.lake)]) == 0
+    html = out.read_text(encoding="utf-8")
+    # Every section came from a real table: none says its stage has not run.
+    assert "has not run" not in html and "no stage has run" not in html
+    done = run_chromium(browser, tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom", out.as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    rendered = re.search(r'data-charts-rendered="(\d+)"', done.stdout)
+    errors = re.search(r'data-script-errors="(\d+)"', done.stdout)
+    assert rendered and errors and int(errors.group(1)) == 0
+    assert int(rendered.group(1)) == html.count('<svg class="chart"') >= 10
+    shot = tmp_path / "report.png"
+    done = run_chromium(browser, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1400,3000", out.as_uri())
+    assert done.returncode == 0 and shot.stat().st_size > 60_000
