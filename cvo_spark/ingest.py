@@ -304,6 +304,19 @@ def _past_rules(table: str, earliest: date) -> list[tuple[Column, Column]]:
     return rules
 
 
+def _not_before(table: str, later: str, earlier: str) -> tuple[Column, Column]:
+    """(flag, message) for a row whose `later` column is before its `earlier` column."""
+    return (
+        _c(later) < _c(earlier),
+        F.concat(
+            F.lit(f"{table}.{later}: before {earlier} "),
+            _c(earlier).cast("string"),
+            F.lit(": "),
+            _c(later).cast("string"),
+        ),
+    )
+
+
 def _consistency_rules(table: str) -> list[tuple[Column, Column]]:
     """(flag, message) for values that are each valid but contradict each other in the row.
 
@@ -313,15 +326,7 @@ def _consistency_rules(table: str) -> list[tuple[Column, Column]]:
     """
     if table == "subscribers":
         return [
-            (
-                _c("churn_date") < _c("activation_date"),
-                F.concat(
-                    F.lit("subscribers.churn_date: before activation_date "),
-                    _c("activation_date").cast("string"),
-                    F.lit(": "),
-                    _c("churn_date").cast("string"),
-                ),
-            ),
+            _not_before("subscribers", "churn_date", "activation_date"),
             (
                 (_c("status") == "churned") & _c("churn_date").isNull(),
                 F.lit("subscribers.churn_date: missing for a churned subscriber (when they left is unknown)"),
@@ -329,15 +334,7 @@ def _consistency_rules(table: str) -> list[tuple[Column, Column]]:
         ]
     if table == "offer_history":
         return [
-            (
-                _c("accepted_ts") < _c("contacted_ts"),
-                F.concat(
-                    F.lit("offer_history.accepted_ts: before contacted_ts "),
-                    _c("contacted_ts").cast("string"),
-                    F.lit(": "),
-                    _c("accepted_ts").cast("string"),
-                ),
-            ),
+            _not_before("offer_history", "accepted_ts", "contacted_ts"),
             (
                 (_c("accepted") == F.lit(False)) & _c("accepted_ts").isNotNull(),
                 F.lit("offer_history.accepted_ts: set on an offer that was not accepted"),
