@@ -17,6 +17,7 @@ Three layers, so notebooks can reuse the same numbers the HTML shows:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -214,9 +215,19 @@ def group_summary(segments: DataFrame, features: DataFrame, by: str) -> DataFram
     return agg.orderBy(F.col("revenue_3m").desc(), F.col(by))
 
 
-def tier_summary(segments: DataFrame, features: DataFrame) -> DataFrame:
-    """Value tiers with sizes and revenue shares (see `group_summary`)."""
-    return group_summary(segments, features, "value_tier")
+def tier_summary(segments: DataFrame, features: DataFrame, ladder: Sequence[str] = ()) -> DataFrame:
+    """Value tiers with sizes and revenue shares (see `group_summary`), in `ladder` order.
+
+    `ladder` is the configured tier names, highest first (`segments.value_tiers.ladder`):
+    a reader looks for the top tier first, whatever its revenue. Tiers not in it follow,
+    largest revenue first.
+    """
+    summary = group_summary(segments, features, "value_tier")
+    if not ladder:
+        return summary
+    position = F.array_position(F.array(*[F.lit(name) for name in ladder]), F.col("value_tier"))
+    rank = F.when(position > 0, position).otherwise(F.lit(len(ladder) + 1))
+    return summary.orderBy(rank, F.col("revenue_3m").desc(), F.col("value_tier"))
 
 
 def matrix_summary(segments: DataFrame, features: DataFrame) -> DataFrame:
@@ -410,7 +421,8 @@ def collect_report(store: TableStore, as_of: date, top_n: int = 10) -> dict[str,
     data["headline"] = have(f) or _one(headline(f))
     data["high_value"] = have(s, f) or _one(high_value_share(s, f))
     data["clv"] = have(g["scores"]) or _one(mean_clv(g["scores"]))
-    data["tiers"] = have(s, f) or _rows(tier_summary(s, f))
+    ladder = [tier.name for tier in store.config.segments.value_tiers.ladder]
+    data["tiers"] = have(s, f) or _rows(tier_summary(s, f, ladder))
     data["lifecycle"] = have(s, f) or _rows(group_summary(s, f, "lifecycle"))
     data["matrix"] = have(s, f) or _rows(matrix_summary(s, f))
     data["personas"] = have(p) or _rows(persona_profiles(p))

@@ -28,7 +28,7 @@ from pyspark.sql.types import (
 from cvo_spark.config import parse_config
 from cvo_spark.io import TableStore
 from cvo_spark.pipeline import StageContext
-from cvo_spark.report import Unavailable, collect_report, roi_scenarios
+from cvo_spark.report import Unavailable, collect_report, roi_scenarios, tier_summary
 from cvo_spark.report_charts import fmt_int, fmt_money, fmt_pct, fmt_pp, nice_ticks
 from cvo_spark.report_html import SECTIONS, render_report
 from cvo_spark.schemas import OUTPUT_SCHEMAS
@@ -390,6 +390,25 @@ def test_tiers_personas_and_matrix(report_data, report_html):
     quadrants = {r["matrix_quadrant"]: r["subscribers"] for r in report_data["matrix"]}
     assert quadrants == {"Star": 1, "Sniper Zone": 1, "Risk Area": 1, "Incubator": 1}
     assert "Chosen k = <b>3</b>" in report_html
+
+
+def test_tiers_read_top_tier_first_whatever_their_revenue(spark):
+    # Priority earns least here; a tier the ladder does not name ("Legacy") comes last.
+    segments = spark.createDataFrame(
+        [("a", "Mass"), ("b", "Mass"), ("c", "Gold"), ("d", "Priority"), ("e", "Legacy")],
+        "subscriber_id string, value_tier string",
+    )
+    features = spark.createDataFrame(
+        [("a", 300.0, 100.0), ("b", 300.0, 100.0), ("c", 200.0, 70.0), ("d", 100.0, 40.0), ("e", 900.0, 300.0)],
+        "subscriber_id string, revenue_3m double, arpu_3m double",
+    )
+    by_revenue = [r["value_tier"] for r in tier_summary(segments, features).collect()]
+    assert by_revenue == ["Legacy", "Mass", "Gold", "Priority"]
+    ordered = tier_summary(segments, features, ["Priority", "Gold", "Mass"]).collect()
+    assert [(r["value_tier"], r["subscribers"]) for r in ordered] == [
+        ("Priority", 1), ("Gold", 1), ("Mass", 2), ("Legacy", 1),
+    ]  # fmt: skip
+    assert ordered[2]["revenue_share"] == pytest.approx(600 / 1800)
 
 
 def test_models_section_reads_metrics_honestly(report_data, report_html):
