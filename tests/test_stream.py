@@ -219,6 +219,12 @@ def test_crash_between_write_and_commit_loses_and_duplicates_nothing(spark, tmp_
     assert ctx.store.history("gold", "trigger_offers").count() == versions_before + 1
 
 
+#: What the two later appends of the restart tests (S2 expiring, S1 low) trigger.
+LATER_EXPECTED = [
+    ("S2", "quota_expiring", ts("2026-07-02 10:00"), "O_SMS2", "sms"),
+    ("S1", "quota_low", ts("2026-07-03 10:00"), "O_APP1", "app"),
+]
+
 def test_stop_mid_stream_then_restart_matches_clean_run(spark, tmp_path):
     ctx = make_ctx(spark, tmp_path, max_files_per_trigger=1, trigger_seconds=1)
     seed_lake(ctx)
@@ -231,14 +237,7 @@ def test_stop_mid_stream_then_restart_matches_clean_run(spark, tmp_path):
     query.stop()  # files of later appends are still pending
     done_before_restart = emitted(ctx).count() if ctx.store.exists("gold", "trigger_offers") else 0
     run_stream(ctx, available_now=True, offers_as_of=None)
-    check(
-        ctx,
-        FIRST_EXPECTED
-        + [
-            ("S2", "quota_expiring", ts("2026-07-02 10:00"), "O_SMS2", "sms"),
-            ("S1", "quota_low", ts("2026-07-03 10:00"), "O_APP1", "app"),
-        ],
-    )
+    check(ctx, FIRST_EXPECTED + LATER_EXPECTED)
     assert done_before_restart < len(FIRST_EXPECTED) + 2
 
 
@@ -286,14 +285,7 @@ def test_stream_process_killed_mid_run_then_restarted_loses_and_duplicates_nothi
         log.close()
     done_when_killed = emitted(ctx).count()
     run_stream(ctx, available_now=True, offers_as_of=None)
-    check(
-        ctx,
-        FIRST_EXPECTED
-        + [
-            ("S2", "quota_expiring", ts("2026-07-02 10:00"), "O_SMS2", "sms"),
-            ("S1", "quota_low", ts("2026-07-03 10:00"), "O_APP1", "app"),
-        ],
-    )
+    check(ctx, FIRST_EXPECTED + LATER_EXPECTED)
     assert done_when_killed < len(FIRST_EXPECTED) + 2  # it really was cut short
 
 
