@@ -98,6 +98,20 @@ def kpi_cards(items: Sequence[tuple[str, str, str]]) -> str:
     return f'<div class="kpis">{cards}</div>'
 
 
+def _wrap(label: str, width: int = 16) -> list[str]:
+    """A category label on at most two lines of `width` characters (words kept whole where
+    they fit; the rest cut with an ellipsis): "Traditional Active" stays readable under its bar."""
+    lines: list[str] = []
+    for word in label.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        elif len(lines) < 2:
+            lines.append(word)
+        else:
+            lines[-1] += " " + word
+    return [line if len(line) <= width else line[: width - 1] + "…" for line in lines]
+
+
 def _text(x: float, y: float, text, cls: str, anchor: str = "middle") -> str:
     """One SVG text element (escaped), positioned to 0.1 px."""
     return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" class="{cls}">{esc(text)}</text>'
@@ -279,8 +293,7 @@ def bar_chart(
             f'fill="{colour}"><title>{esc(label)}: {esc((value_fmt or yfmt)(v))}</title></rect>'
         )
         cx = fr.px(i) + slot / 2
-        text = label if len(label) <= 16 else label[:15] + "…"
-        out.append(_text(cx, fr.h - fr.bottom + 16, text, "tick"))
+        out.extend(_text(cx, fr.h - fr.bottom + 16 + 12 * n, line, "tick") for n, line in enumerate(_wrap(label)))
         if value_fmt is not None:
             out.append(_text(cx, top - 4, value_fmt(v), "value"))
     out.append("</svg>")

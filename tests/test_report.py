@@ -29,7 +29,7 @@ from cvo_spark.config import parse_config
 from cvo_spark.io import TableStore
 from cvo_spark.pipeline import StageContext
 from cvo_spark.report import Unavailable, collect_report, roi_scenarios, tier_summary
-from cvo_spark.report_charts import fmt_int, fmt_money, fmt_pct, fmt_pp, nice_ticks
+from cvo_spark.report_charts import _wrap, fmt_int, fmt_money, fmt_pct, fmt_pp, nice_ticks
 from cvo_spark.report_html import SECTIONS, render_report
 from cvo_spark.schemas import OUTPUT_SCHEMAS
 
@@ -364,6 +364,13 @@ def test_formatters_write_numbers_for_people():
 
 
 # --------------------------------------------------------------------------- content
+def test_long_category_labels_wrap_onto_two_lines_not_cut():
+    assert _wrap("Gold") == ["Gold"]
+    assert _wrap("Traditional Active") == ["Traditional", "Active"]
+    assert _wrap("Sniper Zone high value customers") == ["Sniper Zone high", "value customers"]
+    assert _wrap("Supercalifragilisticexpialidocious") == ["Supercalifragil…"]
+
+
 def test_every_section_is_present(report_html):
     for anchor, title in SECTIONS:
         assert f'id="{anchor}"' in report_html
