@@ -111,10 +111,10 @@ class TableStore:
         if not log.getFileSystem(self.spark._jsc.hadoopConfiguration()).exists(log):
             return False
         try:
-            self.spark.read.format("delta").load(ref.path).schema
+            self.spark.read.format("delta").load(ref.path).schema  # fails if nothing is committed
         except AnalysisException:
             return False
-        return DeltaTable.isDeltaTable(self.spark, ref.path)
+        return True
 
     def _delta(self, ref: TableRef) -> DeltaTable:
         if ref.catalog_name:
