@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_features.py --subscribers 100000 --days 90 [--data DIR]
 
-1. Generates bronze Delta tables with `cvo_spark.generate.write_bronze` (or reuses
+1. Generates bronze Delta tables with `cvo_spark.synth.generate.write_bronze` (or reuses
    ``--data DIR`` / the default ``benchmarks/data/bronze_<N>x<D>`` when complete).
 2. Times, on Spark ``local[2]``:
    * ``ours_full``: `build_subscriber_features` over the six subscriber tables, written to
@@ -46,7 +46,7 @@ SUBSCRIBER_TABLES = ("subscribers", "usage_daily", "recharges", "purchases", "qu
 def duckdb_core_sql(
     usage_glob: str, as_of: date, short: int = 30, long: int = 90, recent: int = 30, prior: int = 60
 ) -> str:
-    """The usage_daily core aggregation of `cvo_spark.features._agg_usage` in DuckDB SQL."""
+    """The usage_daily core aggregation of `cvo_spark.features.subscriber._agg_usage` in DuckDB SQL."""
     d = f"DATE '{as_of.isoformat()}'"
     start = lambda n: f"({d} - INTERVAL {n - 1} DAY)"
     return f"""
@@ -138,7 +138,7 @@ def run_duckdb(sql: str, threads: int, runs: int) -> dict:
 # --------------------------------------------------------------------------- spark
 def ensure_data(spark, data: Path, subscribers: int, days: int, seed: int) -> dict[str, int]:
     """Reuse complete bronze tables under `data`, else generate them; return row counts."""
-    from cvo_spark.generate import write_bronze
+    from cvo_spark.synth.generate import write_bronze
 
     complete = all((data / t / "_delta_log").is_dir() for t in SUBSCRIBER_TABLES)
     if not complete:
@@ -159,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=2)
     args = ap.parse_args(argv)
 
-    from cvo_spark.config import FeatureWindows
-    from cvo_spark.features import _agg_usage, build_subscriber_features, with_trend_features
-    from cvo_spark.generate import DEFAULT_END_DATE
-    from cvo_spark.session import get_spark
+    from cvo_spark.core.config import FeatureWindows
+    from cvo_spark.core.session import get_spark
+    from cvo_spark.features.subscriber import _agg_usage, build_subscriber_features, with_trend_features
+    from cvo_spark.synth.generate import DEFAULT_END_DATE
 
     n, days = args.subscribers, args.days
     data = args.data or HERE / "data" / f"bronze_{n}x{days}"

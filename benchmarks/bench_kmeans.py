@@ -83,8 +83,8 @@ def sklearn_kmeans(pdf, features, log_features, k, seed, max_iter):
 def bench(spark, rows: int, k: int, seed: int, max_iter: int, n_init: int = 1) -> dict:
     from sklearn.metrics import adjusted_rand_score
 
-    from cvo_spark.config import PersonasConfig
-    from cvo_spark.personas import fit_kmeans, with_clusters
+    from cvo_spark.core.config import PersonasConfig
+    from cvo_spark.segments.personas import fit_kmeans, with_clusters
 
     pc = PersonasConfig()
     features, logs = pc.features, pc.log_features
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(HERE / "out"))
     args = parser.parse_args(argv)
 
-    from cvo_spark.session import get_spark
+    from cvo_spark.core.session import get_spark
 
     spark = get_spark(
         app_name="bench_kmeans", master=args.master, shuffle_partitions=8, log_level="ERROR",

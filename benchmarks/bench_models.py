@@ -26,9 +26,10 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cvo_spark.evaluation import binary_metrics
-from cvo_spark.labels import CALIBRATION, EVALUATION, TRAIN, with_split
-from cvo_spark.propensity import (
+from cvo_spark.core.session import get_spark
+from cvo_spark.models.evaluation import binary_metrics
+from cvo_spark.models.labels import CALIBRATION, EVALUATION, TRAIN, with_split
+from cvo_spark.models.propensity import (
     BASE_FEATURES,
     build_classifier,
     fit_calibrated,
@@ -37,7 +38,6 @@ from cvo_spark.propensity import (
     with_reason_codes,
     with_scores,
 )
-from cvo_spark.session import get_spark
 
 FEATURES = list(BASE_FEATURES[:24])
 LATEST = date(2026, 6, 1)
@@ -126,7 +126,7 @@ def bench_xgboost_spark(frame: DataFrame, iters: int, depth: int, seed: int, wor
     from pyspark.ml import Pipeline
     from xgboost.spark import SparkXGBClassifier
 
-    from cvo_spark.propensity import _inputs
+    from cvo_spark.models.propensity import _inputs
 
     train, evaluation = (frame.where(F.col("split") == s) for s in (TRAIN, EVALUATION))
     clf = SparkXGBClassifier(

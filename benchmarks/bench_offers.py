@@ -31,8 +31,9 @@ from pyspark.sql import functions as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cvo_spark.catalog import load_catalog, offer_channels_frame, offers_frame
-from cvo_spark.offers import (
+from cvo_spark.core.session import get_spark
+from cvo_spark.offers.catalog import load_catalog, offer_channels_frame, offers_frame
+from cvo_spark.offers.engine import (
     OfferParams,
     build_offers,
     candidate_offers,
@@ -40,7 +41,6 @@ from cvo_spark.offers import (
     control_bucket,
     subscriber_profiles,
 )
-from cvo_spark.session import get_spark
 
 AS_OF = date(2026, 6, 30)
 CATALOG = Path(__file__).resolve().parents[1] / "conf" / "offers.yaml"
@@ -103,8 +103,8 @@ def synth_inputs(spark: SparkSession, n: int, partitions: int) -> tuple[DataFram
 
 
 def read_inputs(spark: SparkSession, lake: str, as_of: date):
-    from cvo_spark.config import parse_config
-    from cvo_spark.io import TableStore
+    from cvo_spark.core.config import parse_config
+    from cvo_spark.core.io import TableStore
 
     store = TableStore(spark, parse_config({"lake": lake}))
     gold = [store.read("gold", t).where(F.col("as_of") == F.lit(as_of)) for t in ("features", "segments", "scores")]

@@ -28,12 +28,12 @@ from pathlib import Path
 
 from pyspark.sql import functions as F
 
-from cvo_spark.config import parse_config
-from cvo_spark.io import TableStore
-from cvo_spark.pipeline import StageContext
-from cvo_spark.schemas import INPUT_SCHEMAS
-from cvo_spark.session import get_spark
-from cvo_spark.stream import start_trigger_stream
+from cvo_spark.core.config import parse_config
+from cvo_spark.core.io import TableStore
+from cvo_spark.core.schemas import INPUT_SCHEMAS
+from cvo_spark.core.session import get_spark
+from cvo_spark.core.stage import StageContext
+from cvo_spark.stream.job import start_trigger_stream
 
 CHANNELS = ("app", "sms", "ussd")
 EVENT_TYPES = ("recharge", "quota_low", "quota_expiring", "package_expired")

@@ -178,7 +178,7 @@ def features_vs_duckdb(spark, store, as_of: date, n: int, results: list) -> None
     import duckdb  # noqa: F401 - fail fast (ImportError: skipped) before timing ours
     from bench_features import duckdb_core_sql, run_duckdb
 
-    from cvo_spark.features import _agg_usage, with_trend_features
+    from cvo_spark.features.subscriber import _agg_usage, with_trend_features
 
     w = store.config.features.windows
     usage = store.read_input("silver", "usage_daily")
@@ -275,7 +275,7 @@ def personas_vs_sklearn(spark, store, as_of: date, n: int, results: list) -> Non
     import sklearn  # noqa: F401
     from pyspark.sql import functions as F
 
-    from cvo_spark.personas import WindowRates, fit_kmeans, with_clusters, with_window_rates
+    from cvo_spark.segments.personas import WindowRates, fit_kmeans, with_clusters, with_window_rates
 
     config = store.config
     pc = config.segments.personas
@@ -354,15 +354,15 @@ def propensity_vs_lightgbm(spark, store, as_of: date, n: int, results: list) -> 
     from pyspark.sql import functions as F
     from sklearn.metrics import roc_auc_score
 
-    from cvo_spark.labels import (
+    from cvo_spark.models.labels import (
         EVALUATION,
         TRAIN,
         build_training_frame,
         snapshots_with_history,
         training_snapshot_dates,
     )
-    from cvo_spark.propensity import MODEL_FEATURES, build_classifier, usable_features
-    from cvo_spark.stages.train import INPUTS
+    from cvo_spark.models.propensity import MODEL_FEATURES, build_classifier, usable_features
+    from cvo_spark.models.train_stage import INPUTS
 
     config = store.config
     cfg = config.models

@@ -58,10 +58,11 @@ def bench_size(
     "train on a sample, score everyone" set-up. The returned info says so.
     """
     load_start, t0 = _load(), time.perf_counter()
-    from cvo_spark.config import load_config
-    from cvo_spark.generate import DEFAULT_END_DATE, write_bronze
-    from cvo_spark.io import TableStore
-    from cvo_spark.pipeline import StageContext, new_run_id, run_stage
+    from cvo_spark.core.config import load_config
+    from cvo_spark.core.io import TableStore
+    from cvo_spark.core.stage import StageContext
+    from cvo_spark.pipeline import new_run_id, run_stage
+    from cvo_spark.synth.generate import DEFAULT_END_DATE, write_bronze
 
     lake = data_root / f"n{n}_d{days}"
     config = load_config(HERE.parent / "conf" / "local.yaml").with_lake(str(lake))
@@ -70,7 +71,7 @@ def bench_size(
     models = config.models.model_copy(update={"min_history_days": min_history_days})
     config = config.model_copy(update={"models": models})
     if model_lake is not None:
-        from cvo_spark.tracking import default_tracking_uri
+        from cvo_spark.models.mlflow_store import default_tracking_uri
 
         uri = default_tracking_uri(str(model_lake))
         mlflow = config.mlflow.model_copy(update={"tracking_uri": uri, "registry_uri": uri})
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from cvo_spark.session import get_spark
+    from cvo_spark.core.session import get_spark
 
     spark = get_spark(
         "cvo_bench",

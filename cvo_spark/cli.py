@@ -15,8 +15,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from cvo_spark.config import Config, load_config
-from cvo_spark.errors import ConfigError, CvoError
+from cvo_spark.core.config import Config, load_config
+from cvo_spark.core.errors import ConfigError, CvoError
 
 log = logging.getLogger(__name__)
 
@@ -90,22 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    from cvo_spark.config import default_config_path
+    from cvo_spark.core.config import default_config_path
 
     path = default_config_path() if args.conf is None else Path(args.conf)
     return load_config(path).with_lake(args.lake)
 
 
 def _spark(config: Config):
-    from cvo_spark.session import get_spark
+    from cvo_spark.core.session import get_spark
 
     sc = config.spark
     return get_spark(sc.app_name, sc.master, sc.shuffle_partitions, sc.log_level, sc.conf)
 
 
 def _context(config: Config, as_of: date, overrides=(), options=None):
-    from cvo_spark.io import TableStore
-    from cvo_spark.pipeline import StageContext, new_run_id
+    from cvo_spark.core.io import TableStore
+    from cvo_spark.core.stage import StageContext
+    from cvo_spark.pipeline import new_run_id
 
     spark = _spark(config)
     return StageContext(
@@ -120,7 +121,7 @@ def _context(config: Config, as_of: date, overrides=(), options=None):
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from cvo_spark.generate import DEFAULT_END_DATE, write_bronze
+    from cvo_spark.synth.generate import DEFAULT_END_DATE, write_bronze
 
     config = _config(args)
     spark = _spark(config)
@@ -131,19 +132,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from cvo_spark.offers.publish import validate_overrides
     from cvo_spark.pipeline import parse_stages, run_pipeline
-    from cvo_spark.publish import validate_overrides
 
     config = _config(args)
     stages = parse_stages(args.stages)
     overrides = validate_overrides(args.override)  # before Spark starts: a typo costs nothing
     if "offers" in stages:
-        from cvo_spark.stages.offers import load_checked_catalog
+        from cvo_spark.offers.catalog import load_checked_catalog
 
         load_checked_catalog(config)  # a bad catalog fails now, not after an hour of train
     ctx = _context(config, args.as_of, overrides, {"report_out": args.report_out})
-    from cvo_spark.errors import PublishRefused
-    from cvo_spark.summary import print_summary
+    from cvo_spark.core.errors import PublishRefused
+    from cvo_spark.report.summary import print_summary
 
     try:
         run_pipeline(ctx, stages)
@@ -160,9 +161,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from cvo_spark.generate import DEFAULT_END_DATE, write_bronze
     from cvo_spark.pipeline import run_pipeline
-    from cvo_spark.summary import print_summary
+    from cvo_spark.report.summary import print_summary
+    from cvo_spark.synth.generate import DEFAULT_END_DATE, write_bronze
 
     config = _config(args)
     ctx = _context(config, DEFAULT_END_DATE, options={"report_out": None})
@@ -178,7 +179,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    from cvo_spark.stream import run_stream
+    from cvo_spark.stream.job import run_stream
 
     config = _config(args)
     ctx = _context(config, args.as_of or date.today())
@@ -187,7 +188,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from cvo_spark.explain import explain
+    from cvo_spark.offers.explain import explain
 
     config = _config(args)
     ctx = _context(config, args.as_of)

@@ -1,6 +1,6 @@
 """Stage orchestration: run the batch stages in order and audit each in `runs`.
 
-A stage is a module in `cvo_spark/stages/` with ``run(ctx: StageContext) -> StageResult``.
+A stage is a module (`STAGE_MODULES`) with ``run(ctx: StageContext) -> StageResult``.
 Stages do IO through `ctx.store`; their business rules live in the transform modules.
 Every stage run, successful or not, appends one row to the gold `runs` table with its
 row counts and check results, so a refused publish is as visible as a good one.
@@ -13,42 +13,28 @@ import logging
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from pyspark.sql import SparkSession
-
-from cvo_spark.config import Config
-from cvo_spark.errors import ConfigError, CvoError, PublishRefused
-from cvo_spark.io import TableStore, unreadable_table_error
-from cvo_spark.schemas import OUTPUT_SCHEMAS
+from cvo_spark.core.errors import ConfigError, CvoError, PublishRefused
+from cvo_spark.core.io import unreadable_table_error
+from cvo_spark.core.schemas import OUTPUT_SCHEMAS
+from cvo_spark.core.stage import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
 #: Batch stages, in the order `cvo run` executes them.
 STAGES: tuple[str, ...] = ("ingest", "features", "segments", "train", "score", "offers", "measure", "report")
-
-
-@dataclass(frozen=True)
-class StageContext:
-    """What every stage gets: session, config, table store, the as-of date and run id."""
-
-    spark: SparkSession
-    config: Config
-    store: TableStore
-    as_of: date
-    run_id: str
-    #: Named publish checks an operator explicitly overrides (recorded in `runs`).
-    overrides: frozenset[str] = frozenset()
-    #: Free-form options from the command line (e.g. the report's output file).
-    options: dict = field(default_factory=dict)
-
-
-@dataclass
-class StageResult:
-    row_counts: dict[str, int] = field(default_factory=dict)
-    checks: dict[str, str] = field(default_factory=dict)
-    message: str = ""
+#: The module holding each stage's ``run(ctx)``: one package per stage, `models` holds two.
+STAGE_MODULES: dict[str, str] = {
+    "ingest": "cvo_spark.ingest.stage",
+    "features": "cvo_spark.features.stage",
+    "segments": "cvo_spark.segments.stage",
+    "train": "cvo_spark.models.train_stage",
+    "score": "cvo_spark.models.score_stage",
+    "offers": "cvo_spark.offers.stage",
+    "measure": "cvo_spark.measure.stage",
+    "report": "cvo_spark.report.stage",
+}
 
 
 def new_run_id(as_of: date) -> str:
@@ -86,7 +72,7 @@ def record_run(ctx: StageContext, stage: str, status: str, result: StageResult, 
 
 def run_stage(ctx: StageContext, stage: str) -> StageResult:
     """Run one stage and audit it; errors are recorded, then re-raised."""
-    module = importlib.import_module(f"cvo_spark.stages.{stage}")
+    module = importlib.import_module(STAGE_MODULES[stage])
     started = datetime.now(UTC).replace(tzinfo=None)
     t0 = time.monotonic()
     print(f"cvo: [{stage}] as of {ctx.as_of} ...", file=sys.stderr, flush=True)

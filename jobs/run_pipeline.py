@@ -5,7 +5,7 @@
 Session -> config -> `cvo_spark.pipeline.run_pipeline`, through the same code path as
 `cvo run` (`cvo_spark.cli`), so a job and the CLI can never disagree. No business logic
 here. Under spark-submit the master and the Delta package come from the command line
-(`scripts/submit.sh`); `cvo_spark.session` does not override them.
+(`scripts/submit.sh`); `cvo_spark.core.session` does not override them.
 """
 
 from __future__ import annotations

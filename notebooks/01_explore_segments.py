@@ -3,7 +3,7 @@
 # MAGIC # 01 · Explore segments
 # MAGIC
 # MAGIC Value tiers, lifecycle, personas (with the K-Means k-selection), the strategic matrix and
-# MAGIC B2B concentration for one as-of date. Every number comes from `cvo_spark.report`, the same
+# MAGIC B2B concentration for one as-of date. Every number comes from `cvo_spark.report.data`, the same
 # MAGIC queries the HTML report uses; this notebook only sets parameters and displays results.
 # MAGIC
 # MAGIC **Parameters**: `conf` (YAML config), `lake` (lake root, empty = the config's), `as_of` (ISO date).
@@ -29,14 +29,14 @@ AS_OF = date.fromisoformat(_param("as_of", "2026-06-30"))
 
 # COMMAND ----------
 
-from cvo_spark import report
-from cvo_spark.config import load_config
-from cvo_spark.io import TableStore
+from cvo_spark.core.config import load_config
+from cvo_spark.core.io import TableStore
+from cvo_spark.report import data as report
 
 try:
     spark  # noqa: B018 - Databricks and the tests provide a session
 except NameError:
-    from cvo_spark.session import get_spark
+    from cvo_spark.core.session import get_spark
 
     spark = get_spark()
 try:

@@ -29,15 +29,15 @@ AS_OF = date.fromisoformat(_param("as_of", "2026-06-30"))
 
 # COMMAND ----------
 
-from cvo_spark import report
-from cvo_spark.config import load_config
-from cvo_spark.io import TableStore
-from cvo_spark.report_html import metric_flag
+from cvo_spark.core.config import load_config
+from cvo_spark.core.io import TableStore
+from cvo_spark.report import data as report
+from cvo_spark.report.html import metric_flag
 
 try:
     spark  # noqa: B018 - Databricks and the tests provide a session
 except NameError:
-    from cvo_spark.session import get_spark
+    from cvo_spark.core.session import get_spark
 
     spark = get_spark()
 try:

@@ -33,16 +33,17 @@ SUBSCRIBER_ID = _param("subscriber_id", "")
 
 from pyspark.sql import functions as F
 
-from cvo_spark import report
-from cvo_spark.config import load_config
-from cvo_spark.explain import explain
-from cvo_spark.io import TableStore
-from cvo_spark.pipeline import StageContext, new_run_id
+from cvo_spark.core.config import load_config
+from cvo_spark.core.io import TableStore
+from cvo_spark.core.stage import StageContext
+from cvo_spark.offers.explain import explain
+from cvo_spark.pipeline import new_run_id
+from cvo_spark.report import data as report
 
 try:
     spark  # noqa: B018 - Databricks and the tests provide a session
 except NameError:
-    from cvo_spark.session import get_spark
+    from cvo_spark.core.session import get_spark
 
     spark = get_spark()
 try:

@@ -18,7 +18,7 @@ PIPELINE_SUBSCRIBERS, PIPELINE_DAYS, PIPELINE_SEED = 800, 150, 21
 
 @pytest.fixture(scope="session")
 def spark():
-    from cvo_spark.session import get_spark
+    from cvo_spark.core.session import get_spark
 
     session = get_spark(
         app_name="cvo_spark_tests",
@@ -69,7 +69,7 @@ def pipeline_conf(root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def pipeline_bronze(spark, tmp_path_factory) -> PipelineBronze:
-    from cvo_spark.generate import DEFAULT_END_DATE, write_bronze
+    from cvo_spark.synth.generate import DEFAULT_END_DATE, write_bronze
 
     root = tmp_path_factory.mktemp("pipeline")
     lake = root / "lake"
@@ -85,9 +85,10 @@ def build_pipeline_lake(spark, pipeline_bronze):
     A callable rather than a fixture value so the cluster test can start its own run of
     the same bronze on the cluster first and let both go at once.
     """
-    from cvo_spark.config import load_config
-    from cvo_spark.io import TableStore
-    from cvo_spark.pipeline import STAGES, StageContext, new_run_id, run_pipeline
+    from cvo_spark.core.config import load_config
+    from cvo_spark.core.io import TableStore
+    from cvo_spark.core.stage import StageContext
+    from cvo_spark.pipeline import STAGES, new_run_id, run_pipeline
 
     built: list[PipelineLake] = []
 

@@ -7,7 +7,8 @@ from chispa import assert_approx_df_equality
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
-from cvo_spark.b2b import (
+from cvo_spark.core.errors import MissingColumnsError
+from cvo_spark.segments.b2b import (
     b2b_profiles,
     fit_b2b_clusters,
     label_b2b_clusters,
@@ -16,7 +17,6 @@ from cvo_spark.b2b import (
     revenue_concentration,
     with_b2b_segments,
 )
-from cvo_spark.errors import MissingColumnsError
 
 REV = StructType([StructField("account_id", StringType()), StructField("monthly_revenue", DoubleType())])
 METRICS = StructType([StructField("metric", StringType()), StructField("value", DoubleType())])

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cvo_spark.catalog import (
+from cvo_spark.core.errors import ConfigError
+from cvo_spark.core.schemas import SUBSCRIBER_CHANNELS
+from cvo_spark.offers.catalog import (
     check_catalog_names,
     check_type_weights,
     load_catalog,
@@ -17,8 +19,6 @@ from cvo_spark.catalog import (
     parse_catalog,
     resolve_catalog_path,
 )
-from cvo_spark.errors import ConfigError
-from cvo_spark.schemas import SUBSCRIBER_CHANNELS
 
 REPO_CATALOG = Path(__file__).resolve().parents[1] / "conf" / "offers.yaml"
 REQUIRED_OFFERS = {

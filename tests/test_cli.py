@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cvo_spark.cli import main
-from cvo_spark.errors import ConfigError
+from cvo_spark.core.errors import ConfigError
 from cvo_spark.pipeline import STAGES, parse_stages
 
 REPO = Path(__file__).resolve().parent.parent

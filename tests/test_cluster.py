@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from cvo_spark.config import load_config
-from cvo_spark.io import TableStore
-from cvo_spark.stages.report import default_report_path
+from cvo_spark.core.config import load_config
+from cvo_spark.core.io import TableStore
+from cvo_spark.report.stage import default_report_path
 
 REPO = Path(__file__).resolve().parents[1]
 SUBMIT = REPO / "scripts" / "submit.sh"

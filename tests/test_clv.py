@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvo_spark import clv
-from cvo_spark.schemas import INPUT_SCHEMAS
+from cvo_spark.core.schemas import INPUT_SCHEMAS
+from cvo_spark.models import clv
 
 CDNOW = Path(__file__).parent / "data" / "cdnow_customers_summary_with_transactions.csv"
 # Fader, Hardie & Lee (2005), CDNOW 1/10th sample, 39-week calibration period.
@@ -142,7 +142,7 @@ def test_moderate_parameters_beyond_unit_argument_match_a_high_precision_referen
 
 
 def test_a_non_finite_expectation_is_an_error_not_a_zero_clv():
-    from cvo_spark.errors import ModelQualityError
+    from cvo_spark.core.errors import ModelQualityError
 
     p = clv.BgNbdParams(**PUBLISHED_BGNBD)
     with pytest.raises(ModelQualityError, match="not finite for 1"):
@@ -252,9 +252,9 @@ def test_fit_clv_on_spark_aggregates_recovers_simulated_parameters(spark):
 def test_gbt_clv_method_learns_spend_from_features(spark):
     from pyspark.sql import functions as F
 
-    from cvo_spark.config import ModelsConfig
-    from cvo_spark.labels import with_split
-    from cvo_spark.training import fit_clv_target
+    from cvo_spark.core.config import ModelsConfig
+    from cvo_spark.models.labels import with_split
+    from cvo_spark.models.training import fit_clv_target
 
     latest, n = date(2026, 4, 1), 1500
     frame = with_split(

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from cvo_spark.config import Config, load_config, parse_config
-from cvo_spark.errors import ConfigError
+from cvo_spark.core.config import Config, load_config, parse_config
+from cvo_spark.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 

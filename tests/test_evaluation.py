@@ -9,8 +9,8 @@ import pytest
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from cvo_spark import evaluation as ev
-from cvo_spark.errors import ModelQualityError
+from cvo_spark.core.errors import ModelQualityError
+from cvo_spark.models import evaluation as ev
 
 SCHEMA = StructType(
     [

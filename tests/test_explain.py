@@ -10,16 +10,16 @@ from datetime import date, datetime
 import pytest
 from pyspark.sql import functions as F
 
-from cvo_spark.catalog import offer_channels_frame, offers_frame
 from cvo_spark.cli import main
-from cvo_spark.config import parse_config
-from cvo_spark.errors import CvoError
-from cvo_spark.explain import explain
-from cvo_spark.io import TableStore
-from cvo_spark.offers import build_offers, control_bucket
-from cvo_spark.pipeline import StageContext
-from cvo_spark.schemas import INPUT_SCHEMAS
-from cvo_spark.stages.offers import load_checked_catalog, offer_params
+from cvo_spark.core.config import parse_config
+from cvo_spark.core.errors import CvoError
+from cvo_spark.core.io import TableStore
+from cvo_spark.core.schemas import INPUT_SCHEMAS
+from cvo_spark.core.stage import StageContext
+from cvo_spark.offers.catalog import load_checked_catalog, offer_channels_frame, offers_frame
+from cvo_spark.offers.engine import build_offers, control_bucket
+from cvo_spark.offers.explain import explain
+from cvo_spark.offers.stage import offer_params
 
 D, D_UNPUBLISHED = date(2026, 6, 30), date(2026, 6, 29)
 KEY = "test-key-not-a-secret"

@@ -84,12 +84,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from cvo_spark.cli import main
-from cvo_spark.config import load_config, parse_config
-from cvo_spark.io import TableStore, unreadable_file_message, unreadable_table_error
-from cvo_spark.pipeline import StageContext
-from cvo_spark.schemas import INPUT_SCHEMAS
-from cvo_spark.stages import features as features_stage
-from cvo_spark.stages import ingest as ingest_stage
+from cvo_spark.core.config import load_config, parse_config
+from cvo_spark.core.io import TableStore, unreadable_file_message, unreadable_table_error
+from cvo_spark.core.schemas import INPUT_SCHEMAS
+from cvo_spark.core.stage import StageContext
+from cvo_spark.features import stage as features_stage
+from cvo_spark.ingest import stage as ingest_stage
 
 REPO = Path(__file__).resolve().parents[1]
 AS_OF = date(2026, 6, 30)
@@ -274,7 +274,7 @@ def test_empty_bronze_table_is_ingested_and_accounted(spark, base_lake, tmp_path
     check (test_publish.py). An empty *subscribers* table sends every subscriber row of the
     other tables to quarantine as an unknown subscriber: nothing disappears silently."""
     paths = write_faulty(spark, tmp_path, **{table: spark.createDataFrame([], INPUT_SCHEMAS[table])})
-    with caplog.at_level(logging.WARNING, logger="cvo_spark.ingest"):
+    with caplog.at_level(logging.WARNING, logger="cvo_spark.ingest.validate"):
         result, store = ingest_with(spark, lake_config(base_lake, tmp_path, **paths))
 
     assert f"table {table}: bronze table is empty" in caplog.text
@@ -576,8 +576,8 @@ def synthetic_gold(subscribers, as_of: date) -> dict:
     """Deterministic, varied `segments` and `scores` rows per subscriber: stand-ins for the
     segments, train and score stages (minutes of MLlib that add nothing to a crash test).
     Offers only use the rows of subscribers that also have features."""
-    from cvo_spark.stages.score import SCORES_SCHEMA
-    from cvo_spark.stages.segments import SEGMENTS_SCHEMA
+    from cvo_spark.models.score_stage import SCORES_SCHEMA
+    from cvo_spark.segments.stage import SEGMENTS_SCHEMA
 
     def u(k: int):
         return F.pmod(F.xxhash64("subscriber_id", F.lit(k)), F.lit(1000)) / 1000.0
@@ -723,7 +723,7 @@ def test_killed_driver_then_rerun_leaves_one_complete_snapshot(spark, tmp_path):
     as_of with no duplicate key (no second snapshot, no partial one), and the published
     offers are the clean snapshot whole: one run_id, the old one or the new one, never a
     mix, also when read while a publish is running."""
-    from cvo_spark.generate import write_bronze
+    from cvo_spark.synth.generate import write_bronze
 
     conf = kill_conf(tmp_path)
     config = load_config(conf)

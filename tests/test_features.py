@@ -20,11 +20,11 @@ import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql.types import DoubleType, IntegerType, LongType, StringType, StructField, StructType
 
-from cvo_spark.b2b_features import B2B_FEATURES_SCHEMA, build_b2b_features
-from cvo_spark.config import FeatureWindows
-from cvo_spark.errors import MissingColumnsError
-from cvo_spark.features import FEATURES_SCHEMA, build_subscriber_features
-from cvo_spark.schemas import INPUT_SCHEMAS
+from cvo_spark.core.config import FeatureWindows
+from cvo_spark.core.errors import MissingColumnsError
+from cvo_spark.core.schemas import INPUT_SCHEMAS
+from cvo_spark.features.b2b import B2B_FEATURES_SCHEMA, build_b2b_features
+from cvo_spark.features.subscriber import FEATURES_SCHEMA, build_subscriber_features
 
 AS_OF = date(2026, 6, 30)
 SMALL = FeatureWindows(
@@ -536,7 +536,7 @@ def test_b2b_types_match_contract():
 def test_recharge_std_of_equal_fractional_amounts_is_zero(spark):
     # 10,000.1 recharged 1,000 times: sum of squares / n - mean^2 leaves a rounding residue
     # (std 0.0016 when summed in order); Spark's moment merge gives 0.
-    from cvo_spark.features import _agg_spend, with_recharge_features
+    from cvo_spark.features.subscriber import _agg_spend, with_recharge_features
 
     ts = datetime(2026, 6, 20, 10, 0)
     recharges = spark.createDataFrame(

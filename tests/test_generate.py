@@ -13,7 +13,8 @@ import pytest
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from cvo_spark.generate import (
+from cvo_spark.core.schemas import ENUMS, INPUT_SCHEMAS, PRODUCT_CATEGORIES, SUBSCRIBER_CHANNELS
+from cvo_spark.synth.generate import (
     CONTROL_SHARE,
     DEFAULT_END_DATE,
     OFFERS,
@@ -21,7 +22,6 @@ from cvo_spark.generate import (
     generate_bronze,
     write_bronze,
 )
-from cvo_spark.schemas import ENUMS, INPUT_SCHEMAS, PRODUCT_CATEGORIES, SUBSCRIBER_CHANNELS
 
 SUBSCRIBERS, DAYS, SEED = 2_000, 120, 42
 WINDOW_START = DEFAULT_END_DATE - timedelta(days=DAYS - 1)

@@ -13,21 +13,22 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
-from cvo_spark.config import parse_config
-from cvo_spark.errors import ConfigError, MissingTableError, SchemaMismatchError
-from cvo_spark.ingest import (
+from cvo_spark.core.config import parse_config
+from cvo_spark.core.errors import ConfigError, MissingTableError, SchemaMismatchError
+from cvo_spark.core.io import TableStore
+from cvo_spark.core.privacy import load_pseudonym_key, pseudonymize_column
+from cvo_spark.core.schemas import INPUT_SCHEMAS, OUTPUT_SCHEMAS
+from cvo_spark.core.stage import StageContext
+from cvo_spark.ingest import stage as ingest_stage
+from cvo_spark.ingest.stage import IdModeChangedError
+from cvo_spark.ingest.validate import (
     check_bronze_schema,
     count_outcomes,
     quarantine_rows,
     silver_rows,
     tag_rows,
 )
-from cvo_spark.io import TableStore
-from cvo_spark.pipeline import StageContext, run_stage
-from cvo_spark.privacy import load_pseudonym_key, pseudonymize_column
-from cvo_spark.schemas import INPUT_SCHEMAS, OUTPUT_SCHEMAS
-from cvo_spark.stages import ingest as ingest_stage
-from cvo_spark.stages.ingest import IdModeChangedError
+from cvo_spark.pipeline import run_stage
 
 NOW = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
 TOL = 24.0
@@ -381,7 +382,7 @@ def test_extra_columns_ignored_with_warning(spark, caplog):
         ("s1", ts("2026-06-02T10:00:00"), 5000.0, "fax", "b3"),
     ]
     bronze = spark.createDataFrame(rows, schema)
-    with caplog.at_level(logging.WARNING, logger="cvo_spark.ingest"):
+    with caplog.at_level(logging.WARNING, logger="cvo_spark.ingest.validate"):
         assert check_bronze_schema(bronze, "recharges") == ["load.batch"]
     assert "recharges" in caplog.text and "load.batch" in caplog.text
     owners = spark.createDataFrame([("s1", date(2026, 1, 1))], "subscriber_id string, activation_date date")
@@ -672,7 +673,7 @@ def test_stage_pseudonymises_every_subscriber_table(spark, ingested_twice, tmp_p
 # --------------------------------------------------------------------------- generated data
 @pytest.mark.slow
 def test_generated_bronze_is_clean_except_injected_rows(spark, tmp_path):
-    from cvo_spark.generate import write_bronze
+    from cvo_spark.synth.generate import write_bronze
 
     write_bronze(spark, str(tmp_path / "bronze"), subscribers=500, days=60, seed=11)
     ctx = make_context(spark, tmp_path, "run-gen")

@@ -11,10 +11,10 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 from pyspark.sql.types import DateType, DoubleType, IntegerType, LongType, StringType, StructField, StructType
 
-from cvo_spark.config import parse_config
-from cvo_spark.errors import MissingTableError, SchemaMismatchError
-from cvo_spark.io import TableStore, conform_to_contract, contract_problems
-from cvo_spark.schemas import INPUT_SCHEMAS
+from cvo_spark.core.config import parse_config
+from cvo_spark.core.errors import MissingTableError, SchemaMismatchError
+from cvo_spark.core.io import TableStore, conform_to_contract, contract_problems
+from cvo_spark.core.schemas import INPUT_SCHEMAS
 
 D1, D2 = dt.date(2026, 6, 1), dt.date(2026, 6, 2)
 SCHEMA = StructType(
@@ -145,7 +145,7 @@ def test_insert_new_only_appends_so_a_delta_stream_can_follow(spark, store, tmp_
 
 def test_a_running_session_is_reused_with_the_utc_clock(spark):
     """A notebook's session is kept, but its time zone is set to UTC: as-of cuts depend on it."""
-    from cvo_spark.session import get_spark
+    from cvo_spark.core.session import get_spark
 
     spark.conf.set("spark.sql.session.timeZone", "Asia/Jakarta")
     try:

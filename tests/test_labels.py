@@ -6,9 +6,9 @@ from datetime import date, datetime
 
 import pytest
 
-from cvo_spark.errors import MissingColumnsError
-from cvo_spark.labels import LabelWindowError, build_labels, training_snapshot_dates
-from cvo_spark.schemas import INPUT_SCHEMAS
+from cvo_spark.core.errors import MissingColumnsError
+from cvo_spark.core.schemas import INPUT_SCHEMAS
+from cvo_spark.models.labels import LabelWindowError, build_labels, training_snapshot_dates
 
 T = date(2026, 3, 31)
 END = date(2026, 4, 30)  # T + 30 days
@@ -194,7 +194,7 @@ def test_training_snapshot_dates_end_one_horizon_before_as_of():
 
 
 def test_snapshots_need_a_full_feature_window_of_history():
-    from cvo_spark.labels import TrainingHistoryError, snapshots_with_history
+    from cvo_spark.models.labels import TrainingHistoryError, snapshots_with_history
 
     planned = training_snapshot_dates(date(2026, 6, 30), 30, 3, 30)  # 04-01, 05-01, 05-31
     # 150 days of data (from 02-01): 05-01 has exactly 90 days on or before it, 04-01 only 60.

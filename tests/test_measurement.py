@@ -11,15 +11,15 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 from scipy import special, stats
 
-from cvo_spark.errors import MissingColumnsError
-from cvo_spark.measurement import (
+from cvo_spark.core.errors import MissingColumnsError
+from cvo_spark.core.schemas import INPUT_SCHEMAS
+from cvo_spark.measure.campaigns import (
     CAMPAIGN_RESULTS_SCHEMA,
     campaign_results,
     chi2_1df_p_value,
     erfc,
     z_value,
 )
-from cvo_spark.schemas import INPUT_SCHEMAS
 
 AS_OF = date(2026, 6, 30)
 HISTORY = INPUT_SCHEMAS["offer_history"]
@@ -107,11 +107,10 @@ def test_output_schema_and_srm_p_value(tiny_results):
 
 
 def test_stage_writes_partition_idempotently(spark, tmp_path):
-    from cvo_spark.config import parse_config
-    from cvo_spark.io import TableStore
-    from cvo_spark.pipeline import StageContext
-    from cvo_spark.stages import measure
-
+    from cvo_spark.core.config import parse_config
+    from cvo_spark.core.io import TableStore
+    from cvo_spark.core.stage import StageContext
+    from cvo_spark.measure import stage as measure
     config = parse_config({"lake": str(tmp_path / "lake")})
     store = TableStore(spark, config)
     history = spark.createDataFrame(
@@ -244,12 +243,11 @@ def test_no_control_planned_means_no_srm_test(spark):
 # ----------------------------------------------------------------------------- stage + generator
 @pytest.mark.slow
 def test_generated_data_intervals_cover_planted_uplift(spark, tmp_path):
-    from cvo_spark.config import parse_config
-    from cvo_spark.generate import DEFAULT_END_DATE, generate_bronze
-    from cvo_spark.io import TableStore
-    from cvo_spark.pipeline import StageContext
-    from cvo_spark.stages import measure
-
+    from cvo_spark.core.config import parse_config
+    from cvo_spark.core.io import TableStore
+    from cvo_spark.core.stage import StageContext
+    from cvo_spark.measure import stage as measure
+    from cvo_spark.synth.generate import DEFAULT_END_DATE, generate_bronze
     lake = tmp_path / "lake"
     # Only the tables this stage reads: the generator's frames are lazy and deterministic,
     # so these are the rows write_bronze would write (and ingest keep: they are clean).

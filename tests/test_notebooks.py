@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cvo_spark.generate import DEFAULT_END_DATE
+from cvo_spark.synth.generate import DEFAULT_END_DATE
 
 AS_OF = DEFAULT_END_DATE  # the as_of of the shared pipeline lake (conftest.py)
 

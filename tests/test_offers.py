@@ -18,9 +18,10 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from cvo_spark.catalog import offer_channels_frame, offers_frame, parse_catalog
-from cvo_spark.errors import MissingColumnsError
-from cvo_spark.offers import (
+from cvo_spark.core.errors import MissingColumnsError
+from cvo_spark.core.schemas import INPUT_SCHEMAS
+from cvo_spark.offers.catalog import offer_channels_frame, offers_frame, parse_catalog
+from cvo_spark.offers.engine import (
     OFFERS_SCHEMA,
     OfferParams,
     build_offers,
@@ -29,7 +30,6 @@ from cvo_spark.offers import (
     control_bucket,
     subscriber_profiles,
 )
-from cvo_spark.schemas import INPUT_SCHEMAS
 
 AS_OF = date(2026, 6, 30)
 S, D, I, L, B = StringType(), DoubleType(), IntegerType(), LongType(), BooleanType()

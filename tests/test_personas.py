@@ -10,8 +10,8 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from cvo_spark.errors import MissingColumnsError
-from cvo_spark.personas import (
+from cvo_spark.core.errors import MissingColumnsError
+from cvo_spark.segments.personas import (
     NamingRule,
     cluster_means,
     fit_kmeans,
@@ -227,11 +227,10 @@ def test_personas_need_their_feature_columns(spark):
 
 
 def test_stage_writes_tables_and_keeps_ids_across_dates(spark, tmp_path):
-    from cvo_spark.config import parse_config
-    from cvo_spark.io import TableStore
-    from cvo_spark.pipeline import StageContext
-    from cvo_spark.stages import segments as stage
-
+    from cvo_spark.core.config import parse_config
+    from cvo_spark.core.io import TableStore
+    from cvo_spark.core.stage import StageContext
+    from cvo_spark.segments import stage
     config = parse_config({"lake": str(tmp_path), "segments": {"personas": {"k": 4}}})
     store = TableStore(spark, config)
 
@@ -328,14 +327,13 @@ def test_adjusted_rand_index_by_hand():
 
 @pytest.mark.slow
 def test_stage_recovers_planted_personas_on_generated_data(spark, tmp_path):
-    from cvo_spark.b2b_features import build_b2b_features
-    from cvo_spark.config import parse_config
-    from cvo_spark.features import build_subscriber_features
-    from cvo_spark.generate import DEFAULT_END_DATE, write_bronze
-    from cvo_spark.io import TableStore
-    from cvo_spark.pipeline import StageContext
-    from cvo_spark.stages import segments as stage
-
+    from cvo_spark.core.config import parse_config
+    from cvo_spark.core.io import TableStore
+    from cvo_spark.core.stage import StageContext
+    from cvo_spark.features.b2b import build_b2b_features
+    from cvo_spark.features.subscriber import build_subscriber_features
+    from cvo_spark.segments import stage
+    from cvo_spark.synth.generate import DEFAULT_END_DATE, write_bronze
     bronze = str(tmp_path / "bronze")
     write_bronze(spark, bronze, 3000, 120, 11)
 

@@ -15,14 +15,14 @@ import pytest
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from cvo_spark.b2b_features import build_b2b_features
-from cvo_spark.config import Config
-from cvo_spark.features import build_subscriber_features
-from cvo_spark.generate import DEFAULT_END_DATE, generate_bronze
-from cvo_spark.io import TableStore
-from cvo_spark.pipeline import StageContext
-from cvo_spark.schemas import EVENT_TIME_COLUMN, INPUT_SCHEMAS
-from cvo_spark.stages import features as features_stage
+from cvo_spark.core.config import Config
+from cvo_spark.core.io import TableStore
+from cvo_spark.core.schemas import EVENT_TIME_COLUMN, INPUT_SCHEMAS
+from cvo_spark.core.stage import StageContext
+from cvo_spark.features import stage as features_stage
+from cvo_spark.features.b2b import build_b2b_features
+from cvo_spark.features.subscriber import build_subscriber_features
+from cvo_spark.synth.generate import DEFAULT_END_DATE, generate_bronze
 
 D = DEFAULT_END_DATE - timedelta(days=10)
 AFTER_D = datetime(D.year, D.month, D.day, tzinfo=UTC) + timedelta(days=1)  # first instant after D

@@ -7,16 +7,16 @@ from datetime import date
 import pytest
 from pyspark.sql import functions as F
 
-from cvo_spark.errors import ModelQualityError
-from cvo_spark.evaluation import calibration_table
-from cvo_spark.labels import EVALUATION, with_split
-from cvo_spark.propensity import (
+from cvo_spark.core.errors import ModelQualityError
+from cvo_spark.models.evaluation import calibration_table
+from cvo_spark.models.labels import EVALUATION, with_split
+from cvo_spark.models.propensity import (
     usable_features,
     with_model_inputs,
     with_reason_codes,
     with_scores,
 )
-from cvo_spark.training import fit_target, propensity_rows
+from cvo_spark.models.training import fit_target, propensity_rows
 
 FEATURES = ["driver", "weak_negative", "noise_a", "noise_b"]
 OLD, LATEST = date(2026, 3, 1), date(2026, 4, 1)
@@ -142,7 +142,7 @@ def test_baseline_scores_after_the_session_used_observe(spark):
     # stops being serializable once DataFrame.observe was used (the generator does).
     from pyspark.sql import Observation
 
-    from cvo_spark.propensity import build_classifier, fit_calibrated
+    from cvo_spark.models.propensity import build_classifier, fit_calibrated
 
     seen = Observation("rows")
     spark.range(3).observe(seen, F.count(F.lit(1)).alias("n")).write.format("noop").mode("overwrite").save()
@@ -168,8 +168,7 @@ def test_xgboost_engine_learns_the_driver_calibrates_and_round_trips_mlflow(spar
     import mlflow
     from mlflow.models import infer_signature
 
-    from cvo_spark import tracking
-
+    from cvo_spark.models import mlflow_store
     frame = _planted(spark)
     fit = fit_target(
         frame, "churn", FEATURES, seed=3, max_iter=8, max_depth=3, auc_ceiling=0.99, engine="xgboost",
@@ -181,16 +180,16 @@ def test_xgboost_engine_learns_the_driver_calibrates_and_round_trips_mlflow(spar
     assert max(fit.importances, key=fit.importances.get) == "driver"
     assert sum(fit.importances.values()) == pytest.approx(1.0)
 
-    tracking.configure_mlflow(str(tmp_path), "xgb_test", None, None)
+    mlflow_store.configure_mlflow(str(tmp_path), "xgb_test", None, None)
     evaluation = frame.where(F.col("split") == EVALUATION)
     sample = evaluation.select(*FEATURES).limit(5)
     signature = infer_signature(
         sample.toPandas(), with_scores(fit.model, sample, "churn", "p").select("p").toPandas()
     )
     with mlflow.start_run():
-        version = tracking.log_spark_model(fit.model, "xgb_churn", signature, with_xgboost=True)
-    tracking.assign_aliases("xgb_churn", version, fit.metrics["roc_auc"], None)
-    loaded, _ = tracking.load_spark_model("xgb_churn")
+        version = mlflow_store.log_spark_model(fit.model, "xgb_churn", signature, with_xgboost=True)
+    mlflow_store.assign_aliases("xgb_churn", version, fit.metrics["roc_auc"], None)
+    loaded, _ = mlflow_store.load_spark_model("xgb_churn")
     before = with_scores(fit.model, evaluation, "churn", "p").select("subscriber_id", "p")
     after = with_scores(loaded, evaluation, "churn", "p").select("subscriber_id", F.col("p").alias("q"))
     worst = before.join(after, "subscriber_id", "inner").agg(F.max(F.abs(F.col("p") - F.col("q")))).first()[0]

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from cvo_spark.config import parse_config
-from cvo_spark.errors import ConfigError, PublishRefused
-from cvo_spark.io import TableStore
-from cvo_spark.offers import OFFERS_SCHEMA
-from cvo_spark.pipeline import StageContext, run_stage
-from cvo_spark.publish import (
+from cvo_spark.core.config import parse_config
+from cvo_spark.core.errors import ConfigError, PublishRefused
+from cvo_spark.core.io import TableStore
+from cvo_spark.core.schemas import INPUT_SCHEMAS
+from cvo_spark.core.stage import StageContext
+from cvo_spark.offers.engine import OFFERS_SCHEMA
+from cvo_spark.offers.publish import (
     CHECK_NAMES,
     CheckResult,
     check_coverage,
@@ -30,7 +31,7 @@ from cvo_spark.publish import (
     summarize_offers,
     validate_overrides,
 )
-from cvo_spark.schemas import INPUT_SCHEMAS
+from cvo_spark.pipeline import run_stage
 
 D1, D2 = date(2026, 6, 23), date(2026, 6, 30)
 TIERS = ("Priority", "Gold", "Mass")
@@ -280,7 +281,7 @@ def test_collapsed_model_refuses_and_keeps_the_published_snapshot(spark, lake):
 
 
 def test_run_killed_between_staging_and_publish_leaves_the_snapshot(spark, lake, monkeypatch):
-    import cvo_spark.stages.offers as stage
+    import cvo_spark.offers.stage as stage
 
     ctx = make_ctx(spark, lake, D2)
     before_version, before_rows = offers_version(ctx.store), snapshot(ctx.store, D1)
@@ -326,7 +327,7 @@ def test_override_publishes_records_it_and_exports_treatment_only(spark, lake):
 @pytest.mark.slow
 def test_end_to_end_on_generated_data(spark, pipeline_lake):
     """Generated data through ingest..offers: published, consistent, idempotent, explainable."""
-    from cvo_spark.explain import explain
+    from cvo_spark.offers.explain import explain
     from cvo_spark.pipeline import new_run_id
 
     ctx, as_of, lake, config = pipeline_lake.ctx, pipeline_lake.as_of, pipeline_lake.lake, pipeline_lake.ctx.config

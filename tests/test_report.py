@@ -25,13 +25,13 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from cvo_spark.config import parse_config
-from cvo_spark.io import TableStore
-from cvo_spark.pipeline import StageContext
-from cvo_spark.report import Unavailable, collect_report, roi_scenarios, tier_summary
-from cvo_spark.report_charts import _wrap, fmt_int, fmt_money, fmt_pct, fmt_pp, nice_ticks
-from cvo_spark.report_html import SECTIONS, render_report
-from cvo_spark.schemas import OUTPUT_SCHEMAS
+from cvo_spark.core.config import parse_config
+from cvo_spark.core.io import TableStore
+from cvo_spark.core.schemas import OUTPUT_SCHEMAS
+from cvo_spark.core.stage import StageContext
+from cvo_spark.report.charts import _wrap, fmt_int, fmt_money, fmt_pct, fmt_pp, nice_ticks
+from cvo_spark.report.data import Unavailable, collect_report, roi_scenarios, tier_summary
+from cvo_spark.report.html import SECTIONS, render_report
 
 AS_OF = date(2026, 6, 30)
 IDS = ["6281100000001", "6281100000002", "6281100000003", "6281100000004"]
@@ -504,8 +504,8 @@ def test_empty_lake_renders_with_every_section_unavailable(spark, tmp_path):
 
 
 def test_report_stage_writes_file_and_summary(spark, gold_store, tmp_path, capsys):
-    from cvo_spark.stages import report as report_stage
-    from cvo_spark.summary import print_summary
+    from cvo_spark.report import stage as report_stage
+    from cvo_spark.report.summary import print_summary
 
     lake = gold_store.config.lake
     ctx = StageContext(spark=spark, config=gold_store.config, store=gold_store, as_of=AS_OF, run_id="t")
@@ -539,7 +539,7 @@ def test_every_chart_has_title_and_axis_labels(report_html):
 
 
 def test_campaign_section_shows_uplift_with_intervals():
-    from cvo_spark.report_html import section_campaigns
+    from cvo_spark.report.html import section_campaigns
 
     row = {
         "period": "2026-06", "offer_id": "DATA_BOOST_5GB", "channel": "sms", "contacted_treatment": 9_000,
@@ -558,7 +558,7 @@ def test_campaign_section_shows_uplift_with_intervals():
 
 def test_clean_ingest_reads_as_no_rejected_rows_not_as_a_missing_stage(spark, tmp_path):
     # A demo on clean data printed "not available (stage ingest has not run)" for quarantine.
-    from cvo_spark.report import load_gold
+    from cvo_spark.report.data import load_gold
 
     store = TableStore(spark, parse_config({"lake": str(tmp_path)}))
     t0 = datetime(2026, 6, 30, 8, 0)

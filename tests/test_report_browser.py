@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from test_report import AS_OF, IDS, build_gold_lake
 
-from cvo_spark.report import collect_report
-from cvo_spark.report_html import render_report
+from cvo_spark.report.data import collect_report
+from cvo_spark.report.html import render_report
 
 CHROMIUM_FLAGS = (
     "--headless",

@@ -17,8 +17,8 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from cvo_spark.errors import MissingColumnsError
-from cvo_spark.segments import (
+from cvo_spark.core.errors import MissingColumnsError
+from cvo_spark.segments.rules import (
     Tier,
     median_thresholds,
     quintile_cuts,

@@ -18,19 +18,19 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from cvo_spark.config import parse_config
-from cvo_spark.errors import MissingColumnsError, MissingTableError
-from cvo_spark.io import TableStore
-from cvo_spark.pipeline import StageContext
-from cvo_spark.schemas import INPUT_SCHEMAS
-from cvo_spark.stream import (
+from cvo_spark.core.config import parse_config
+from cvo_spark.core.errors import MissingColumnsError, MissingTableError
+from cvo_spark.core.io import TableStore
+from cvo_spark.core.schemas import INPUT_SCHEMAS
+from cvo_spark.core.stage import StageContext
+from cvo_spark.stream.job import (
     TriggerOfferSink,
     checkpoint_location,
     rules_from,
     run_stream,
     start_trigger_stream,
 )
-from cvo_spark.triggers import TRIGGER_OFFERS_SCHEMA, TriggerRules, select_trigger_offers
+from cvo_spark.stream.triggers import TRIGGER_OFFERS_SCHEMA, TriggerRules, select_trigger_offers
 
 AS_OF = date(2026, 6, 30)
 VALID_TO = date(2026, 7, 7)
@@ -381,7 +381,7 @@ def test_cap_counts_emissions_of_the_same_batch(spark):
 
 
 def test_history_is_cut_to_what_the_batch_can_use_and_the_result_is_unchanged(spark):
-    from cvo_spark.triggers import relevant_history
+    from cvo_spark.stream.triggers import relevant_history
 
     ev, offers, contacts, _ = batch_inputs(
         spark, [("S5", "2026-07-01 10:00", "quota_expiring"), ("S5", "2026-07-01 12:00", "quota_expiring")]

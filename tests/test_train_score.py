@@ -9,15 +9,15 @@ import mlflow
 import pytest
 from pyspark.sql import functions as F
 
-from cvo_spark import tracking
-from cvo_spark.config import parse_config
-from cvo_spark.io import TableStore
-from cvo_spark.pipeline import StageContext
+from cvo_spark.core.config import parse_config
+from cvo_spark.core.io import TableStore
+from cvo_spark.core.stage import StageContext
+from cvo_spark.models import mlflow_store
 
 
 # --------------------------------------------------------------------------- registry logic
 def _new_version(name: str) -> str:
-    c = tracking.client()
+    c = mlflow_store.client()
     try:
         c.create_registered_model(name)
     except mlflow.exceptions.MlflowException:
@@ -26,77 +26,77 @@ def _new_version(name: str) -> str:
 
 
 def test_default_store_is_sqlite_under_the_lake(tmp_path):
-    setup = tracking.configure_mlflow(str(tmp_path / "lake"), "exp")
+    setup = mlflow_store.configure_mlflow(str(tmp_path / "lake"), "exp")
     assert setup.tracking_uri == f"sqlite:///{tmp_path / 'lake' / 'mlflow.db'}"
     assert (tmp_path / "lake" / "mlflow.db").exists()
-    exp = tracking.client().get_experiment(setup.experiment_id)
+    exp = mlflow_store.client().get_experiment(setup.experiment_id)
     assert exp.artifact_location == (tmp_path / "lake" / "mlartifacts").as_uri()
     # Configuring again reuses the experiment.
-    assert tracking.configure_mlflow(str(tmp_path / "lake"), "exp").experiment_id == setup.experiment_id
+    assert mlflow_store.configure_mlflow(str(tmp_path / "lake"), "exp").experiment_id == setup.experiment_id
 
 
 def test_challenger_is_promoted_only_when_it_beats_the_champion(tmp_path):
-    tracking.configure_mlflow(str(tmp_path / "lake"), "exp")
+    mlflow_store.configure_mlflow(str(tmp_path / "lake"), "exp")
     name = "cvo_test_churn"
     v1 = _new_version(name)
-    assert tracking.assign_aliases(name, v1, 0.70, None) == "champion"  # first version
+    assert mlflow_store.assign_aliases(name, v1, 0.70, None) == "champion"  # first version
     v2 = _new_version(name)
-    assert tracking.assign_aliases(name, v2, 0.69, 0.70) == "challenger"
-    assert str(tracking.version_by_alias(name, "champion").version) == v1
-    assert str(tracking.version_by_alias(name, "challenger").version) == v2
+    assert mlflow_store.assign_aliases(name, v2, 0.69, 0.70) == "challenger"
+    assert str(mlflow_store.version_by_alias(name, "champion").version) == v1
+    assert str(mlflow_store.version_by_alias(name, "challenger").version) == v2
     v3 = _new_version(name)
-    assert tracking.assign_aliases(name, v3, 0.75, 0.70) == "champion"
-    assert str(tracking.version_by_alias(name, "champion").version) == v3
-    assert tracking.version_by_alias(name, "challenger") is None
+    assert mlflow_store.assign_aliases(name, v3, 0.75, 0.70) == "champion"
+    assert str(mlflow_store.version_by_alias(name, "champion").version) == v3
+    assert mlflow_store.version_by_alias(name, "challenger") is None
     v4 = _new_version(name)
-    assert tracking.assign_aliases(name, v4, 0.75, 0.75) == "challenger"  # a tie does not promote
-    assert str(tracking.version_by_alias(name, "champion").version) == v3
+    assert mlflow_store.assign_aliases(name, v4, 0.75, 0.75) == "challenger"  # a tie does not promote
+    assert str(mlflow_store.version_by_alias(name, "champion").version) == v3
     # Lower-is-better metrics (CLV WAPE).
-    assert tracking.beats(0.30, 0.35, higher_is_better=False)
-    assert not tracking.beats(0.40, 0.35, higher_is_better=False)
-    assert not tracking.beats(float("nan"), 0.35)
-    assert tracking.beats(0.5, float("nan"))
+    assert mlflow_store.beats(0.30, 0.35, higher_is_better=False)
+    assert not mlflow_store.beats(0.40, 0.35, higher_is_better=False)
+    assert not mlflow_store.beats(float("nan"), 0.35)
+    assert mlflow_store.beats(0.5, float("nan"))
 
 
 def test_chance_level_version_is_never_promoted_and_a_newer_champion_stays(tmp_path):
-    tracking.configure_mlflow(str(tmp_path / "lake"), "exp")
+    mlflow_store.configure_mlflow(str(tmp_path / "lake"), "exp")
     name = "cvo_test_upsell"
     v1 = _new_version(name)
     # Not shown better than chance: no alias, even with no champion to beat.
-    assert tracking.assign_aliases(name, v1, 0.52, None, promotable=False) == "rejected"
-    assert tracking.version_by_alias(name, "champion") is None
-    assert tracking.version_by_alias(name, "challenger") is None
+    assert mlflow_store.assign_aliases(name, v1, 0.52, None, promotable=False) == "rejected"
+    assert mlflow_store.version_by_alias(name, "champion") is None
+    assert mlflow_store.version_by_alias(name, "challenger") is None
     v2 = _new_version(name)
-    assert tracking.assign_aliases(name, v2, 0.70, None, as_of="2026-06-30") == "champion"
-    tracking.tag_version(name, v2, {"as_of": "2026-06-30"})
+    assert mlflow_store.assign_aliases(name, v2, 0.70, None, as_of="2026-06-30") == "champion"
+    mlflow_store.tag_version(name, v2, {"as_of": "2026-06-30"})
     # A back-fill for an earlier date: the champion learned from its evaluation period,
     # so even a higher metric does not displace it.
     v3 = _new_version(name)
-    assert tracking.champion_trained_after(name, "2026-05-31") == "2026-06-30"
-    assert tracking.assign_aliases(name, v3, 0.90, 0.70, as_of="2026-05-31") == "challenger"
-    assert str(tracking.version_by_alias(name, "champion").version) == v2
+    assert mlflow_store.champion_trained_after(name, "2026-05-31") == "2026-06-30"
+    assert mlflow_store.assign_aliases(name, v3, 0.90, 0.70, as_of="2026-05-31") == "challenger"
+    assert str(mlflow_store.version_by_alias(name, "champion").version) == v2
     # The same or a later date compares as usual.
-    assert tracking.champion_trained_after(name, "2026-06-30") is None
+    assert mlflow_store.champion_trained_after(name, "2026-06-30") is None
     v4 = _new_version(name)
-    assert tracking.assign_aliases(name, v4, 0.75, 0.70, as_of="2026-07-31") == "champion"
+    assert mlflow_store.assign_aliases(name, v4, 0.75, 0.70, as_of="2026-07-31") == "champion"
 
 
 def test_clv_parameters_round_trip_through_the_registry(tmp_path):
-    from cvo_spark.clv import BgNbdParams, ClvModel, GammaGammaParams
+    from cvo_spark.models.clv import BgNbdParams, ClvModel, GammaGammaParams
 
-    tracking.configure_mlflow(str(tmp_path / "lake"), "exp")
+    mlflow_store.configure_mlflow(str(tmp_path / "lake"), "exp")
     model = ClvModel(BgNbdParams(0.24, 4.4, 0.79, 2.4), GammaGammaParams(6.25, 3.74, 15.44), 7.0)
     with mlflow.start_run():
-        version = tracking.log_clv_model(model.as_dict(), "cvo_test_clv")
-    assert tracking.assign_aliases("cvo_test_clv", version, 0.4, None, higher_is_better=False) == "champion"
-    tracking.tag_version("cvo_test_clv", version, {"model_kind": "bgnbd"})
-    kind, loaded = tracking.load_clv_champion("cvo_test_clv")
+        version = mlflow_store.log_clv_model(model.as_dict(), "cvo_test_clv")
+    assert mlflow_store.assign_aliases("cvo_test_clv", version, 0.4, None, higher_is_better=False) == "champion"
+    mlflow_store.tag_version("cvo_test_clv", version, {"model_kind": "bgnbd"})
+    kind, loaded = mlflow_store.load_clv_champion("cvo_test_clv")
     assert kind == "bgnbd" and loaded == model
     assert not Path("mlruns").exists() or any(Path("mlruns").iterdir())  # no stray empty ./mlruns
 
 
 def test_snapshots_closer_than_the_horizon_are_refused():
-    from cvo_spark.errors import ConfigError
+    from cvo_spark.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="snapshot_spacing_days"):
         parse_config({"models": {"horizon_days": 30, "snapshot_spacing_days": 20}})
@@ -108,9 +108,8 @@ AS_OF = date(2026, 6, 30)
 
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):
-    from cvo_spark.generate import write_bronze
-    from cvo_spark.stages import features as features_stage
-
+    from cvo_spark.features import stage as features_stage
+    from cvo_spark.synth.generate import write_bronze
     root = tmp_path_factory.mktemp("e2e_models")
     write_bronze(spark, str(root / "bronze"), 2000, 180, 11)
     cfg = parse_config(
@@ -132,8 +131,8 @@ def _metrics(ctx) -> dict:
 
 @pytest.mark.slow
 def test_train_score_end_to_end(lake):
-    from cvo_spark.stages import score, train
-
+    from cvo_spark.models import score_stage as score
+    from cvo_spark.models import train_stage as train
     ctx = lake
     first = train.run(ctx)
     m1 = _metrics(ctx)
@@ -160,7 +159,7 @@ def test_train_score_end_to_end(lake):
     assert first.checks["churn_registry"] == "v1 champion"
 
     # MLflow: artefacts and the model are there.
-    mlflow_client = tracking.client()
+    mlflow_client = mlflow_store.client()
     run_id = m1[("churn", "gbt", "roc_auc")]["mlflow_run_id"]
     charts = {Path(a.path).name for a in mlflow_client.list_artifacts(run_id, "charts")}
     assert {"lift.png", "calibration.png", "feature_importance.png", "feature_importance.csv"} <= charts
@@ -173,7 +172,7 @@ def test_train_score_end_to_end(lake):
     for key, row in m1.items():
         assert m2[key]["value"] == pytest.approx(row["value"], rel=1e-9, nan_ok=True), key
     assert second.checks["churn_registry"] == "v2 challenger"
-    assert str(tracking.version_by_alias("cvo_churn", "champion").version) == "1"
+    assert str(mlflow_store.version_by_alias("cvo_churn", "champion").version) == "1"
 
     # Score: one row per feature row, calibrated probabilities, reasons, versions; idempotent.
     score.run(ctx)

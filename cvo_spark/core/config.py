@@ -1,0 +1,420 @@
+"""Typed, validated configuration.
+
+YAML under `conf/` is parsed once into frozen pydantic models. An unknown or mistyped
+key, or a bad value, raises `ConfigError` with the dotted path of the key, e.g.
+``segments.personas.k_min: Input should be greater than 0``. Transforms never read
+config: jobs pass plain values to them.
+
+Secrets (the pseudonymisation key) are never in YAML: config names the environment
+variable that holds them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cvo_spark.core.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- infra
+class SparkConfig(_Section):
+    master: str = "local[*]"
+    app_name: str = "cvo_spark"
+    shuffle_partitions: int = Field(8, gt=0)
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class TablesConfig(_Section):
+    """Where tables live.
+
+    Each layer is either a folder under the lake root (``bronze``) or a catalog schema
+    (``main.cvo_bronze``, recognised by the dot). ``overrides`` maps one table name to a
+    full path or ``catalog.schema.table``.
+    """
+
+    bronze: str = "bronze"
+    silver: str = "silver"
+    gold: str = "gold"
+    overrides: dict[str, str] = Field(default_factory=dict)
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str | None = None  # None: sqlite:///<lake>/mlflow.db, artefacts in <lake>/mlartifacts
+    registry_uri: str | None = None
+    experiment: str = "cvo_spark"
+    model_prefix: str = "cvo"
+
+
+class PrivacyConfig(_Section):
+    pseudonymize: bool = False
+    key_env: str = "CVO_PSEUDONYM_KEY"
+
+
+# --------------------------------------------------------------------------- stages
+class IngestConfig(_Section):
+    future_tolerance_hours: float = Field(24.0, ge=0)
+    #: Date or timestamp values before this day are quarantined as placeholders (1900-01-01);
+    #: the same default as cvo_spark.ingest.validate.EARLIEST_EVENT_DATE.
+    earliest_event_date: date = date(1990, 1, 1)
+    privacy: PrivacyConfig = PrivacyConfig()
+
+
+class FeatureWindows(_Section):
+    arpu_short_days: int = Field(30, gt=0)
+    arpu_long_days: int = Field(90, gt=0)
+    trend_recent_days: int = Field(30, gt=0)
+    trend_prior_days: int = Field(60, gt=0)
+    quota_days: int = Field(30, gt=0)
+    offer_history_days: int = Field(90, gt=0)
+
+    @model_validator(mode="after")
+    def _short_within_long(self) -> FeatureWindows:
+        if self.arpu_short_days > self.arpu_long_days:
+            raise ValueError("arpu_short_days must not exceed arpu_long_days")
+        return self
+
+
+class FeaturesConfig(_Section):
+    windows: FeatureWindows = FeatureWindows()
+
+
+class TierRule(_Section):
+    name: str
+    min_arpu_3m: float = Field(0.0, ge=0)
+    min_los_days: int = Field(0, ge=0)
+
+
+class ValueTiersConfig(_Section):
+    """High Value = LOS > min_los_days and arpu_3m > min_arpu_3m (strict, as the business says)."""
+
+    high_value_name: str = "High Value"
+    high_value_min_los_days: int = Field(180, ge=0)
+    high_value_min_arpu_3m: float = Field(100_000.0, ge=0)
+    ladder: tuple[TierRule, ...] = (
+        TierRule(name="Priority", min_arpu_3m=150_000, min_los_days=180),
+        TierRule(name="Gold", min_arpu_3m=50_000, min_los_days=90),
+        TierRule(name="Mass", min_arpu_3m=0, min_los_days=0),
+    )
+
+    @model_validator(mode="after")
+    def _ladder_ends_in_catch_all(self) -> ValueTiersConfig:
+        if not self.ladder:
+            raise ValueError("ladder must name at least one tier")
+        last = self.ladder[-1]
+        if last.min_arpu_3m != 0 or last.min_los_days != 0:
+            raise ValueError("the last ladder tier must be a catch-all (min_arpu_3m: 0, min_los_days: 0)")
+        return self
+
+
+class LifecycleConfig(_Section):
+    new_max_days: int = Field(90, gt=0)
+    new_name: str = "new"
+    base_name: str = "base"
+
+
+class PersonaNamingRule(_Section):
+    """A persona gets the first rule whose conditions its centroid meets (original units)."""
+
+    name: str
+    min_voice_sms_share: float | None = None
+    min_digital_share: float | None = None
+    min_arpu_3m: float | None = None
+    max_arpu_3m: float | None = None
+
+
+class PersonasConfig(_Section):
+    k: int | None = Field(None, gt=1)
+    k_min: int = Field(2, gt=1)
+    k_max: int = Field(8, gt=1)
+    seed: int = 42
+    max_iter: int = Field(40, gt=0)
+    #: K-Means initialisations per k (best within-cluster cost kept); each costs a fit.
+    n_init: int = Field(1, gt=0)
+    fit_sample_rows: int = Field(200_000, gt=0)
+    silhouette_sample_rows: int = Field(50_000, gt=0)
+    features: tuple[str, ...] = (
+        "voice_share",
+        "sms_share",
+        "data_share",
+        "digital_share",
+        "arpu_3m",
+        "data_mb_3m",
+        "voice_minutes_3m",
+        "recharge_count_3m",
+    )
+    log_features: tuple[str, ...] = ("arpu_3m", "data_mb_3m", "voice_minutes_3m", "recharge_count_3m")
+    #: Features that are totals over the 3-month window: for subscribers younger than the
+    #: window they are scaled up to the full window (features.windows.arpu_long_days)
+    #: before clustering, so a short tenure does not read as light usage. () turns it off.
+    window_total_features: tuple[str, ...] = ("arpu_3m", "data_mb_3m", "voice_minutes_3m", "recharge_count_3m")
+    #: Fit K-Means on subscribers with a complete window only (everyone is still assigned);
+    #: falls back to everyone when fewer than k_max of them.
+    fit_full_window_only: bool = True
+    naming: tuple[PersonaNamingRule, ...] = (
+        PersonaNamingRule(name="Legacy Active", min_voice_sms_share=0.5),
+        PersonaNamingRule(name="Digital Active", min_digital_share=0.3),
+        PersonaNamingRule(name="Socially Active", min_arpu_3m=60_000),
+        PersonaNamingRule(name="Traditional Active"),
+    )
+
+    @model_validator(mode="after")
+    def _k_range(self) -> PersonasConfig:
+        if self.k_min > self.k_max:
+            raise ValueError(f"k range is empty: k_min {self.k_min} > k_max {self.k_max}")
+        missing = set(self.log_features) - set(self.features)
+        if missing:
+            raise ValueError(f"log_features not in features: {sorted(missing)}")
+        missing = set(self.window_total_features) - set(self.features)
+        if missing:
+            raise ValueError(f"window_total_features not in features: {sorted(missing)}")
+        return self
+
+
+class MatrixConfig(_Section):
+    """Strategic matrix: arpu_3m against usage in MB-equivalent.
+
+    Usage = data_mb_3m + voice_minute_mb * voice_minutes_3m (a voice minute counted as the
+    MB of traffic it roughly costs; 1.0 is about a VoLTE minute). With ``method: median``
+    both thresholds are the medians of the as-of population; ``fixed`` needs both values.
+    A value >= its threshold counts as high.
+    """
+
+    method: Literal["median", "fixed"] = "median"
+    revenue_threshold: float | None = None
+    usage_threshold: float | None = None
+    voice_minute_mb: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _fixed_needs_thresholds(self) -> MatrixConfig:
+        if self.method == "fixed" and (self.revenue_threshold is None or self.usage_threshold is None):
+            raise ValueError("method fixed needs revenue_threshold and usage_threshold")
+        return self
+
+
+class SegmentsConfig(_Section):
+    value_tiers: ValueTiersConfig = ValueTiersConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
+    personas: PersonasConfig = PersonasConfig()
+    matrix: MatrixConfig = MatrixConfig()
+    #: Recommended tactics keyed by persona name or value-tier name; a profile row gets its
+    #: persona's tactics (numbered duplicates such as "Digital Active 2" share the base
+    #: name's) followed by its tier's. "Priority" is the default ladder's high-value tier.
+    tactics: dict[str, tuple[str, ...]] = Field(
+        default_factory=lambda: {
+            "Legacy Active": ("product bundling", "personalised product"),
+            "Digital Active": ("channel priority in the app", "personalised product"),
+            "Socially Active": ("price-up with value topping", "referral programme"),
+            "Traditional Active": ("product bundling", "price-up with value topping"),
+            "Priority": ("personal assistant",),
+        }
+    )
+    b2b_k: int | None = Field(3, gt=1)
+    #: Range searched by silhouette when b2b_k is null.
+    b2b_k_min: int = Field(2, gt=1)
+    b2b_k_max: int = Field(6, gt=1)
+    #: Cluster names by rank of the centroid's monthly revenue, highest first; used when
+    #: the number of clusters equals their count, else clusters are "Tier 1", "Tier 2", ...
+    b2b_cluster_names: tuple[str, ...] = ("Strategic", "Growth", "Long tail")
+    #: Usage axis of the B2B strategic matrix (revenue axis: monthly_revenue).
+    b2b_usage: Literal["bandwidth_mbps", "message_count_3m"] = "message_count_3m"
+
+
+class ModelsConfig(_Section):
+    horizon_days: int = Field(30, gt=0)
+    training_snapshots: int = Field(3, gt=1)
+    #: A training snapshot needs this many days of usage data on or before it (else it is
+    #: left out): with less its 3-month features are truncated, unlike the snapshot the
+    #: models are judged and used on.
+    min_history_days: int = Field(90, gt=0)
+    snapshot_spacing_days: int = Field(30, gt=0)
+    seed: int = 7
+    #: Gradient-boosting engine of the propensity models: Spark MLlib's GBTClassifier, or
+    #: xgboost.spark (optional extra `cvo_spark[xgboost]`; 4x faster to fit at 1M
+    #: subscribers here at equal out-of-time AUC, `benchmarks/bench_models.py`).
+    engine: Literal["mllib", "xgboost"] = "mllib"
+    #: xgboost.spark workers (barrier tasks); at most the cluster's task slots.
+    xgboost_workers: int = Field(2, gt=0)
+    gbt_max_iter: int = Field(40, gt=0)
+    gbt_max_depth: int = Field(5, gt=0)
+    auc_ceiling: float = Field(0.99, gt=0.5, le=1.0)
+    promote_metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
+    upsell_arpu_increase: float = Field(0.2, gt=0)
+    #: Churn label: no usage, recharge or purchase in the last this many days of the
+    #: label window counts as churned (at most horizon_days; equal: the whole window).
+    inactive_days: int = Field(30, gt=0)
+    clv_method: Literal["bgnbd", "gbt"] = "bgnbd"
+    clv_horizon_months: int = Field(12, gt=0)
+    clv_monthly_discount: float = Field(0.0, ge=0, lt=1)  # 0.01 = 1% a month; 0: undiscounted
+    cross_sell_lookback_days: int = Field(90, gt=0)
+    reason_codes: int = Field(3, gt=0)
+
+    @model_validator(mode="after")
+    def _engine_installed(self) -> ModelsConfig:
+        if self.engine == "xgboost" and importlib.util.find_spec("xgboost") is None:
+            raise ValueError("engine 'xgboost' needs the xgboost package: pip install 'cvo_spark[xgboost]'")
+        return self
+
+    @model_validator(mode="after")
+    def _inactive_within_horizon(self) -> ModelsConfig:
+        if self.inactive_days > self.horizon_days:
+            raise ValueError(
+                f"inactive_days ({self.inactive_days}) must be <= horizon_days ({self.horizon_days}): "
+                "inactivity is looked for inside the label window"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _out_of_time_really(self) -> ModelsConfig:
+        # Closer snapshots would let the last training labels see the out-of-time period.
+        if self.snapshot_spacing_days < self.horizon_days:
+            raise ValueError(
+                f"snapshot_spacing_days ({self.snapshot_spacing_days}) must be >= horizon_days "
+                f"({self.horizon_days}): training label windows would overlap the out-of-time one"
+            )
+        return self
+
+
+class ChecksConfig(_Section):
+    freshness_max_days: int = Field(2, ge=0)
+    min_coverage: float = Field(0.05, ge=0, le=1)
+    max_coverage: float = Field(1.0, ge=0, le=1)
+    max_psi: float = Field(0.25, gt=0)
+    min_propensity_std: float = Field(1e-4, ge=0)
+    #: Silver inputs whose newest event (at or before as_of) must be within freshness_max_days.
+    freshness_tables: tuple[str, ...] = ("usage_daily", "recharges", "quota_events")
+
+
+class OffersConfig(_Section):
+    #: Relative paths are resolved against the folder of the config file that names them.
+    catalog_file: str = "offers.yaml"
+    campaign_id: str = "cvo"
+    control_share: float = Field(0.1, ge=0, lt=1)
+    validity_days: int = Field(7, gt=0)
+    contact_window_days: int = Field(7, gt=0)
+    max_contacts_per_channel: int = Field(3, ge=0)
+    cooldown_days_after_reject: int = Field(14, ge=0)
+    high_value_min_price_share: float = Field(0.05, ge=0, le=1)
+    type_weights: dict[str, float] = Field(default_factory=dict)
+    checks: ChecksConfig = ChecksConfig()
+    export_format: Literal["csv", "jsonl"] = "jsonl"
+    #: Channel exports go under <lake>/<exports_dir>/<as_of>/<channel>.<format>.
+    exports_dir: str = "exports"
+    #: Propensity x 1 / (1 + price_elasticity x price / max(arpu_3m, arpu_floor)).
+    price_elasticity: float = Field(0.5, ge=0)
+    arpu_floor: float = Field(10_000.0, gt=0)
+    #: Retention offers only go to subscribers with p_churn >= this; they add
+    #: p_churn x clv_12m x retention_save_rate to the expected value.
+    retention_min_p_churn: float = Field(0.25, ge=0, le=1)
+    retention_save_rate: float = Field(0.2, ge=0, le=1)
+    #: No published offer may be priced under this (publish check `price_floor`).
+    price_floor: float = Field(5_000.0, ge=0)
+
+
+class StreamConfig(_Section):
+    checkpoint: str = "checkpoints/trigger_offers"
+    watermark_minutes: int = Field(60, ge=0)
+    suppress_minutes: int = Field(720, ge=0)
+    trigger_seconds: int = Field(5, gt=0)
+    #: Files of silver quota_events per micro-batch (null: Delta's default of 1000).
+    max_files_per_trigger: int | None = Field(None, gt=0)
+    channel_by_event: dict[str, str] = Field(
+        default_factory=lambda: {
+            "recharge": "ussd",
+            "quota_low": "app",
+            "quota_expiring": "sms",
+            "package_expired": "sms",
+        }
+    )
+
+
+class MeasureConfig(_Section):
+    """Campaign measurement (stage `measure`): uplift of treatment over control.
+
+    ``uplift_interval``: 'newcombe' (hybrid score, good coverage for small counts and rates
+    near 0) or 'wald' (difference of proportions, normal approximation). ``srm_alpha``: a
+    sample-ratio-mismatch chi-square p-value below it flags the row. ``period``: 'month'
+    ('YYYY-MM'), 'week' (its Monday, 'YYYY-MM-DD') or 'all' (one period 'ALL' to date).
+    """
+
+    period: Literal["month", "week", "all"] = "month"
+    confidence: float = Field(0.95, gt=0, lt=1)
+    srm_alpha: float = Field(0.001, gt=0, lt=1)
+    uplift_interval: Literal["newcombe", "wald"] = "newcombe"
+
+
+class Config(_Section):
+    lake: str = "lake"
+    spark: SparkConfig = SparkConfig()
+    tables: TablesConfig = TablesConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    ingest: IngestConfig = IngestConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    segments: SegmentsConfig = SegmentsConfig()
+    models: ModelsConfig = ModelsConfig()
+    offers: OffersConfig = OffersConfig()
+    stream: StreamConfig = StreamConfig()
+    measure: MeasureConfig = MeasureConfig()
+
+    def with_lake(self, lake: str | None) -> Config:
+        """A copy pointing at another lake root (the CLI's --lake)."""
+        return self if lake is None else self.model_copy(update={"lake": lake})
+
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    extra = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: {where}: {msg}{extra}"
+
+
+def parse_config(data: dict[str, Any] | None, source: str = "config") -> Config:
+    """Validate a mapping into a `Config`; errors name the offending key."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load and validate a YAML config file (default `conf/local.yaml`)."""
+    path = Path(path or "conf/local.yaml")
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    config = parse_config(data, str(path))
+    catalog = Path(config.offers.catalog_file)
+    if not catalog.is_absolute():
+        offers = config.offers.model_copy(update={"catalog_file": str((path.parent / catalog).absolute())})
+        config = config.model_copy(update={"offers": offers})
+    return config
+
+
+#: The repository's conf/ folder (used when `cvo` runs outside the repository root).
+PACKAGED_CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def default_config_path() -> Path:
+    """conf/local.yaml in the working directory, else the one beside the package."""
+    local = Path("conf/local.yaml")
+    return local if local.exists() else PACKAGED_CONF_DIR / "local.yaml"

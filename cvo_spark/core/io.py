@@ -1,0 +1,370 @@
+"""The one module that knows Delta, paths and catalog names.
+
+Every stage reads and writes through a `TableStore`. A table is addressed by
+(layer, name): the layer (bronze, silver, gold) is a folder under the lake root or a
+catalog schema, as `conf/*.yaml` says. Writes are Delta only; there is no Parquet
+fallback.
+
+Write modes and the invariant each keeps:
+
+- `overwrite` - whole table replaced in one Delta commit (atomic).
+- `overwrite_partition` - exactly one `as_of` partition replaced (`replaceWhere`), so
+  re-running a stage for the same date leaves no duplicates and no leftovers.
+- `merge` - upsert on a key (MERGE INTO), for tables keyed by id rather than date.
+- `insert_new` - insert-only MERGE for event logs read as streams (silver quota_events).
+- `append` - only for logs (`runs`, `trigger_offers`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    DataType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    ShortType,
+    StructType,
+)
+
+from cvo_spark.core.config import Config
+from cvo_spark.core.errors import CvoError, MissingTableError, SchemaMismatchError
+from cvo_spark.core.schemas import INPUT_SCHEMAS
+
+log = logging.getLogger(__name__)
+
+LAYERS = ("bronze", "silver", "gold")
+
+
+class UnreadableDataError(CvoError):
+    """A data file of a table cannot be read (corrupt, truncated, not Parquet)."""
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """Where one table lives: a filesystem/object-store path or a catalog name."""
+
+    layer: str
+    name: str
+    path: str | None = None
+    catalog_name: str | None = None
+
+    def __str__(self) -> str:
+        return self.catalog_name or self.path or self.name
+
+
+def _is_catalog(location: str) -> bool:
+    return "." in location and "/" not in location and "://" not in location
+
+
+def _join(root: str, *parts: str) -> str:
+    if "://" in root:
+        return "/".join([root.rstrip("/"), *parts])
+    return str(Path(root, *parts).absolute())
+
+
+class TableStore:
+    """Read and write the lake's Delta tables by (layer, name)."""
+
+    def __init__(self, spark: SparkSession, config: Config):
+        self.spark = spark
+        self.config = config
+
+    # ------------------------------------------------------------------ locations
+    def ref(self, layer: str, name: str) -> TableRef:
+        if layer not in LAYERS:
+            raise ValueError(f"unknown layer {layer!r}; one of {LAYERS}")
+        tables = self.config.tables
+        override = tables.overrides.get(name) if layer != "bronze" else tables.overrides.get(f"bronze.{name}")
+        if override:
+            if _is_catalog(override):
+                return TableRef(layer, name, catalog_name=override)
+            return TableRef(layer, name, path=override if "://" in override else str(Path(override).absolute()))
+        location = getattr(tables, layer)
+        if _is_catalog(location):
+            return TableRef(layer, name, catalog_name=f"{location}.{name}")
+        return TableRef(layer, name, path=_join(self.config.lake, location, name))
+
+    def exists(self, layer: str, name: str) -> bool:
+        ref = self.ref(layer, name)
+        if ref.catalog_name:
+            return self.spark.catalog.tableExists(ref.catalog_name)
+        if DeltaTable.isDeltaTable(self.spark, ref.path):
+            return True
+        # Delta caches the table's log per path. A session that looked while another
+        # process was creating the table (an empty `_delta_log`) keeps answering "no" until
+        # the log is next read, so a long-lived session would never see a table the stream
+        # or another job created. Reading the schema refreshes the cached log.
+        log = self.spark._jvm.org.apache.hadoop.fs.Path(ref.path, "_delta_log")
+        if not log.getFileSystem(self.spark._jsc.hadoopConfiguration()).exists(log):
+            return False
+        try:
+            self.spark.read.format("delta").load(ref.path).schema  # fails if nothing is committed
+        except AnalysisException:
+            return False
+        return True
+
+    def _delta(self, ref: TableRef) -> DeltaTable:
+        if ref.catalog_name:
+            return DeltaTable.forName(self.spark, ref.catalog_name)
+        return DeltaTable.forPath(self.spark, ref.path)
+
+    # ------------------------------------------------------------------ reads
+    def read(self, layer: str, name: str, version: int | None = None) -> DataFrame:
+        """Read a Delta table; a missing one raises `MissingTableError` naming it."""
+        ref = self.ref(layer, name)
+        if not self.exists(layer, name):
+            raise MissingTableError(f"missing table {layer}.{name}: no Delta table at {ref}")
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.table(ref.catalog_name) if ref.catalog_name else reader.load(ref.path)
+
+    def read_input(self, layer: str, name: str) -> DataFrame:
+        """Read an input-contract table, conformed to its schema (see `conform_to_contract`)."""
+        return conform_to_contract(self.read(layer, name), name)
+
+    def history(self, layer: str, name: str, limit: int = 20) -> DataFrame:
+        return self._delta(self.ref(layer, name)).history(limit)
+
+    # ------------------------------------------------------------------ writes
+    def _writer(self, df: DataFrame, mode: str, partition_by: Sequence[str] | None):
+        writer = df.write.format("delta").mode(mode)
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        return writer
+
+    def _save(self, writer, ref: TableRef) -> None:
+        if ref.catalog_name:
+            writer.saveAsTable(ref.catalog_name)
+        else:
+            writer.save(ref.path)
+
+    def overwrite(self, df: DataFrame, layer: str, name: str, partition_by: Sequence[str] | None = None) -> None:
+        """Replace the whole table in one Delta commit (schema replaced too)."""
+        writer = self._writer(df, "overwrite", partition_by).option("overwriteSchema", "true")
+        self._save(writer, self.ref(layer, name))
+
+    def append(
+        self,
+        df: DataFrame,
+        layer: str,
+        name: str,
+        partition_by: Sequence[str] | None = None,
+        options: Mapping[str, str | int] | None = None,
+    ) -> None:
+        """Append `df` in one Delta commit; `options` go to the writer (e.g. Delta's
+        ``txnAppId`` / ``txnVersion`` for an idempotent streaming batch)."""
+        writer = self._writer(df, "append", partition_by)
+        for key, value in (options or {}).items():
+            writer = writer.option(key, value)
+        self._save(writer, self.ref(layer, name))
+
+    def overwrite_partition(
+        self,
+        df: DataFrame,
+        layer: str,
+        name: str,
+        as_of: date,
+        column: str = "as_of",
+        merge_schema: bool = False,
+    ) -> None:
+        """Replace exactly the rows with ``column = as_of`` in one commit (idempotent re-runs).
+
+        Rows of `df` must all carry that date; Delta's replaceWhere enforces it and fails
+        the write otherwise, so a bug can never overwrite a neighbouring day. With
+        `merge_schema`, new columns are added to the table (older partitions read null).
+        """
+        ref = self.ref(layer, name)
+        condition = f"{column} = DATE'{as_of.isoformat()}'"
+        if not self.exists(layer, name):
+            self._save(self._writer(df, "overwrite", [column]), ref)
+            return
+        writer = self._writer(df, "overwrite", None).option("replaceWhere", condition)
+        if merge_schema:
+            writer = writer.option("mergeSchema", "true")
+        self._save(writer, ref)
+
+    def merge(self, df: DataFrame, layer: str, name: str, keys: Iterable[str]) -> None:
+        """Upsert `df` on `keys`: matching rows are updated, new ones inserted."""
+        keys = list(keys)
+        ref = self.ref(layer, name)
+        if not self.exists(layer, name):
+            self._save(self._writer(df, "overwrite", None), ref)
+            return
+        cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+        (
+            self._delta(ref)
+            .alias("t")
+            .merge(df.alias("s"), cond)
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+
+    def insert_new(self, df: DataFrame, layer: str, name: str, keys: Iterable[str] | None = None) -> None:
+        """Insert the rows of `df` the table does not hold yet (insert-only MERGE).
+
+        The commit only adds files, so a Delta stream reading the table sees an append;
+        re-running with the same rows adds nothing. `keys` default to every column
+        (null-safe equality), for event logs without an id.
+        """
+        ref = self.ref(layer, name)
+        if not self.exists(layer, name):
+            self._save(self._writer(df, "overwrite", None), ref)
+            return
+        cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in (list(keys) if keys else df.columns))
+        self._delta(ref).alias("t").merge(df.alias("s"), cond).whenNotMatchedInsertAll().execute()
+
+    def properties(self, layer: str, name: str) -> dict[str, str]:
+        """The Delta table properties of an existing table (`MissingTableError` if none)."""
+        ref = self.ref(layer, name)
+        if not self.exists(layer, name):
+            raise MissingTableError(f"missing table {layer}.{name}: no Delta table at {ref}")
+        return dict(self._delta(ref).detail().first()["properties"] or {})
+
+    def set_properties(self, layer: str, name: str, properties: Mapping[str, str]) -> None:
+        """Set Delta table properties (one metadata-only commit: no data file changes)."""
+        ref = self.ref(layer, name)
+        ident = ref.catalog_name or f"delta.`{ref.path}`"
+        pairs = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(properties.items()))
+        self.spark.sql(f"ALTER TABLE {ident} SET TBLPROPERTIES ({pairs})")
+
+    def delete_where(self, layer: str, name: str, condition: str) -> None:
+        if self.exists(layer, name):
+            self._delta(self.ref(layer, name)).delete(condition)
+
+
+# ---------------------------------------------------------------------- contract checks
+_WIDENINGS: dict[type, tuple[type, ...]] = {
+    DoubleType: (FloatType, IntegerType, LongType, ShortType),
+    LongType: (IntegerType, ShortType),
+}
+
+
+def _compatible(expected: DataType, actual: DataType) -> bool:
+    if expected == actual:
+        return True
+    if isinstance(expected, StructType) or isinstance(actual, StructType):
+        return False
+    return isinstance(actual, _WIDENINGS.get(type(expected), ()))
+
+
+def contract_problems(df: DataFrame, table: str) -> tuple[list[str], list[str], list[str]]:
+    """Compare a DataFrame with the input contract: (missing, incompatible, extra) columns.
+
+    ``incompatible`` entries read ``column (expected T, found U)``. Numeric widenings
+    (int to bigint or double, float to double) are compatible and cast on read.
+    """
+    expected = INPUT_SCHEMAS[table]
+    actual = {f.name: f.dataType for f in df.schema.fields}
+    missing = [f.name for f in expected.fields if f.name not in actual]
+    incompatible = [
+        f"{f.name} (expected {f.dataType.simpleString()}, found {actual[f.name].simpleString()})"
+        for f in expected.fields
+        if f.name in actual and not _compatible(f.dataType, actual[f.name])
+    ]
+    extra = [c for c in actual if c not in set(expected.fieldNames())]
+    return missing, incompatible, extra
+
+
+def conform_to_contract(df: DataFrame, table: str) -> DataFrame:
+    """Select the contract's columns in order, casting numeric widenings.
+
+    Raises `SchemaMismatchError` naming the table and the first bad column when a
+    required column is missing or has an incompatible type; an extra column is ignored
+    with a warning.
+    """
+    missing, incompatible, extra = contract_problems(df, table)
+    if missing:
+        raise SchemaMismatchError(f"table {table}: missing required column {missing[0]}")
+    if incompatible:
+        raise SchemaMismatchError(f"table {table}: incompatible type for column {incompatible[0]}")
+    if extra:
+        log.warning("table %s: ignoring extra column(s) %s", table, ", ".join(extra))
+    return df.select(*[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in INPUT_SCHEMAS[table].fields])
+
+
+# ---------------------------------------------------------------------- unreadable files
+#: Spark's error classes for a data file it could not read, and the file they name.
+_READ_ERROR = re.compile(r"\[(FAILED_READ_FILE[.\w]*|CANNOT_READ_FILE_FOOTER)\]")
+_DATA_FILE = re.compile(r"([\w.+-]+:)?/[^\s,;'\"]*?([^/\s,;'\"]+\.parquet)")
+_CAUSE = re.compile(r"Caused by: (?:[\w$]+\.)*([\w$]+(?:Exception|Error))(?::\s*([^\n]*))?")
+
+
+def unreadable_file_message(err: BaseException) -> str | None:
+    """``<file>: <root cause>`` when `err` is Spark failing to read a data file, else None.
+
+    Spark reports a corrupt Parquet file (garbage bytes, truncated, checksum mismatch) as
+    ``[FAILED_READ_FILE...]`` or ``[CANNOT_READ_FILE_FOOTER]`` wrapped in a JVM stack
+    trace of a hundred lines; this keeps the file name and the innermost cause.
+    """
+    text = str(err)
+    if not _READ_ERROR.search(text):
+        return None
+    file = _DATA_FILE.search(text)
+    causes = _CAUSE.findall(text)
+    name = file.group(2) if file else "a data file"
+    if not causes:
+        return name
+    kind, detail = causes[-1]
+    detail = detail.strip()
+    if file:  # the innermost cause usually names the file again
+        detail = " ".join(detail.replace(file.group(0), "").split()).strip(" :")
+    cause = f"{kind}: {detail}" if detail else kind
+    return f"{name}: {cause[:160]}"
+
+
+def unreadable_table_error(err: BaseException, where: str) -> UnreadableDataError | None:
+    """An `UnreadableDataError` for a failed read anywhere in a stage, else None.
+
+    For reads outside ingest, where no single table is being read: the table is taken
+    from the file's path (``.../<layer>/<table>/part-....parquet`` for the lake layers).
+    """
+    what = unreadable_file_message(err)
+    if what is None:
+        return None
+    file = _DATA_FILE.search(str(err))
+    parts = file.group(0).split("/") if file else []
+    table = next(
+        (f"{parts[i]}.{parts[i + 1]}" for i in range(len(parts) - 1) if parts[i] in ("bronze", "silver", "gold")),
+        "a lake table",
+    )
+    return UnreadableDataError(
+        f"{where}: table {table}: cannot read data file {what} "
+        f"(corrupt or not Parquet: restore it, or RESTORE the Delta table to a good version)"
+    )
+
+
+@contextmanager
+def naming_unreadable_files(layer: str, name: str) -> Iterator[None]:
+    """Turn Spark's failure to read a data file of ``layer.name`` into one clear line.
+
+    Wrap the first action on a table's data: a corrupt file then stops the run with an
+    `UnreadableDataError` naming the table and the file, instead of a JVM stack trace.
+    Any other error passes through unchanged.
+    """
+    try:
+        yield
+    except CvoError:
+        raise
+    except Exception as err:  # only file-read failures are converted
+        what = unreadable_file_message(err)
+        if what is None:
+            raise
+        raise UnreadableDataError(
+            f"table {layer}.{name}: cannot read data file {what} "
+            f"(corrupt or not Parquet: restore it, or RESTORE the Delta table to a good version)"
+        ) from None

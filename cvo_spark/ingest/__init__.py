@@ -1,0 +1,1 @@
+"""Stage `ingest`: validate bronze into silver; bad rows to quarantine with a reason."""

@@ -1,0 +1,1 @@
+"""Stage `measure`: uplift against control and incremental revenue per campaign."""

@@ -1,0 +1,1 @@
+"""Stages `train` and `score`: labels, propensity and CLV models, evaluation, MLflow."""

@@ -1,0 +1,320 @@
+"""Model metrics on the out-of-time set, each with a plain-language reading.
+
+Classification: ROC-AUC and PR-AUC (MLlib `BinaryClassificationEvaluator`), a confidence
+interval for the AUC (Hanley & McNeil 1982), lift and capture in the top decile, Brier
+score, accuracy at 0.5, a 10-bin calibration table and a cumulative lift curve.
+Regression (CLV): MAE, RMSE, R^2 and WAPE. MAPE is never computed: actual revenue is
+often zero, where it is undefined.
+
+Every number is aggregated in Spark; only the handful of summary values reach the driver.
+The honesty guard (`check_honesty`) turns a too-good-to-be-true result into a
+`ModelQualityError`: an AUC above the ceiling or 100% accuracy is a leak to investigate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pyspark.ml.evaluation import BinaryClassificationEvaluator
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from cvo_spark.core.errors import ModelQualityError
+from cvo_spark.core.util import require_columns
+
+#: An AUC below this, or whose confidence interval includes 0.5, is "no better than chance".
+CHANCE_AUC = 0.55
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    bucket: int
+    x: float
+    y: float
+    n: int
+
+
+def auc_confidence_interval(
+    auc: float, positives: int, negatives: int, z: float = 1.96
+) -> tuple[float, float]:
+    """95% interval of a ROC-AUC by the Hanley & McNeil (1982) standard error."""
+    if positives == 0 or negatives == 0 or auc is None or math.isnan(auc):
+        return (float("nan"), float("nan"))
+    q1 = auc / (2 - auc)
+    q2 = 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)) / (
+        positives * negatives
+    )
+    se = math.sqrt(max(var, 0.0))
+    return (max(0.0, auc - z * se), min(1.0, auc + z * se))
+
+
+def is_no_better_than_chance(auc: float, ci_low: float) -> bool:
+    """True when the AUC is under `CHANCE_AUC` or its interval reaches down to 0.5."""
+    return bool(math.isnan(auc) or auc < CHANCE_AUC or math.isnan(ci_low) or ci_low <= 0.5)
+
+
+def _ranked(df: DataFrame, score_col: str, tiebreak_col: str | None) -> DataFrame:
+    # One global order: deciles need it. Ties in the score (isotonic steps) are broken by
+    # the raw score, then by the key, so the split is deterministic.
+    order = [F.col(score_col).desc()]
+    if tiebreak_col:
+        order.append(F.col(tiebreak_col).desc())
+    if "subscriber_id" in df.columns:
+        order.append(F.col("subscriber_id"))
+    return df.withColumn("_decile", F.ntile(10).over(Window.orderBy(*order)))
+
+
+def lift_curve(
+    df: DataFrame, label_col: str, score_col: str, tiebreak_col: str | None = None
+) -> list[CurvePoint]:
+    """Cumulative lift by decile: x = share of subscribers targeted, y = lift over random.
+
+    Bucket k holds the top k deciles by score; lift = their positive rate / overall rate.
+    """
+    require_columns(df, [label_col, score_col], "lift_curve")
+    per = (
+        _ranked(df, score_col, tiebreak_col)
+        .groupBy("_decile")
+        .agg(F.count(F.lit(1)).alias("n"), F.sum(label_col).alias("pos"))
+        .orderBy("_decile")
+        .collect()
+    )
+    total_n = sum(r["n"] for r in per)
+    total_pos = sum(r["pos"] or 0.0 for r in per)
+    base = total_pos / total_n if total_n else float("nan")
+    out, cum_n, cum_pos = [], 0, 0.0
+    for r in per:
+        cum_n += r["n"]
+        cum_pos += r["pos"] or 0.0
+        lift = (cum_pos / cum_n) / base if base and base > 0 else float("nan")
+        out.append(CurvePoint(int(r["_decile"]), cum_n / total_n, lift, cum_n))
+    return out
+
+
+def calibration_table(df: DataFrame, label_col: str, prob_col: str, bins: int = 10) -> list[CurvePoint]:
+    """Equal-width probability bins: x = mean predicted, y = observed rate, n = rows (empty bins left out)."""
+    require_columns(df, [label_col, prob_col], "calibration_table")
+    bucket = F.least(F.floor(F.col(prob_col) * bins), F.lit(bins - 1)).cast("int") + 1
+    rows = (
+        df.groupBy(bucket.alias("bucket"))
+        .agg(F.avg(prob_col).alias("x"), F.avg(label_col).alias("y"), F.count(F.lit(1)).alias("n"))
+        .orderBy("bucket")
+        .collect()
+    )
+    return [CurvePoint(int(r["bucket"]), float(r["x"]), float(r["y"]), int(r["n"])) for r in rows]
+
+
+def binary_metrics(
+    df: DataFrame, label_col: str, prob_col: str, tiebreak_col: str | None = None
+) -> dict[str, float]:
+    """ROC-AUC, PR-AUC, AUC interval, lift/capture in the top decile, Brier, accuracy, base rate.
+
+    Needs `label_col` (0/1 double) and `prob_col` (probability of 1).
+    """
+    require_columns(df, [label_col, prob_col], "binary_metrics")
+    data = df.select(
+        F.col(label_col).cast("double").alias("label"),
+        F.col(prob_col).cast("double").alias("score"),
+        *([F.col(tiebreak_col).cast("double").alias("tiebreak")] if tiebreak_col else []),
+        *(["subscriber_id"] if "subscriber_id" in df.columns else []),
+    )
+    stats = data.agg(
+        F.count(F.lit(1)).alias("n"),
+        F.sum("label").alias("pos"),
+        F.avg((F.col("score") - F.col("label")) ** 2).alias("brier"),
+        F.avg(((F.col("score") >= 0.5).cast("double") == F.col("label")).cast("double")).alias("accuracy"),
+        F.avg("score").alias("mean_score"),
+    ).first()
+    n, pos = int(stats["n"]), float(stats["pos"] or 0.0)
+    out = {
+        "n": float(n),
+        "positives": pos,
+        "base_rate": pos / n if n else float("nan"),
+        "mean_predicted": float(stats["mean_score"]) if n else float("nan"),
+        "brier": float(stats["brier"]) if n else float("nan"),
+        "accuracy": float(stats["accuracy"]) if n else float("nan"),
+    }
+    if n == 0 or pos == 0 or pos == n:
+        out.update(
+            roc_auc=float("nan"),
+            pr_auc=float("nan"),
+            auc_ci_low=float("nan"),
+            auc_ci_high=float("nan"),
+            lift_top_decile=float("nan"),
+            capture_top_decile=float("nan"),
+        )
+        return out
+    evaluator = BinaryClassificationEvaluator(labelCol="label", rawPredictionCol="score")
+    out["roc_auc"] = float(evaluator.setMetricName("areaUnderROC").evaluate(data))
+    out["pr_auc"] = float(evaluator.setMetricName("areaUnderPR").evaluate(data))
+    out["auc_ci_low"], out["auc_ci_high"] = auc_confidence_interval(out["roc_auc"], int(pos), int(n - pos))
+    top = lift_curve(data, "label", "score", "tiebreak" if tiebreak_col else None)[0]
+    out["lift_top_decile"] = top.y
+    out["capture_top_decile"] = top.y * top.x
+    return out
+
+
+def regression_metrics(df: DataFrame, actual_col: str, predicted_col: str) -> dict[str, float]:
+    """MAE, RMSE, R^2 and WAPE (= sum|error| / sum|actual|) of a prediction; never MAPE."""
+    require_columns(df, [actual_col, predicted_col], "regression_metrics")
+    y, p = F.col(actual_col).cast("double"), F.col(predicted_col).cast("double")
+    s = df.agg(
+        F.count(F.lit(1)).alias("n"),
+        F.avg(F.abs(y - p)).alias("mae"),
+        F.avg((y - p) ** 2).alias("mse"),
+        F.sum(F.abs(y - p)).alias("abs_err"),
+        F.sum(F.abs(y)).alias("abs_actual"),
+        F.var_pop(y).alias("var_y"),
+        F.avg(y).alias("mean_actual"),
+        F.avg(p).alias("mean_predicted"),
+    ).first()
+    n = int(s["n"])
+    if n == 0:
+        return {k: float("nan") for k in ("n", "mae", "rmse", "r2", "wape", "mean_actual", "mean_predicted")}
+    var_y = float(s["var_y"] or 0.0)
+    return {
+        "n": float(n),
+        "mae": float(s["mae"]),
+        "rmse": math.sqrt(float(s["mse"])),
+        "r2": 1.0 - float(s["mse"]) / var_y if var_y > 0 else float("nan"),
+        "wape": float(s["abs_err"]) / float(s["abs_actual"]) if s["abs_actual"] else float("nan"),
+        "mean_actual": float(s["mean_actual"]),
+        "mean_predicted": float(s["mean_predicted"]),
+    }
+
+
+# --------------------------------------------------------------------------- readings
+def _fmt(v: float, digits: int = 3) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def binary_readings(target: str, m: dict[str, float]) -> dict[str, str]:
+    """One plain-language sentence per classification metric (what the number means)."""
+    verdict = (
+        "NO BETTER THAN CHANCE: do not use this model to rank subscribers"
+        if is_no_better_than_chance(m.get("roc_auc", float("nan")), m.get("auc_ci_low", float("nan")))
+        else "better than chance"
+    )
+    auc = m.get("roc_auc", float("nan"))
+    base = m.get("base_rate", float("nan"))
+    return {
+        "roc_auc": (
+            f"ROC-AUC {_fmt(auc, 2)} (95% CI {_fmt(m.get('auc_ci_low'), 2)}-{_fmt(m.get('auc_ci_high'), 2)}): "
+            f"0.50 is chance, 1.00 perfect; a random {target} subscriber outranks a random non-{target} one "
+            f"{_fmt(auc * 100 if not math.isnan(auc) else auc, 0)}% of the time - {verdict}"
+        ),
+        "auc_ci_low": "lower end of the 95% interval of the ROC-AUC; at or below 0.50 means not shown better than chance",
+        "auc_ci_high": "upper end of the 95% interval of the ROC-AUC",
+        "pr_auc": (
+            f"PR-AUC {_fmt(m.get('pr_auc'), 3)} against a base rate of {_fmt(base, 3)}: "
+            "precision averaged over recall; a random ranking scores about the base rate"
+        ),
+        "lift_top_decile": (
+            f"the 10% highest-scored subscribers are {_fmt(m.get('lift_top_decile'), 2)}x as likely to {target} "
+            "as average (1.0 = no better than random targeting)"
+        ),
+        "capture_top_decile": (
+            f"contacting the top 10% reaches {_fmt(m.get('capture_top_decile', float('nan')) * 100, 0)}% of all "
+            f"{target} cases (10% would be random)"
+        ),
+        "brier": (
+            f"Brier score {_fmt(m.get('brier'), 4)}: mean squared error of the probabilities, lower is better; "
+            f"always predicting the base rate would score {_fmt(base * (1 - base) if not math.isnan(base) else base, 4)}"
+        ),
+        "accuracy": (
+            f"{_fmt(m.get('accuracy', float('nan')) * 100, 1)}% right at a 0.5 cut; with a {_fmt(base * 100, 1)}% "
+            "base rate this says little, and 100% would be a leak to investigate, not a result"
+        ),
+        "base_rate": f"{_fmt(base * 100, 1)}% of out-of-time subscribers had the outcome",
+        "mean_predicted": (
+            f"mean predicted probability {_fmt(m.get('mean_predicted'), 3)} vs observed rate {_fmt(base, 3)}: "
+            "close means calibrated on average"
+        ),
+        "n": f"{int(m.get('n', 0)):,} out-of-time subscribers the model and its calibrator never saw",
+        "positives": f"{int(m.get('positives', 0)):,} of them had the outcome",
+    }
+
+
+def regression_readings(m: dict[str, float]) -> dict[str, str]:
+    """Plain-language readings of the CLV metrics (MAPE deliberately absent)."""
+    return {
+        "mae": f"on average the prediction is off by {_fmt(m.get('mae'), 0)} per subscriber",
+        "rmse": f"root mean squared error {_fmt(m.get('rmse'), 0)}: like MAE but large misses weigh more",
+        "r2": (
+            f"R^2 {_fmt(m.get('r2'), 2)}: share of the variance between subscribers explained "
+            "(0 = no better than predicting the average, negative = worse)"
+        ),
+        "wape": (
+            f"WAPE {_fmt(m.get('wape', float('nan')) * 100, 1)}%: total absolute error as a share of total actual "
+            "revenue (MAPE is not used: many actuals are zero)"
+        ),
+        "mean_actual": f"actual mean revenue in the window {_fmt(m.get('mean_actual'), 0)}",
+        "mean_predicted": f"predicted mean revenue in the window {_fmt(m.get('mean_predicted'), 0)}",
+        "n": f"{int(m.get('n', 0)):,} subscribers in the out-of-time check",
+    }
+
+
+def check_honesty(target: str, metrics: dict[str, float], auc_ceiling: float) -> None:
+    """Raise `ModelQualityError` when a result is too good to be true, or not measurable.
+
+    An out-of-time ROC-AUC above `auc_ceiling`, or 100% accuracy, on churn/upsell data
+    means a feature knows the future: a leak to investigate, not a model to publish.
+    """
+    auc, acc = metrics.get("roc_auc", float("nan")), metrics.get("accuracy", float("nan"))
+    if math.isnan(auc):
+        raise ModelQualityError(
+            f"{target}: out-of-time set has a single class ({int(metrics.get('positives', 0))} positives of "
+            f"{int(metrics.get('n', 0))}); the model cannot be evaluated"
+        )
+    if auc > auc_ceiling:
+        raise ModelQualityError(
+            f"{target}: out-of-time ROC-AUC {auc:.4f} exceeds the ceiling {auc_ceiling}: "
+            "a leak to investigate (a feature that knows the label), not a result"
+        )
+    if acc >= 1.0:
+        raise ModelQualityError(f"{target}: 100% out-of-time accuracy: a leak to investigate, not a result")
+
+
+# --------------------------------------------------------------------------- table rows
+def evaluation_rows(
+    kind: str, metrics: dict[str, float], readings: dict[str, str], version: str, run_id: str
+) -> list[tuple]:
+    """(model_kind, metric, value, model_version, mlflow_run_id, reading) per metric (`model_evaluations`)."""
+    return [(kind, m, float(v), version, run_id, readings.get(m, m)) for m, v in metrics.items()]
+
+
+def classifier_rows(
+    target: str, metrics: dict[str, float], baseline_metrics: dict[str, float], version: str, run_id: str
+) -> list[tuple]:
+    """Rows for a target's registered GBT and its (unregistered) baseline, plus verdict rows.
+
+    Each model gets a ``better_than_chance`` row (1/0) whose reading says plainly when a
+    model must not be used to rank; the GBT gets its ROC-AUC gain over the baseline.
+    """
+    rows = []
+    for kind, m in (("gbt", metrics), ("baseline", baseline_metrics)):
+        chance = is_no_better_than_chance(m.get("roc_auc", float("nan")), m.get("auc_ci_low", float("nan")))
+        kind_version = version if kind == "gbt" else ""
+        rows += evaluation_rows(kind, m, binary_readings(target, m), kind_version, run_id)
+        verdict = (
+            "0 = NO BETTER THAN CHANCE (AUC < 0.55 or its 95% interval includes 0.50): do not use to rank"
+            if chance
+            else "1 = the ROC-AUC is above 0.55 and its 95% interval excludes 0.50"
+        )
+        rows.append((kind, "better_than_chance", 0.0 if chance else 1.0, kind_version, run_id, verdict))
+    gain = metrics.get("roc_auc", float("nan")) - baseline_metrics.get("roc_auc", float("nan"))
+    reading = (
+        f"GBT ROC-AUC minus the logistic-regression baseline's on the same rows: {gain:+.3f} "
+        "(positive = the GBT ranks better than the simple model)"
+    )
+    rows.append(("gbt", "roc_auc_gain_over_baseline", gain, version, run_id, reading))
+    return rows
+
+
+def curve_rows(target: str, lift: list[CurvePoint], calibration: list[CurvePoint]) -> list[tuple]:
+    """(target, curve, bucket, x, y) rows for `model_curves`."""
+    return [(target, "lift", p.bucket, p.x, p.y) for p in lift] + [
+        (target, "calibration", p.bucket, p.x, p.y) for p in calibration
+    ]

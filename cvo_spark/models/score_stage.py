@@ -1,0 +1,142 @@
+"""Stage `score`: apply each target's champion model to the features as of a date.
+
+Reads the gold `features` partition for ``as_of`` (written by stage `features`), loads
+``<prefix>_<target>@champion`` for upsell, cross-sell and churn (Spark `PipelineModel`s
+that end in their isotonic calibrator) and for CLV, adds calibrated probabilities,
+reason codes and the 12-month CLV, and replaces the ``as_of`` partition of gold
+`scores` (idempotent, invariant 2). Every row carries the versions that scored it.
+
+Scores are deterministic: the same features and champions give the same rows.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, DateType, DoubleType, MapType, StringType, StructField, StructType
+
+from cvo_spark.core.errors import MissingTableError
+from cvo_spark.core.stage import StageContext, StageResult
+from cvo_spark.models import clv as clv_lib
+from cvo_spark.models import mlflow_store
+from cvo_spark.models.labels import TARGETS
+from cvo_spark.models.propensity import (
+    regression_predictions,
+    with_model_inputs,
+    with_reason_codes,
+    with_scores,
+)
+
+SCORES_SCHEMA = StructType(
+    [
+        StructField("subscriber_id", StringType()),
+        StructField("as_of", DateType()),
+        StructField("p_upsell", DoubleType()),
+        StructField("p_cross_sell", DoubleType()),
+        StructField("p_churn", DoubleType()),
+        StructField("clv_12m", DoubleType()),
+        StructField("reasons_upsell", ArrayType(StringType())),
+        StructField("reasons_cross_sell", ArrayType(StringType())),
+        StructField("reasons_churn", ArrayType(StringType())),
+        StructField("model_versions", MapType(StringType(), StringType())),
+    ]
+)
+
+#: Days in the CLV horizon per month (365.25 / 12).
+DAYS_PER_MONTH = 365.25 / 12
+
+
+def _champion(prefix: str, target: str):
+    name = mlflow_store.registered_name(prefix, target)
+    model, mv = mlflow_store.load_spark_model(name)
+    if model is None:
+        raise mlflow_store.MissingModelError(
+            f"no champion model {name}@champion: run the train stage first (a version whose out-of-time "
+            "ROC-AUC is at chance level is never promoted; see model_evaluations)"
+        )
+    meta = mlflow_store.load_run_json(mv.run_id, mlflow_store.META_FILE)
+    return model, str(mv.version), meta
+
+
+def score_propensities(features: DataFrame, champions: dict, top_k: int) -> DataFrame:
+    """Add ``p_<target>`` and ``reasons_<target>`` for every champion to the features rows.
+
+    `champions` maps target -> (PipelineModel, version, meta with `features` and
+    `reason_stats`). Keeps one row per input row.
+    """
+    needed = sorted({f for _, _, meta in champions.values() for f in meta["features"]})
+    df = with_model_inputs(features, needed)
+    for target, (model, _, meta) in champions.items():
+        df = with_scores(model, df, target, f"p_{target}")
+        df = with_reason_codes(df, meta["reason_stats"], f"reasons_{target}", top_k)
+    return df
+
+
+def run(ctx: StageContext) -> StageResult:
+    """Score every subscriber in ``features[as_of]`` with the champions; write `scores[as_of]`."""
+    cfg = ctx.config.models
+    features = ctx.store.read("gold", "features").where(F.col("as_of") == F.lit(ctx.as_of))
+    if features.limit(1).count() == 0:
+        raise MissingTableError(
+            f"gold.features has no rows for as_of {ctx.as_of}: run the features stage first"
+        )
+    mlflow_store.configure_mlflow(
+        ctx.config.lake,
+        ctx.config.mlflow.experiment,
+        ctx.config.mlflow.tracking_uri,
+        ctx.config.mlflow.registry_uri,
+    )
+    prefix = ctx.config.mlflow.model_prefix
+    champions = {t: _champion(prefix, t) for t in TARGETS}
+    scored = score_propensities(features, champions, cfg.reason_codes)
+
+    clv_name = mlflow_store.registered_name(prefix, "clv")
+    clv_champion = mlflow_store.load_clv_champion(clv_name)
+    if clv_champion is None:
+        raise mlflow_store.MissingModelError(f"no champion model {clv_name}@champion: run the train stage first")
+    clv_version = str(mlflow_store.version_by_alias(clv_name, mlflow_store.CHAMPION).version)
+    horizon_days = cfg.clv_horizon_months * DAYS_PER_MONTH
+    kind, clv_model = clv_champion
+    if kind == "bgnbd":
+        clv = clv_lib.clv_for_subscribers(
+            ctx.store.read_input("silver", "recharges"),
+            ctx.store.read_input("silver", "purchases"),
+            scored,
+            clv_model,
+            ctx.as_of,
+            horizon_days,
+            "clv_12m",
+            cfg.clv_monthly_discount,
+        )
+    else:
+        # The regressor predicts spend over the training horizon; scale it to the CLV horizon.
+        clv = regression_predictions(
+            clv_model, with_model_inputs(features), "clv", "clv_12m", horizon_days / cfg.horizon_days
+        )
+    versions = F.create_map(
+        *[x for t, (_, v, _) in champions.items() for x in (F.lit(t), F.lit(v))],
+        F.lit("clv"),
+        F.lit(clv_version),
+    )
+    out = (
+        scored.join(clv, on="subscriber_id", how="left")
+        .withColumn("clv_12m", F.coalesce(F.col("clv_12m"), F.lit(0.0)))
+        .withColumn("model_versions", versions)
+        .select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in SCORES_SCHEMA.fields])
+    )
+    ctx.store.overwrite_partition(out, "gold", "scores", ctx.as_of)
+    written = ctx.store.read("gold", "scores").where(F.col("as_of") == F.lit(ctx.as_of))
+    stats = written.agg(
+        F.count(F.lit(1)).alias("n"),
+        *[F.avg(f"p_{t}").alias(t) for t in TARGETS],
+        F.avg("clv_12m").alias("clv"),
+    ).first()
+    return StageResult(
+        row_counts={"scores": int(stats["n"])},
+        checks={
+            **{f"mean_p_{t}": f"{stats[t]:.4f}" for t in TARGETS},
+            "mean_clv_12m": f"{stats['clv']:.0f}",
+            "model_versions": ", ".join(f"{t}=v{v}" for t, (_, v, _) in champions.items())
+            + f", clv=v{clv_version}",
+        },
+    )

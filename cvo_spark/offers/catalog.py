@@ -1,0 +1,341 @@
+"""The offer catalog: load `conf/offers.yaml` into frozen, typed objects, and as DataFrames.
+
+The catalog is data (DESIGN: "the offer catalog is data in conf/, not code"): offers with
+their type, category, price, unit cost, validity, channels and eligibility, and the
+channels with their slot counts. Loading validates everything at once; a bad catalog
+stops with one `ConfigError` line naming the key, e.g.
+``conf/offers.yaml: offers[3] (VOICE_BUNDLE_100).channels: unknown channel 'fax'; known: sms, ...``.
+
+The catalog is small (tens of offers), so it reaches Spark as a tiny DataFrame built on
+the driver (`offers_frame`, `offer_channels_frame`) that the offers transforms broadcast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StringType, StructField, StructType
+
+from cvo_spark.core.config import Config
+from cvo_spark.core.errors import ConfigError
+from cvo_spark.core.schemas import ENUMS, PRODUCT_CATEGORIES, SUBSCRIBER_CHANNELS
+
+#: Offer types and the model score each one is driven by (see cvo_spark/offers/engine.py).
+OFFER_TYPES: tuple[str, ...] = ("upsell", "cross_sell", "retention", "loyalty")
+PAYMENT_TYPES: tuple[str, ...] = ENUMS[("subscribers", "payment_type")]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _known(value: str, known: Iterable[str], what: str) -> str:
+    known = tuple(known)
+    if value not in known:
+        raise ValueError(f"unknown {what} {value!r}; known: {', '.join(known)}")
+    return value
+
+
+class Eligibility(_Frozen):
+    """Who may get an offer. Every key is optional; an omitted key does not restrict."""
+
+    value_tiers: tuple[str, ...] | None = None
+    personas: tuple[str, ...] | None = None
+    lifecycle: tuple[str, ...] | None = None
+    payment_types: tuple[str, ...] | None = None
+    min_arpu_3m: float | None = Field(None, ge=0)
+    max_arpu_3m: float | None = Field(None, ge=0)
+    min_tenure_days: int | None = Field(None, ge=0)
+    max_tenure_days: int | None = Field(None, ge=0)
+
+    @field_validator("payment_types")
+    @classmethod
+    def _payment_types(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for v in value or ():
+            _known(v, PAYMENT_TYPES, "payment type")
+        return value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> Eligibility:
+        pairs = (("arpu_3m", self.min_arpu_3m, self.max_arpu_3m), ("tenure_days", self.min_tenure_days,
+                 self.max_tenure_days))
+        for name, low, high in pairs:
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"min_{name} {low} > max_{name} {high}")
+        return self
+
+
+class Offer(_Frozen):
+    """One catalog offer. `validity_days` None means the config's default validity."""
+
+    offer_id: str = Field(pattern=r"^[A-Z0-9_]+$")
+    offer_type: str
+    category: str
+    price: float = Field(gt=0)
+    unit_cost: float = Field(ge=0)
+    validity_days: int | None = Field(None, gt=0)
+    channels: tuple[str, ...] = Field(min_length=1)
+    eligibility: Eligibility = Eligibility()
+    description: str = ""
+
+    @field_validator("offer_type")
+    @classmethod
+    def _offer_type(cls, value: str) -> str:
+        return _known(value, OFFER_TYPES, "offer type")
+
+    @field_validator("category")
+    @classmethod
+    def _category(cls, value: str) -> str:
+        return _known(value, PRODUCT_CATEGORIES, "category")
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for v in value:
+            _known(v, SUBSCRIBER_CHANNELS, "channel")
+        if len(set(value)) != len(value):
+            raise ValueError("a channel is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _margin(self) -> Offer:
+        # Only a retention offer may sell at or below cost: it pays back in saved lifetime value.
+        if self.offer_type != "retention" and self.unit_cost >= self.price:
+            raise ValueError(f"unit_cost {self.unit_cost:g} is not below price {self.price:g} (no margin)")
+        return self
+
+    @property
+    def margin(self) -> float:
+        return self.price - self.unit_cost
+
+
+class ChannelSpec(_Frozen):
+    slots: int = Field(gt=0)
+
+
+class Catalog(_Frozen):
+    """The whole catalog: channels (name -> slots) and offers, cross-checked."""
+
+    channels: dict[str, ChannelSpec] = Field(min_length=1)
+    offers: tuple[Offer, ...] = Field(min_length=1)
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_names(cls, value: dict[str, ChannelSpec]) -> dict[str, ChannelSpec]:
+        for name in value:
+            _known(name, SUBSCRIBER_CHANNELS, "channel")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Catalog:
+        seen: set[str] = set()
+        for i, offer in enumerate(self.offers):
+            where = f"offers[{i}] ({offer.offer_id})"
+            if offer.offer_id in seen:
+                raise ValueError(f"{where}.offer_id: duplicate offer_id {offer.offer_id}")
+            seen.add(offer.offer_id)
+            for ch in offer.channels:
+                if ch not in self.channels:
+                    raise ValueError(
+                        f"{where}.channels: channel {ch!r} has no entry under channels: "
+                        f"(defined: {', '.join(self.channels)})"
+                    )
+        return self
+
+    def offer(self, offer_id: str) -> Offer:
+        for o in self.offers:
+            if o.offer_id == offer_id:
+                return o
+        raise KeyError(offer_id)
+
+    @property
+    def offer_ids(self) -> tuple[str, ...]:
+        return tuple(o.offer_id for o in self.offers)
+
+
+# ---------------------------------------------------------------------------- loading
+def _where(loc: tuple[Any, ...], data: Any) -> str:
+    """Pydantic's error location as `offers[3] (OFFER_ID).channels`."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+            if isinstance(node, dict) and node.get("offer_id"):
+                label += f" ({node['offer_id']})"
+            parts.append(label)
+        else:
+            parts.append(("." if parts else "") + str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts)
+
+
+def parse_catalog(data: Any, source: str = "offers.yaml") -> Catalog:
+    """Validate a mapping into a `Catalog`; errors are one line naming the key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping with channels: and offers:")
+    try:
+        return Catalog.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = _where(tuple(first["loc"]), data)
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        msg = msg.removeprefix("Value error, ")
+        text = f"{where}: {msg}" if where else msg
+        raise ConfigError(f"{source}: {text}") from None
+
+
+def resolve_catalog_path(catalog_file: str, base_dir: Path) -> Path:
+    """Where the catalog file is: absolute as given, else under `base_dir`, `base_dir/conf`
+    or the repository's `conf/` (the first that exists)."""
+    path = Path(catalog_file)
+    if path.is_absolute():
+        return path
+    repo_conf = Path(__file__).resolve().parents[2] / "conf"
+    for candidate in (base_dir / path, base_dir / "conf" / path, repo_conf / path, repo_conf / path.name):
+        if candidate.exists():
+            return candidate
+    return base_dir / path
+
+
+def load_catalog(path: str | Path) -> Catalog:
+    """Load and validate the YAML catalog at `path`; a missing file or bad key is a `ConfigError`."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"offers.catalog_file: catalog not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    return parse_catalog(data, str(path))
+
+
+def check_catalog_names(
+    catalog: Catalog,
+    value_tiers: Iterable[str],
+    personas: Iterable[str],
+    lifecycles: Iterable[str],
+    source: str = "offers.yaml",
+) -> None:
+    """Check eligibility names against the segment config (tier ladder, persona naming
+    rules, lifecycle names): a typo would silently make an offer unreachable."""
+    known = {"value_tiers": tuple(value_tiers), "personas": tuple(personas), "lifecycle": tuple(lifecycles)}
+    for i, offer in enumerate(catalog.offers):
+        for key, names in known.items():
+            for name in getattr(offer.eligibility, key) or ():
+                if name not in names:
+                    raise ConfigError(
+                        f"{source}: offers[{i}] ({offer.offer_id}).eligibility.{key}: unknown name {name!r}; "
+                        f"known: {', '.join(names)}"
+                    )
+
+
+def check_type_weights(type_weights: dict[str, float]) -> None:
+    """`offers.type_weights` keys must be offer types and the weights non-negative."""
+    for key, weight in type_weights.items():
+        if key not in OFFER_TYPES:
+            raise ConfigError(f"offers.type_weights.{key}: unknown offer type; known: {', '.join(OFFER_TYPES)}")
+        if weight < 0:
+            raise ConfigError(f"offers.type_weights.{key}: weight must be >= 0, got {weight}")
+
+
+# ---------------------------------------------------------------------------- frames
+_S, _D, _I = StringType(), DoubleType(), IntegerType()
+OFFERS_FRAME_SCHEMA = StructType(
+    [
+        StructField("offer_id", _S, False),
+        StructField("offer_type", _S, False),
+        StructField("category", _S, False),
+        StructField("price", _D, False),
+        StructField("unit_cost", _D, False),
+        StructField("validity_days", _I, False),
+        StructField("elig_value_tiers", ArrayType(_S)),
+        StructField("elig_personas", ArrayType(_S)),
+        StructField("elig_lifecycle", ArrayType(_S)),
+        StructField("elig_payment_types", ArrayType(_S)),
+        StructField("elig_min_arpu_3m", _D),
+        StructField("elig_max_arpu_3m", _D),
+        StructField("elig_min_tenure_days", _I),
+        StructField("elig_max_tenure_days", _I),
+    ]
+)
+OFFER_CHANNELS_SCHEMA = StructType(
+    [StructField("offer_id", _S, False), StructField("channel", _S, False), StructField("slots", _I, False)]
+)
+
+
+def _list(value: tuple[str, ...] | None) -> list[str] | None:
+    return list(value) if value is not None else None
+
+
+def offers_frame(spark: SparkSession, catalog: Catalog, default_validity_days: int) -> DataFrame:
+    """One row per offer: id, type, category, price, unit_cost, validity_days and the
+    eligibility rules as `elig_*` columns (null = no restriction)."""
+    rows = []
+    for o in catalog.offers:
+        e = o.eligibility
+        rows.append(
+            (
+                o.offer_id,
+                o.offer_type,
+                o.category,
+                float(o.price),
+                float(o.unit_cost),
+                int(o.validity_days or default_validity_days),
+                _list(e.value_tiers),
+                _list(e.personas),
+                _list(e.lifecycle),
+                _list(e.payment_types),
+                None if e.min_arpu_3m is None else float(e.min_arpu_3m),
+                None if e.max_arpu_3m is None else float(e.max_arpu_3m),
+                e.min_tenure_days,
+                e.max_tenure_days,
+            )
+        )
+    return spark.createDataFrame(rows, OFFERS_FRAME_SCHEMA)
+
+
+def offer_channels_frame(spark: SparkSession, catalog: Catalog) -> DataFrame:
+    """One row per (offer, channel it may go out on) with the channel's slot count."""
+    rows = [(o.offer_id, ch, catalog.channels[ch].slots) for o in catalog.offers for ch in o.channels]
+    return spark.createDataFrame(rows, OFFER_CHANNELS_SCHEMA)
+
+
+__all__ = [
+    "OFFER_TYPES",
+    "Catalog",
+    "ChannelSpec",
+    "Eligibility",
+    "Offer",
+    "check_catalog_names",
+    "check_type_weights",
+    "load_catalog",
+    "offer_channels_frame",
+    "offers_frame",
+    "parse_catalog",
+    "resolve_catalog_path",
+]
+
+
+def load_checked_catalog(config: Config) -> Catalog:
+    """The catalog of `config`, with eligibility names checked against the segment config."""
+    # load_config makes a relative catalog_file absolute (next to the YAML); a parsed
+    # mapping may leave it relative: then the working directory or the repo's conf/.
+    path = resolve_catalog_path(config.offers.catalog_file, Path.cwd())
+    catalog = load_catalog(path)
+    seg = config.segments
+    check_catalog_names(
+        catalog,
+        value_tiers=[t.name for t in seg.value_tiers.ladder] + [seg.value_tiers.high_value_name],
+        personas=[r.name for r in seg.personas.naming],
+        lifecycles=[seg.lifecycle.new_name, seg.lifecycle.base_name],
+        source=str(path),
+    )
+    check_type_weights(config.offers.type_weights)
+    return catalog

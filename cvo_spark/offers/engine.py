@@ -1,0 +1,515 @@
+"""Next-best-offer engine: eligibility, scoring, contact policy, ranking, control group, reasons.
+
+Pure DataFrame -> DataFrame transforms (no IO, no config): the `offers` stage passes plain
+values in an `OfferParams`. The shape of the computation:
+
+1. ``subscriber_profiles``: features + segments + scores, one row per subscriber;
+   ``contact_history`` summarises offer_history for the contact policy, and
+   ``with_contact_summaries`` attaches it as maps, still one row per subscriber.
+2. ``candidate_offers``: subscribers x catalog (the catalog is tiny and broadcast), each
+   pair gets an ``exclusion_reason`` (null = still in): eligibility, the High Value price
+   floor, the cool-down after a rejected contact; then pairs x the offer's channels, the
+   per-channel contact cap; then propensity, expected value and a rank per subscriber and
+   channel (window function), and rows past the channel's slot count are excluded too.
+   Every join on the large side is a broadcast of the catalog, so the rows stay
+   partitioned by subscriber and the ranking window needs no further shuffle.
+   `cvo explain` keeps the excluded rows (``keep_excluded=True``) to say why not.
+3. ``select_offers``: the kept rows with group (control hash), reasons and validity, in
+   the `offers` schema of docs/tables.md.
+
+Scoring (documented in conf/offers.yaml too)
+    base score by offer type: upsell -> p_upsell; cross_sell -> p_cross_sell;
+    retention -> p_churn; loyalty -> (p_upsell + p_cross_sell) / 2 x (1 - p_churn).
+    propensity = base x 1 / (1 + price_elasticity x price / max(arpu_3m, arpu_floor)):
+    an offer costing what the subscriber spends in a month is less likely to be taken.
+    expected_value = propensity x (price - unit_cost), plus, on retention offers,
+    p_churn x clv_12m x retention_save_rate (the lifetime value the offer saves).
+    rank_score = expected_value x type weight (business steer, default 1); expected_value
+    itself stays in Rupiah.
+
+Time windows end at as_of inclusive: "the last N days" are dates in [as_of - N + 1, as_of];
+only offer_history events before the end of as_of count (point in time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    DateType,
+    DoubleType,
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from cvo_spark.core.util import require_columns
+
+OFFERS_SCHEMA = StructType(
+    [
+        StructField("subscriber_id", StringType()),
+        StructField("channel", StringType()),
+        StructField("rank", IntegerType()),
+        StructField("as_of", DateType()),
+        StructField("offer_id", StringType()),
+        StructField("offer_type", StringType()),
+        StructField("price", DoubleType()),
+        StructField("expected_value", DoubleType()),
+        StructField("propensity", DoubleType()),
+        StructField("reason_codes", ArrayType(StringType())),
+        StructField("group", StringType()),
+        StructField("valid_from", DateType()),
+        StructField("valid_to", DateType()),
+        StructField("run_id", StringType()),
+    ]
+)
+
+FEATURE_COLUMNS = (
+    "subscriber_id", "payment_type", "length_of_stay_days", "arpu_3m", "data_trend_pct", "voice_trend_pct",
+    "revenue_trend_pct", "quota_low_count", "voice_share", "digital_share",
+)
+SEGMENT_COLUMNS = ("subscriber_id", "value_tier", "is_high_value", "lifecycle", "persona_name")
+SCORE_COLUMNS = (
+    "subscriber_id", "p_upsell", "p_cross_sell", "p_churn", "clv_12m", "reasons_upsell", "reasons_cross_sell",
+    "reasons_churn",
+)
+HISTORY_COLUMNS = ("subscriber_id", "offer_id", "channel", "contacted_ts", "group", "accepted", "accepted_ts")
+
+
+@dataclass(frozen=True)
+class OfferParams:
+    """Plain values the offer transforms need (the stage fills them from config)."""
+
+    campaign_id: str = "cvo"
+    control_share: float = 0.1
+    contact_window_days: int = 7
+    max_contacts_per_channel: int = 3
+    cooldown_days_after_reject: int = 14
+    high_value_min_price_share: float = 0.05
+    price_elasticity: float = 0.5
+    arpu_floor: float = 10_000.0
+    retention_min_p_churn: float = 0.25
+    retention_save_rate: float = 0.2
+    type_weights: dict[str, float] = field(default_factory=dict)
+    trend_days: int = 30  # features' trend_recent_days: the window the trend reasons talk about
+    quota_days: int = 30  # features' quota window
+
+
+# ---------------------------------------------------------------------------- helpers
+def _end_of(day: date) -> Column:
+    """Timestamp literal: midnight after `day` (events strictly before it are 'as of day')."""
+    return F.lit(day + timedelta(days=1)).cast("timestamp")
+
+
+def _money(col: Column) -> Column:
+    return F.format_number(col, 0)
+
+
+def _list(col: Column) -> Column:
+    return F.concat(F.lit("["), F.array_join(col, ", "), F.lit("]"))
+
+
+def base_persona(col: Column) -> Column:
+    """Persona name without the number of a split persona ('Digital Active 2' -> 'Digital Active')."""
+    return F.regexp_replace(col, r"\s+\d+$", "")
+
+
+def control_bucket(subscriber_id: Column, campaign_id: str) -> Column:
+    """A uniform number in [0, 1) from a stable hash of (campaign_id, subscriber_id).
+
+    xxhash64 is deterministic across runs, machines and Spark versions, so the same
+    subscriber stays in the same group of a campaign (invariant 5) and another campaign
+    draws an independent control group.
+    """
+    h = F.xxhash64(F.lit(campaign_id), subscriber_id)
+    return F.pmod(h, F.lit(1_000_000)).cast("double") / 1_000_000.0
+
+
+# ---------------------------------------------------------------------------- inputs
+def subscriber_profiles(features: DataFrame, segments: DataFrame, scores: DataFrame) -> DataFrame:
+    """One row per subscriber of `features` with its segment and model scores.
+
+    Needs FEATURE_COLUMNS, SEGMENT_COLUMNS and SCORE_COLUMNS (all for one as_of). Adds
+    ``has_scores``; a subscriber without a segment or score row keeps nulls there and is
+    excluded later with a reason, never silently dropped.
+    """
+    require_columns(features, FEATURE_COLUMNS, "subscriber_profiles(features)")
+    require_columns(segments, SEGMENT_COLUMNS, "subscriber_profiles(segments)")
+    require_columns(scores, SCORE_COLUMNS, "subscriber_profiles(scores)")
+    return (
+        features.select(*FEATURE_COLUMNS)
+        .join(segments.select(*SEGMENT_COLUMNS), on="subscriber_id", how="left")
+        .join(scores.select(*SCORE_COLUMNS).withColumn("has_scores", F.lit(True)), on="subscriber_id", how="left")
+        .withColumn("has_scores", F.coalesce(F.col("has_scores"), F.lit(False)))
+    )
+
+
+def contact_history(
+    offer_history: DataFrame, as_of: date, contact_window_days: int, cooldown_days: int
+) -> tuple[DataFrame, DataFrame]:
+    """Summaries of treatment contacts up to the end of `as_of` for the contact policy.
+
+    Needs HISTORY_COLUMNS. Control-group rows were never sent, so they count neither
+    towards the cap nor as a rejection. A contact counts as accepted only if accepted by
+    as_of (a later acceptance is unknown as of D).
+
+    Returns
+    -------
+    (channel_contacts, recent_rejects)
+        ``subscriber_id, channel, contacts`` (distinct messages: rows sharing one
+        contacted_ts are one contact) over the last `contact_window_days`, and
+        ``subscriber_id, offer_id, last_rejected`` (date of the newest contact not
+        accepted) over the last `cooldown_days`.
+    """
+    require_columns(offer_history, HISTORY_COLUMNS, "contact_history")
+    sent = offer_history.where(
+        (F.col("group") == "treatment") & (F.col("contacted_ts") < _end_of(as_of))
+    ).withColumn("contact_date", F.to_date("contacted_ts"))
+    window_start = as_of - timedelta(days=contact_window_days - 1)
+    channel_contacts = (
+        sent.where(F.col("contact_date") >= F.lit(window_start))
+        .groupBy("subscriber_id", "channel")
+        # A contact is one message (one contacted_ts), however many offers it showed: the
+        # slate this run publishes on a channel is one more contact, not `slots` of them.
+        .agg(F.count_distinct("contacted_ts").alias("contacts"))
+    )
+    accepted_by_as_of = F.coalesce(F.col("accepted"), F.lit(False)) & (
+        F.col("accepted_ts").isNull() | (F.col("accepted_ts") < _end_of(as_of))
+    )
+    cooldown_start = as_of - timedelta(days=max(cooldown_days, 1) - 1)
+    recent_rejects = (
+        sent.where(~accepted_by_as_of & (F.col("contact_date") >= F.lit(cooldown_start)) & F.lit(cooldown_days > 0))
+        .groupBy("subscriber_id", "offer_id")
+        .agg(F.max("contact_date").alias("last_rejected"))
+    )
+    return channel_contacts, recent_rejects
+
+
+# ---------------------------------------------------------------------------- rules
+def _first_reason(*rules: tuple[Column, Column]) -> Column:
+    """The reason of the first rule whose condition holds (null when none does)."""
+    expr = None
+    for cond, reason in rules:
+        expr = F.when(cond, reason) if expr is None else expr.when(cond, reason)
+    return expr
+
+
+def _not_in(value: Column, allowed: Column) -> Column:
+    # A null value (no segment row) is not in any list: fail closed.
+    return allowed.isNotNull() & (value.isNull() | ~F.coalesce(F.array_contains(allowed, value), F.lit(False)))
+
+
+def base_score(offer_type: Column) -> Column:
+    """The model score that drives an offer type's propensity (see the module docstring)."""
+    loyalty = (F.col("p_upsell") + F.col("p_cross_sell")) / 2.0 * (1.0 - F.col("p_churn"))
+    return (
+        F.when(offer_type == "upsell", F.col("p_upsell"))
+        .when(offer_type == "cross_sell", F.col("p_cross_sell"))
+        .when(offer_type == "retention", F.col("p_churn"))
+        .when(offer_type == "loyalty", loyalty)
+    )
+
+
+def with_eligibility(pairs: DataFrame, retention_min_p_churn: float) -> DataFrame:
+    """Add ``exclusion_reason``: the first eligibility rule a (subscriber, offer) pair fails.
+
+    Needs the profile columns and the catalog's ``elig_*`` columns. Null means eligible.
+    Reasons read like "not eligible: value tier Mass not in [Priority, Gold]".
+    """
+    persona = base_persona(F.col("persona_name"))
+    arpu, tenure = F.col("arpu_3m"), F.col("length_of_stay_days")
+    unknown = F.lit("unknown")
+    reason = _first_reason(
+        (~F.col("has_scores") | base_score(F.col("offer_type")).isNull(),
+         F.concat(F.lit("not scored: no "), F.col("offer_type"), F.lit(" score for this subscriber"))),
+        (_not_in(F.col("value_tier"), F.col("elig_value_tiers")),
+         F.format_string("not eligible: value tier %s not in %s", F.coalesce(F.col("value_tier"), unknown),
+                         _list(F.col("elig_value_tiers")))),
+        (_not_in(persona, F.col("elig_personas")),
+         F.format_string("not eligible: persona %s not in %s", F.coalesce(persona, unknown),
+                         _list(F.col("elig_personas")))),
+        (_not_in(F.col("lifecycle"), F.col("elig_lifecycle")),
+         F.format_string("not eligible: lifecycle %s not in %s", F.coalesce(F.col("lifecycle"), unknown),
+                         _list(F.col("elig_lifecycle")))),
+        (_not_in(F.col("payment_type"), F.col("elig_payment_types")),
+         F.format_string("not eligible: payment type %s not in %s", F.coalesce(F.col("payment_type"), unknown),
+                         _list(F.col("elig_payment_types")))),
+        (F.col("elig_min_arpu_3m").isNotNull() & ~F.coalesce(arpu >= F.col("elig_min_arpu_3m"), F.lit(False)),
+         F.format_string("not eligible: arpu_3m %s below %s", F.coalesce(_money(arpu), unknown),
+                         _money(F.col("elig_min_arpu_3m")))),
+        (F.col("elig_max_arpu_3m").isNotNull() & ~F.coalesce(arpu <= F.col("elig_max_arpu_3m"), F.lit(False)),
+         F.format_string("not eligible: arpu_3m %s above %s", F.coalesce(_money(arpu), unknown),
+                         _money(F.col("elig_max_arpu_3m")))),
+        (F.col("elig_min_tenure_days").isNotNull()
+         & ~F.coalesce(tenure >= F.col("elig_min_tenure_days"), F.lit(False)),
+         F.format_string("not eligible: tenure %s days below %d", F.coalesce(tenure.cast("string"), unknown),
+                         F.col("elig_min_tenure_days"))),
+        (F.col("elig_max_tenure_days").isNotNull()
+         & ~F.coalesce(tenure <= F.col("elig_max_tenure_days"), F.lit(False)),
+         F.format_string("not eligible: tenure %s days above %d", F.coalesce(tenure.cast("string"), unknown),
+                         F.col("elig_max_tenure_days"))),
+        ((F.col("offer_type") == "retention") & (F.col("p_churn") < F.lit(retention_min_p_churn)),
+         F.format_string("not eligible: churn risk %.2f below %.2f (retention offers are for churn risks)",
+                         F.col("p_churn"), F.lit(retention_min_p_churn))),
+    )
+    return pairs.withColumn("exclusion_reason", reason)
+
+
+def with_contact_summaries(profiles: DataFrame, channel_contacts: DataFrame, recent_rejects: DataFrame) -> DataFrame:
+    """Attach each subscriber's contact summaries as maps, joined once per subscriber.
+
+    Adds ``contacts_by_channel`` (map channel -> contacts in the window) and
+    ``rejected_on`` (map offer_id -> date of the newest contact not accepted). Joining
+    here, at one row per subscriber, keeps the far larger subscriber x offer x channel
+    rows free of shuffles: they stay partitioned by subscriber_id up to the ranking.
+    """
+    contacts = channel_contacts.groupBy("subscriber_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("channel", "contacts"))).alias("contacts_by_channel"))
+    rejects = recent_rejects.groupBy("subscriber_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("offer_id", "last_rejected"))).alias("rejected_on"))
+    return profiles.join(contacts, on="subscriber_id", how="left").join(rejects, on="subscriber_id", how="left")
+
+
+def with_pair_policy(pairs: DataFrame, high_value_min_price_share: float, cooldown_days: int) -> DataFrame:
+    """Contact policy on (subscriber, offer): High Value price floor, cool-down after a reject.
+
+    Needs ``exclusion_reason`` (kept when already set), is_high_value, arpu_3m, price,
+    offer_type, offer_id and ``rejected_on`` (`with_contact_summaries`). A High Value
+    subscriber is not offered anything cheaper than `high_value_min_price_share` x
+    arpu_3m, except a retention offer; an offer not accepted in the last `cooldown_days`
+    is not repeated, on any channel.
+    """
+    floor = F.lit(high_value_min_price_share) * F.col("arpu_3m")
+    under_floor = (
+        F.coalesce(F.col("is_high_value"), F.lit(False))
+        & (F.col("offer_type") != "retention")
+        & F.coalesce(F.col("price") < floor, F.lit(False))
+    )
+    last_rejected = F.col("rejected_on")[F.col("offer_id")]  # null when absent (no ANSI error for maps)
+    reason = F.coalesce(
+        F.col("exclusion_reason"),
+        _first_reason(
+            (under_floor,
+             F.format_string("price floor: %s is under %.0f%% of this High Value subscriber's arpu_3m %s",
+                             _money(F.col("price")), F.lit(high_value_min_price_share * 100),
+                             _money(F.col("arpu_3m")))),
+            (last_rejected.isNotNull(),
+             F.format_string("cool-down: not accepted when offered on %s (%d-day cool-down)",
+                             F.date_format(last_rejected, "yyyy-MM-dd"), F.lit(cooldown_days))),
+        ),
+    )
+    return pairs.withColumn("exclusion_reason", reason)
+
+
+def with_contact_cap(rows: DataFrame, max_contacts: int, window_days: int) -> DataFrame:
+    """Exclude every offer on a channel the subscriber was contacted on `max_contacts`
+    times or more in the last `window_days` (needs channel, exclusion_reason and
+    ``contacts_by_channel`` from `with_contact_summaries`)."""
+    contacts = F.coalesce(F.col("contacts_by_channel")[F.col("channel")], F.lit(0))
+    reason = F.coalesce(
+        F.col("exclusion_reason"),
+        F.when(contacts >= F.lit(max_contacts),
+               F.format_string("contact cap: %d contact(s) on %s in the last %d days (max %d)", contacts,
+                               F.col("channel"), F.lit(window_days), F.lit(max_contacts))),
+    )
+    return rows.withColumn("exclusion_reason", reason)
+
+
+# ---------------------------------------------------------------------------- scoring
+def _type_weight(type_weights: dict[str, float]) -> Column:
+    expr = F.lit(1.0)
+    for offer_type, weight in sorted(type_weights.items()):
+        expr = F.when(F.col("offer_type") == offer_type, F.lit(float(weight))).otherwise(expr)
+    return expr
+
+
+def with_expected_value(rows: DataFrame, p: OfferParams) -> DataFrame:
+    """Add ``propensity``, ``expected_value`` (Rupiah) and ``rank_score`` (weighted).
+
+    Needs offer_type, price, unit_cost, arpu_3m, p_upsell, p_cross_sell, p_churn, clv_12m.
+    See the module docstring for the formulas.
+    """
+    spend = F.greatest(F.coalesce(F.col("arpu_3m"), F.lit(0.0)), F.lit(p.arpu_floor))
+    price_factor = 1.0 / (1.0 + F.lit(p.price_elasticity) * F.col("price") / spend)
+    propensity = base_score(F.col("offer_type")) * price_factor
+    is_retention = F.col("offer_type") == "retention"
+    retention_value = F.when(
+        is_retention & (F.col("p_churn") >= F.lit(p.retention_min_p_churn)),
+        F.col("p_churn") * F.coalesce(F.col("clv_12m"), F.lit(0.0)) * F.lit(p.retention_save_rate),
+    ).otherwise(F.lit(0.0))
+    return (
+        rows.withColumn("propensity", propensity)
+        .withColumn("expected_value", F.col("propensity") * (F.col("price") - F.col("unit_cost")) + retention_value)
+        .withColumn("rank_score", F.col("expected_value") * _type_weight(p.type_weights))
+    )
+
+
+def with_rank(rows: DataFrame) -> DataFrame:
+    """Add ``rank`` (1 best) per subscriber and channel among rows still in, and exclude
+    rows ranked past the channel's ``slots``.
+
+    Needs subscriber_id, channel, slots, rank_score, expected_value, offer_id,
+    exclusion_reason. Ties break on offer_id, so the ranking is deterministic.
+    """
+    kept = F.col("exclusion_reason").isNull()
+    order = Window.partitionBy("subscriber_id", "channel").orderBy(
+        kept.desc(), F.col("rank_score").desc_nulls_last(), F.col("expected_value").desc_nulls_last(),
+        F.col("offer_id"),
+    )
+    ranked = rows.withColumn("rank", F.when(kept, F.row_number().over(order)).cast("int"))
+    over_slots = F.col("rank") > F.col("slots")
+    return ranked.withColumn(
+        "exclusion_reason",
+        F.when(over_slots, F.format_string("ranked %d on %s, which shows %d offer(s)", F.col("rank"),
+                                           F.col("channel"), F.col("slots")))
+        .otherwise(F.col("exclusion_reason")),
+    ).withColumn("rank", F.when(~over_slots, F.col("rank")))
+
+
+def candidate_offers(
+    profiles: DataFrame,
+    catalog_offers: DataFrame,
+    offer_channels: DataFrame,
+    channel_contacts: DataFrame,
+    recent_rejects: DataFrame,
+    p: OfferParams,
+    keep_excluded: bool = False,
+) -> DataFrame:
+    """Subscribers x offers x channels with ``exclusion_reason``, scores and ``rank``.
+
+    Needs `profiles` from `subscriber_profiles`, the catalog frames from
+    `cvo_spark.offers.catalog` and the summaries from `contact_history`. With
+    ``keep_excluded=False`` (the batch) excluded rows are dropped as early as possible;
+    with True (explain) every row stays with the first rule that excluded it.
+    """
+    drop = (lambda df: df) if keep_excluded else (lambda df: df.where(F.col("exclusion_reason").isNull()))
+    pairs = (
+        with_contact_summaries(profiles, channel_contacts, recent_rejects)
+        .crossJoin(F.broadcast(catalog_offers))
+        .transform(with_eligibility, p.retention_min_p_churn)
+        .transform(with_pair_policy, p.high_value_min_price_share, p.cooldown_days_after_reject)
+        .transform(drop)
+    )
+    rows = (
+        pairs.join(F.broadcast(offer_channels), on="offer_id", how="inner")
+        .transform(with_contact_cap, p.max_contacts_per_channel, p.contact_window_days)
+        .transform(drop)
+        .transform(with_expected_value, p)
+        .transform(with_rank)
+    )
+    return rows.transform(drop).drop("contacts_by_channel", "rejected_on")
+
+
+# ---------------------------------------------------------------------------- reasons
+def _pct(col: Column) -> Column:
+    return F.round(F.abs(col) * 100).cast("int")
+
+
+def reason_candidates(p: OfferParams) -> tuple[list[Column], Column, list[Column]]:
+    """Readable reasons, each null when it does not apply: (from the subscriber's own data,
+    in priority order; from the model's contributions; the segment line, then fallbacks)."""
+    cat, otype = F.col("category"), F.col("offer_type")
+    days, qdays = p.trend_days, p.quota_days
+    up = lambda c: F.coalesce(F.col(c), F.lit(0.0)) >= 0.1
+    down = lambda c: F.coalesce(F.col(c), F.lit(0.0)) <= -0.1
+    segment = F.concat_ws(
+        ", ", base_persona(F.col("persona_name")),
+        F.when(F.col("is_high_value"), F.lit("High Value")).otherwise(F.concat(F.col("value_tier"), F.lit(" tier"))),
+    )
+    model = F.when(otype == "retention", F.lit("churn")).when(otype == "cross_sell", F.lit("cross-sell")) \
+        .otherwise(F.lit("upsell"))
+    drivers = (
+        F.when(otype == "retention", F.col("reasons_churn"))
+        .when(otype == "cross_sell", F.col("reasons_cross_sell"))
+        .otherwise(F.col("reasons_upsell"))
+    )
+    own_data = [
+        F.when(otype == "retention", F.format_string("churn risk %d%%", _pct(F.col("p_churn")))),
+        F.when((otype == "retention") & down("revenue_trend_pct"),
+               F.format_string("spend down %d%% in the last %d days", _pct(F.col("revenue_trend_pct")), F.lit(days))),
+        F.when((cat == "data") & up("data_trend_pct"),
+               F.format_string("data usage up %d%% in the last %d days", _pct(F.col("data_trend_pct")), F.lit(days))),
+        F.when((cat.isin("data", "bundle")) & (F.coalesce(F.col("quota_low_count"), F.lit(0)) > 0),
+               F.format_string("quota ran low %d time(s) in the last %d days", F.col("quota_low_count"),
+                               F.lit(qdays))),
+        F.when((cat.isin("voice", "sms")) & up("voice_trend_pct"),
+               F.format_string("voice minutes up %d%% in the last %d days", _pct(F.col("voice_trend_pct")),
+                               F.lit(days))),
+        F.when((cat.isin("voice", "sms")) & (F.coalesce(F.col("voice_share"), F.lit(0.0)) >= 0.3),
+               F.format_string("voice is %d%% of spend", _pct(F.col("voice_share")))),
+        F.when((cat == "digital") & (F.coalesce(F.col("digital_share"), F.lit(0.0)) >= 0.05),
+               F.format_string("digital services are %d%% of spend", _pct(F.col("digital_share")))),
+        F.when((otype.isin("upsell", "loyalty")) & (cat == "bundle") & up("revenue_trend_pct"),
+               F.format_string("spend up %d%% in the last %d days", _pct(F.col("revenue_trend_pct")), F.lit(days))),
+        F.when(F.col("lifecycle") == "new", F.format_string("new subscriber (%d days)", F.col("length_of_stay_days"))),
+    ]
+    from_model = F.when(
+        F.size(F.coalesce(drivers, F.array())) > 0,
+        F.concat(model, F.lit(" model drivers: "), F.array_join(F.slice(drivers, 1, 2), ", ")),
+    )
+    fallbacks = [
+        F.when(F.length(segment) > 0, segment),
+        # Always present, so every row has at least two reasons.
+        F.format_string("%d%% likely to accept", F.round(F.col("propensity") * 100).cast("int")),
+        F.concat(F.lit("expected value Rp "), _money(F.col("expected_value"))),
+    ]
+    return own_data, from_model, fallbacks
+
+
+def with_reasons(rows: DataFrame, p: OfferParams, max_reasons: int = 3) -> DataFrame:
+    """Add ``reason_codes``: `max_reasons` (2-3) readable reasons that apply.
+
+    At most two come from the subscriber's own data, so the model's contributions to the
+    propensity always get the next place when the model has any; the segment line and
+    then the propensity and expected value fill what is left.
+    """
+    own_data, from_model, fallbacks = reason_candidates(p)
+    present = lambda cols: F.filter(F.array(*cols), lambda r: r.isNotNull())
+    reasons = F.concat(F.slice(present(own_data), 1, max(max_reasons - 1, 1)), present([from_model, *fallbacks]))
+    return rows.withColumn("reason_codes", F.slice(reasons, 1, max_reasons))
+
+
+# ---------------------------------------------------------------------------- output
+def select_offers(candidates: DataFrame, as_of: date, run_id: str, p: OfferParams) -> DataFrame:
+    """The kept candidates as `offers` rows (OFFERS_SCHEMA): control group, reasons, validity.
+
+    Needs the columns `candidate_offers` produces. ``group`` is 'control' for the
+    `control_share` of subscribers the hash holds out (they are written, never exported).
+    valid_from = as_of + 1 day, valid_to = valid_from + validity_days - 1 (both inclusive:
+    a 7-day offer runs 7 days, and trigger offers read valid_to as the last valid day).
+    """
+    valid_from = F.lit(as_of + timedelta(days=1))
+    kept = (
+        candidates.where(F.col("exclusion_reason").isNull())
+        .transform(with_reasons, p)
+        .withColumn("group", F.when(control_bucket(F.col("subscriber_id"), p.campaign_id) < F.lit(p.control_share),
+                                    F.lit("control")).otherwise(F.lit("treatment")))
+        .withColumn("as_of", F.lit(as_of))
+        .withColumn("valid_from", valid_from)
+        .withColumn("valid_to", F.date_add(valid_from, F.col("validity_days") - 1))
+        .withColumn("run_id", F.lit(run_id))
+    )
+    return kept.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in OFFERS_SCHEMA.fields])
+
+
+def build_offers(
+    features: DataFrame,
+    segments: DataFrame,
+    scores: DataFrame,
+    offer_history: DataFrame,
+    catalog_offers: DataFrame,
+    offer_channels: DataFrame,
+    as_of: date,
+    run_id: str,
+    p: OfferParams,
+) -> DataFrame:
+    """The whole batch: gold inputs (one as_of) + offer history + catalog -> `offers` rows."""
+    profiles = subscriber_profiles(features, segments, scores)
+    contacts, rejects = contact_history(offer_history, as_of, p.contact_window_days, p.cooldown_days_after_reject)
+    candidates = candidate_offers(profiles, catalog_offers, offer_channels, contacts, rejects, p)
+    return select_offers(candidates, as_of, run_id, p)

@@ -1,0 +1,1 @@
+"""Stage `report`: the report's data, charts and HTML, and the console summary."""

@@ -1,0 +1,1 @@
+"""`cvo stream`: trigger offers on recharge and quota events (Structured Streaming)."""
