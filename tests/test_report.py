@@ -399,6 +399,45 @@ def test_tiers_personas_and_matrix(report_data, report_html):
     assert "Chosen k = <b>3</b>" in report_html
 
 
+def test_matrix_cells_and_legend_follow_the_quadrant_classifier(spark):
+    """Each quadrant sits in the chart cell, and reads in the legend, as `quadrant` classifies it."""
+    from pyspark.sql import functions as F
+
+    from cvo_spark.report.charts import quadrant_cell, quadrant_chart
+    from cvo_spark.report.html import QUADRANT_LEGEND, section_matrix
+    from cvo_spark.segments.rules import quadrant
+
+    levels = spark.createDataFrame(
+        [(True, True), (True, False), (False, True), (False, False)], "high_revenue boolean, high_usage boolean"
+    )
+    classified = levels.select(
+        "high_revenue",
+        "high_usage",
+        quadrant(
+            F.when(F.col("high_revenue"), 10.0).otherwise(1.0),
+            F.when(F.col("high_usage"), 10.0).otherwise(1.0),
+            revenue_threshold=5.0,
+            usage_threshold=5.0,
+        ).alias("name"),
+    ).collect()
+    assert {r["name"] for r in classified} == set(QUADRANT_LEGEND)
+    chart = quadrant_chart({}, "m", "Usage", "Revenue", width=420, height=335)  # cells 165 x 120
+    for r in classified:
+        column, row = quadrant_cell(r["name"])
+        assert column == (1 if r["high_usage"] else 0)  # right = more usage
+        assert row == (0 if r["high_revenue"] else 1)  # top = more revenue
+        # the SVG draws the name at the centre of that cell: x = 70 + 165 * (col + 0.5), y = 40 + 120 * row + 28
+        x, y = 70 + 165 * (column + 0.5), 40 + 120 * row + 28
+        assert re.search(rf'<text x="{x:.1f}" y="{y:.1f}"[^>]*>{r["name"]}</text>', chart), r["name"]
+        legend = QUADRANT_LEGEND[r["name"]]
+        assert legend.startswith(
+            f"{'high' if r['high_revenue'] else 'low'} revenue, {'high' if r['high_usage'] else 'low'} usage"
+        )
+    html = section_matrix({"matrix": []})
+    assert "Risk Area: high revenue, low usage" in html and "Sniper Zone: low revenue, high usage" in html
+    assert "Incubator: low revenue, low usage" in html
+
+
 def test_tiers_read_top_tier_first_whatever_their_revenue(spark):
     # Priority earns least here; a tier the ladder does not name ("Legacy") comes last.
     segments = spark.createDataFrame(

@@ -13,6 +13,8 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from cvo_spark.segments.rules import QUADRANT_INCUBATOR, QUADRANT_RISK, QUADRANT_SNIPER, QUADRANT_STAR
+
 #: Colours that stay distinct for the common kinds of colour blindness (Okabe-Ito).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
@@ -355,6 +357,22 @@ def interval_chart(
     return "".join(out)
 
 
+#: (revenue high?, usage high?) of each strategic-matrix quadrant, as `segments.rules.quadrant`
+#: classifies it.
+QUADRANT_LEVELS: dict[str, tuple[bool, bool]] = {
+    QUADRANT_STAR: (True, True),
+    QUADRANT_RISK: (True, False),
+    QUADRANT_SNIPER: (False, True),
+    QUADRANT_INCUBATOR: (False, False),
+}
+
+
+def quadrant_cell(name: str) -> tuple[int, int]:
+    """(column, row) of a quadrant in the 2x2 chart: column 1 = high usage, row 0 = high revenue."""
+    high_revenue, high_usage = QUADRANT_LEVELS[name]
+    return (1 if high_usage else 0, 0 if high_revenue else 1)
+
+
 def quadrant_chart(
     cells: dict[str, tuple[str, str]],
     title: str,
@@ -366,10 +384,11 @@ def quadrant_chart(
 ) -> str:
     """A 2x2 strategic matrix. `cells` maps a quadrant name to (headline, detail) text.
 
-    Layout (y up = more revenue, x right = more usage): top-right Star, top-left Sniper
-    Zone, bottom-left Risk Area, bottom-right Incubator.
+    Layout (y up = more revenue, x right = more usage), the cells of `segments.rules.quadrant`:
+    top-right Star (high revenue, high usage), top-left Risk Area (high revenue, low usage),
+    bottom-right Sniper Zone (low revenue, high usage), bottom-left Incubator (low on both).
     """
-    positions = {"Sniper Zone": (0, 0), "Star": (1, 0), "Risk Area": (0, 1), "Incubator": (1, 1)}
+    positions = {name: quadrant_cell(name) for name in QUADRANT_LEVELS}
     fills = {"Star": "#d9f0e3", "Sniper Zone": "#fdf0d5", "Risk Area": "#fbe0d6", "Incubator": "#dcebf7"}
     left, top, right, bottom = 70, 40, 20, 55
     cw, ch = (width - left - right) / 2, (height - top - bottom) / 2

@@ -30,6 +30,7 @@ from cvo_spark.report.charts import (
     records_table,
 )
 from cvo_spark.report.data import ROI_CONVERSION_RATES, Unavailable
+from cvo_spark.segments.rules import QUADRANT_INCUBATOR, QUADRANT_RISK, QUADRANT_SNIPER, QUADRANT_STAR
 
 #: (anchor, title) of every section, in page order.
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -219,6 +220,16 @@ def section_personas(d: dict) -> str:
     ])  # fmt: skip
 
 
+#: What each strategic-matrix quadrant is and what to do with it (the legend under the chart);
+#: the levels are those of `segments.rules.quadrant` (see `charts.QUADRANT_LEVELS`).
+QUADRANT_LEGEND: dict[str, str] = {
+    QUADRANT_STAR: "high revenue, high usage (retain, reward)",
+    QUADRANT_RISK: "high revenue, low usage (targeted usage stimulation before revenue follows usage down)",
+    QUADRANT_SNIPER: "low revenue, high usage (monetise: targeted paid packs and bundles)",
+    QUADRANT_INCUBATOR: "low revenue, low usage (low-cost nurture or retention, or let go)",
+}
+
+
 def section_matrix(d: dict) -> str:
     m = d["matrix"]
     if isinstance(m, Unavailable):
@@ -231,11 +242,7 @@ def section_matrix(d: dict) -> str:
         for r in m
         if r["matrix_quadrant"]
     }
-    text = _note(
-        "Star: high revenue and usage (retain, reward). Sniper Zone: high revenue, low usage (targeted usage "
-        "stimulation). Incubator: high usage, low revenue (monetise). Risk Area: low on both (low-cost "
-        "retention or let go)."
-    )
+    text = _note(" ".join(f"{name}: {QUADRANT_LEGEND[name]}." for name in QUADRANT_LEGEND))
     chart = quadrant_chart(
         cells, "Strategic matrix: revenue vs usage", "Usage (low → high)", "Revenue (low → high)"
     )
