@@ -32,7 +32,7 @@ from pyspark.sql import functions as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cvo_spark.core.session import get_spark
-from cvo_spark.offers.catalog import load_catalog, offer_channels_frame, offers_frame
+from cvo_spark.core.catalog import load_catalog, offer_channels_frame, offers_frame
 from cvo_spark.offers.engine import (
     OfferParams,
     build_offers,

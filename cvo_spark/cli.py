@@ -139,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stages = parse_stages(args.stages)
     overrides = validate_overrides(args.override)  # before Spark starts: a typo costs nothing
     if "offers" in stages:
-        from cvo_spark.offers.catalog import load_checked_catalog
+        from cvo_spark.core.catalog import load_checked_catalog
 
         load_checked_catalog(config)  # a bad catalog fails now, not after an hour of train
     ctx = _context(config, args.as_of, overrides, {"report_out": args.report_out})

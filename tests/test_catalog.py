@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cvo_spark.core.errors import ConfigError
-from cvo_spark.core.schemas import SUBSCRIBER_CHANNELS
-from cvo_spark.offers.catalog import (
+from cvo_spark.core.catalog import (
     check_catalog_names,
     check_type_weights,
     load_catalog,
@@ -19,6 +17,8 @@ from cvo_spark.offers.catalog import (
     parse_catalog,
     resolve_catalog_path,
 )
+from cvo_spark.core.errors import ConfigError
+from cvo_spark.core.schemas import SUBSCRIBER_CHANNELS
 
 REPO_CATALOG = Path(__file__).resolve().parents[1] / "conf" / "offers.yaml"
 REQUIRED_OFFERS = {

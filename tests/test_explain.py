@@ -11,12 +11,12 @@ import pytest
 from pyspark.sql import functions as F
 
 from cvo_spark.cli import main
+from cvo_spark.core.catalog import load_checked_catalog, offer_channels_frame, offers_frame
 from cvo_spark.core.config import parse_config
 from cvo_spark.core.errors import CvoError
 from cvo_spark.core.io import TableStore
 from cvo_spark.core.schemas import INPUT_SCHEMAS
 from cvo_spark.core.stage import StageContext
-from cvo_spark.offers.catalog import load_checked_catalog, offer_channels_frame, offers_frame
 from cvo_spark.offers.engine import build_offers, control_bucket
 from cvo_spark.offers.explain import explain
 from cvo_spark.offers.stage import offer_params

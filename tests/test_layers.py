@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-
 PACKAGE = Path(__file__).resolve().parents[1] / "cvo_spark"
 
 #: Layer of each top-level part of the package; an import may go to the same package or to

@@ -383,7 +383,7 @@ def candidate_offers(
     """Subscribers x offers x channels with ``exclusion_reason``, scores and ``rank``.
 
     Needs `profiles` from `subscriber_profiles`, the catalog frames from
-    `cvo_spark.offers.catalog` and the summaries from `contact_history`. With
+    `cvo_spark.core.catalog` and the summaries from `contact_history`. With
     ``keep_excluded=False`` (the batch) excluded rows are dropped as early as possible;
     with True (explain) every row stays with the first rule that excluded it.
     """

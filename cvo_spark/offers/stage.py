@@ -13,11 +13,11 @@ from pathlib import Path
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from cvo_spark.core.catalog import load_checked_catalog, offer_channels_frame, offers_frame
 from cvo_spark.core.config import Config
 from cvo_spark.core.errors import MissingTableError
 from cvo_spark.core.schemas import EVENT_TIME_COLUMN
 from cvo_spark.core.stage import StageContext, StageResult
-from cvo_spark.offers.catalog import load_checked_catalog, offer_channels_frame, offers_frame
 from cvo_spark.offers.engine import OfferParams, build_offers
 from cvo_spark.offers.publish import (
     decide,
