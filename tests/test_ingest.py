@@ -17,7 +17,7 @@ from cvo_spark.core.config import parse_config
 from cvo_spark.core.errors import ConfigError, MissingTableError, SchemaMismatchError
 from cvo_spark.core.io import TableStore
 from cvo_spark.core.privacy import load_pseudonym_key, pseudonymize_column
-from cvo_spark.core.schemas import INPUT_SCHEMAS, OUTPUT_SCHEMAS
+from cvo_spark.core.schemas import INPUT_SCHEMAS, OUTPUT_SCHEMAS, REQUIRED_INPUT_SCHEMAS
 from cvo_spark.core.stage import StageContext
 from cvo_spark.ingest import stage as ingest_stage
 from cvo_spark.ingest.stage import IdModeChangedError
@@ -264,7 +264,7 @@ EVENT_CASES = {
         ],
     ),
     "offer_history": (
-        INPUT_SCHEMAS["offer_history"],
+        REQUIRED_INPUT_SCHEMAS["offer_history"],
         [
             (
                 "s1",
@@ -459,7 +459,7 @@ def bronze_lake(spark) -> dict:
                 ),
                 ("s2", "data_bonus", "sms", ts("2026-02-01T10:00:00"), "control", False, None, 0.0),
             ],
-            S["offer_history"],
+            REQUIRED_INPUT_SCHEMAS["offer_history"],
         ),
         "b2b_messages": spark.createDataFrame(
             [

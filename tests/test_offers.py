@@ -18,9 +18,9 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from cvo_spark.core.catalog import offer_channels_frame, offers_frame, parse_catalog
 from cvo_spark.core.errors import MissingColumnsError
-from cvo_spark.core.schemas import INPUT_SCHEMAS
-from cvo_spark.offers.catalog import offer_channels_frame, offers_frame, parse_catalog
+from cvo_spark.core.schemas import REQUIRED_INPUT_SCHEMAS
 from cvo_spark.offers.engine import (
     OFFERS_SCHEMA,
     OfferParams,
@@ -69,7 +69,7 @@ def frames(spark, subs: list[dict]):
 
 def history(spark, contacts: list[tuple]):
     """offer_history rows: (subscriber_id, offer_id, channel, contacted_ts, group, accepted, accepted_ts)."""
-    return spark.createDataFrame([(*c, 0.0) for c in contacts], INPUT_SCHEMAS["offer_history"])
+    return spark.createDataFrame([(*c, 0.0) for c in contacts], REQUIRED_INPUT_SCHEMAS["offer_history"])
 
 
 def catalog(offers: list[dict], channels=None):

@@ -41,7 +41,7 @@ from pyspark.sql.types import (
 
 from cvo_spark.core.config import Config
 from cvo_spark.core.errors import CvoError, MissingTableError, SchemaMismatchError
-from cvo_spark.core.schemas import INPUT_SCHEMAS
+from cvo_spark.core.schemas import INPUT_SCHEMAS, OPTIONAL_INPUT_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,8 @@ def contract_problems(df: DataFrame, table: str) -> tuple[list[str], list[str], 
     """
     expected = INPUT_SCHEMAS[table]
     actual = {f.name: f.dataType for f in df.schema.fields}
-    missing = [f.name for f in expected.fields if f.name not in actual]
+    optional = OPTIONAL_INPUT_COLUMNS.get(table, ())
+    missing = [f.name for f in expected.fields if f.name not in actual and f.name not in optional]
     incompatible = [
         f"{f.name} (expected {f.dataType.simpleString()}, found {actual[f.name].simpleString()})"
         for f in expected.fields
@@ -294,7 +295,15 @@ def conform_to_contract(df: DataFrame, table: str) -> DataFrame:
         raise SchemaMismatchError(f"table {table}: incompatible type for column {incompatible[0]}")
     if extra:
         log.warning("table %s: ignoring extra column(s) %s", table, ", ".join(extra))
+    df = with_optional_columns(df, table)
     return df.select(*[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in INPUT_SCHEMAS[table].fields])
+
+
+def with_optional_columns(df: DataFrame, table: str) -> DataFrame:
+    """Add each optional contract column (`OPTIONAL_INPUT_COLUMNS`) `df` lacks, as typed nulls."""
+    schema = INPUT_SCHEMAS[table]
+    absent = [c for c in OPTIONAL_INPUT_COLUMNS.get(table, ()) if c not in df.columns]
+    return df.select("*", *[F.lit(None).cast(schema[c].dataType).alias(c) for c in absent]) if absent else df
 
 
 # ---------------------------------------------------------------------- unreadable files

@@ -88,6 +88,8 @@ INPUT_SCHEMAS: dict[str, StructType] = {
         ("accepted", B),
         ("accepted_ts", TS),
         ("revenue", D),
+        ("propensity", D),
+        ("decision_id", S),
     ),
     "b2b_accounts": _schema(
         ("account_id", S),
@@ -118,6 +120,16 @@ EVENT_TIME_COLUMN: dict[str, str] = {
     "offer_history": "contacted_ts",
     "b2b_accounts": "contract_start",
     "b2b_messages": "message_ts",
+}
+
+#: Contract columns a source may leave out: absent in bronze, they are null in silver (DESIGN:
+#: offer_history's propensity is the logging policy's probability of the logged choice,
+#: null = unknown; decision_id links a row to the engine's decision log).
+OPTIONAL_INPUT_COLUMNS: dict[str, tuple[str, ...]] = {"offer_history": ("propensity", "decision_id")}
+#: The input contract without its optional columns: what every source must send.
+REQUIRED_INPUT_SCHEMAS: dict[str, StructType] = {
+    name: StructType([f for f in schema.fields if f.name not in OPTIONAL_INPUT_COLUMNS.get(name, ())])
+    for name, schema in INPUT_SCHEMAS.items()
 }
 
 #: The key that identifies the owner of a row (null or empty keys are quarantined).

@@ -62,7 +62,7 @@ from pyspark.sql.types import (
 )
 
 from cvo_spark.core.errors import CvoError, SchemaMismatchError
-from cvo_spark.core.io import contract_problems
+from cvo_spark.core.io import contract_problems, with_optional_columns
 from cvo_spark.core.privacy import pseudonymize_column
 from cvo_spark.core.schemas import (
     ENUMS,
@@ -83,6 +83,8 @@ NULLABLE_COLUMNS: frozenset[tuple[str, str]] = frozenset(
         ("quota_events", "remaining_quota_pct"),
         ("quota_events", "expiry_ts"),
         ("offer_history", "accepted_ts"),
+        ("offer_history", "propensity"),  # optional: null = the logging probability is unknown
+        ("offer_history", "decision_id"),
     }
 )
 
@@ -344,6 +346,14 @@ def _consistency_rules(table: str) -> list[tuple[Column, Column]]:
                 (_c("accepted") == F.lit(True)) & _c("accepted_ts").isNull(),
                 F.lit("offer_history.accepted_ts: missing for an accepted offer (when it was accepted is unknown)"),
             ),
+            (
+                # A logged choice had a positive probability, at most 1: 0 would make any
+                # off-policy weight infinite, above 1 is not a probability.
+                (_c("propensity") == 0) | (_c("propensity") > 1),
+                F.concat(
+                    F.lit("offer_history.propensity: not a probability in (0, 1]: "), _c("propensity").cast("string")
+                ),
+            ),
         ]
     if table == "quota_events":
         return [
@@ -434,6 +444,7 @@ def tag_rows(
     """
     # The stage checks (and warns) once before any work; here only the extras matter.
     extras = check_bronze_schema(bronze, table, warn=False)
+    bronze = with_optional_columns(bronze, table)  # absent optional columns are null
     if table in OWNER_TABLE and owners is None:
         raise ValueError(f"tag_rows({table}) needs the valid rows of {OWNER_TABLE[table]} as owners")
     if pseudonym_key is not None:
