@@ -390,7 +390,9 @@ def test_write_bronze_writes_delta_and_is_idempotent(spark, tmp_path: Path):
     first = write_bronze(spark, out, 100, 14, SEED)
     second = write_bronze(spark, out, 100, 14, SEED)
     assert first == second
-    assert set(first) == {*INPUT_SCHEMAS, "_ground_truth/subscribers", "_ground_truth/offers"}
+    truth = {"_ground_truth/subscribers", "_ground_truth/offers", "_ground_truth/contacts"}
+    assert set(first) == {*INPUT_SCHEMAS, *truth}
+    assert first["_ground_truth/contacts"] == first["offer_history"]  # one truth row per logged contact
     for name, rows in first.items():
         assert (tmp_path / "bronze" / name / "_delta_log").is_dir(), name
         assert rows > 0, name

@@ -12,7 +12,7 @@ from pyspark.sql.types import DoubleType, LongType, StringType, StructField, Str
 from scipy import special, stats
 
 from cvo_spark.core.errors import MissingColumnsError
-from cvo_spark.core.schemas import INPUT_SCHEMAS
+from cvo_spark.core.schemas import INPUT_SCHEMAS, REQUIRED_INPUT_SCHEMAS
 from cvo_spark.measure.campaigns import (
     CAMPAIGN_RESULTS_SCHEMA,
     campaign_results,
@@ -22,7 +22,7 @@ from cvo_spark.measure.campaigns import (
 )
 
 AS_OF = date(2026, 6, 30)
-HISTORY = INPUT_SCHEMAS["offer_history"]
+HISTORY = REQUIRED_INPUT_SCHEMAS["offer_history"]
 SEGMENTS = StructType(
     [
         StructField("subscriber_id", StringType()),
@@ -255,7 +255,13 @@ def test_generated_data_intervals_cover_planted_uplift(spark, tmp_path):
     config = parse_config({"lake": str(lake), "measure": {"period": "all"}})
     store = TableStore(spark, config)
     store.overwrite(generated["offer_history"], "silver", "offer_history")
-    truth = generated["_offer_truth"]
+    # The planted effect differs by subscriber, channel and recent contacts: the truth of an
+    # (offer, channel) cell is the mean planted effect over its contacts.
+    truth = (
+        generated["_contact_truth"]
+        .groupBy("offer_id", "channel")
+        .agg(F.avg("true_uplift").alias("true_uplift"))
+    )
     ctx = StageContext(spark, config, store, DEFAULT_END_DATE, "test-run")
     result = measure.run(ctx)
     again = measure.run(ctx)  # idempotent: same partition, same rows
@@ -264,7 +270,7 @@ def test_generated_data_intervals_cover_planted_uplift(spark, tmp_path):
     by_channel = (
         store.read("gold", "campaign_results")
         .where((F.col("segment") == "ALL") & (F.col("contacted_control") >= 30))
-        .join(truth, on="offer_id", how="inner")
+        .join(truth, on=["offer_id", "channel"], how="inner")
         .select("uplift_ci_low", "uplift_ci_high", "true_uplift", "srm_flag")
         .collect()
     )

@@ -9,7 +9,8 @@ Deterministic
     Every random number is a hash of (seed, entity index, event or day index, stream)
     mapped to a uniform in (0, 1) - a counter-based generator - so a row's values do not
     depend on partitioning, shuffle settings or execution order (unlike `F.rand`).
-    Nothing shuffles: each table is exploded from a `spark.range` of subscribers (or B2B
+    Nothing shuffles but the contact-fatigue count (a window per subscriber over the
+    contacts): each table is exploded from a `spark.range` of subscribers (or B2B
     accounts) whose partition count sets the number of files.
 
 Planted signal (what later stages must find; the truth is in `_ground_truth`)
@@ -19,8 +20,11 @@ Planted signal (what later stages must find; the truth is in `_ground_truth`)
     * ~8% churners whose activity declines linearly over 30-45 days before churn_date and
       stops the day before it;
     * recharges whose total matches usage revenue in expectation;
-    * offer contacts with a stable ~10% control group and a known absolute uplift per
-      offer (`_offer_truth`);
+    * offer contacts from a known random logging policy (its probability of each logged
+      choice in ``propensity``) with a stable ~10% control group, and an effect that
+      differs by subscriber, offer, channel and recent contacts: persuadables, sure things,
+      lost causes and sleeping dogs (`cvo_spark.synth.response`; the truth per contact in
+      ``_contact_truth``, per offer in ``_offer_truth``);
     * B2B accounts with Pareto-like (lognormal sigma 1.5) revenue concentration.
 
 Money is in Rupiah.
@@ -35,11 +39,12 @@ from datetime import date
 from enum import IntEnum
 from itertools import pairwise
 
-from pyspark.sql import Column, DataFrame, Observation, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from cvo_spark.core.schemas import INPUT_SCHEMAS, PRODUCT_CATEGORIES, SUBSCRIBER_CHANNELS
+from cvo_spark.synth import response
 from cvo_spark.synth.random_columns import (
     attribute,
     by_persona,
@@ -122,6 +127,11 @@ VOICE_RP_PER_MINUTE = 150.0
 SMS_RP_EACH = 150.0
 DATA_RP_PER_MB = 7.0
 
+#: A persona's typical monthly revenue at the unit prices (its subscribers' median level).
+PERSONA_MONTHLY_REVENUE: tuple[float, ...] = tuple(
+    30.0 * (p.voice_minutes * VOICE_RP_PER_MINUTE + p.sms * SMS_RP_EACH + p.data_mb * DATA_RP_PER_MB + p.digital_rp)
+    for p in PERSONAS
+)
 SUBSCRIBER_SIGMA_COMMON = 0.30  # lognormal spend level shared by all services
 SUBSCRIBER_SIGMA_SERVICE = 0.20  # lognormal per-service deviation (keeps mixes distinct)
 RECHARGE_FREQUENCY_SIGMA = 0.25
@@ -637,9 +647,17 @@ def _quota_kind(events: DataFrame, g: _Spec, event_type: str, stream: Stream) ->
     )
 
 
-def _offer_history(sub: DataFrame, g: _Spec) -> DataFrame:
-    """The offer_history table: contacts spread over the active days (newcomers may get
-    the newbie offer), control group by a hash of (seed, subscriber_id, offer_id)."""
+def _logged_contacts(sub: DataFrame, g: _Spec) -> DataFrame:
+    """Every logged contact with its planted response: the one frame behind offer_history
+    and the contact truth.
+
+    The logging policy is a known random one: the offer uniform among the regular offers
+    (a subscriber within NEW_SUBSCRIBER_DAYS gets the newbie offer with probability
+    NEWBIE_OFFER_SHARE), the channel by CONTACT_CHANNEL_WEIGHTS, and the control group by a
+    hash of (seed, subscriber_id, offer_id) with probability CONTROL_SHARE. ``propensity``
+    is the probability of the logged (offer, channel, group). ``recent_contacts`` counts
+    the subscriber's treatment contacts in the FATIGUE_DAYS before (contact fatigue).
+    """
     key = row_key(g.seed, "idx", "ev")
     ids = [o.offer_id for o in OFFERS]
     regular = [i for i, offer_id in enumerate(ids) if offer_id != NEWBIE_OFFER_ID]
@@ -655,45 +673,113 @@ def _offer_history(sub: DataFrame, g: _Spec) -> DataFrame:
         (F.lit(g.seed).cast("long"), F.col("subscriber_id"), F.col("offer_id")), Stream.CONTROL
     )
     channel = choice(attribute(key, Stream.CONTACT, 3), *zip(*CONTACT_CHANNEL_WEIGHTS.items()))
+    p_offer = (
+        F.when(F.col("offer_id") == NEWBIE_OFFER_ID, F.lit(NEWBIE_OFFER_SHARE))
+        .when(is_young, F.lit((1.0 - NEWBIE_OFFER_SHARE) / len(regular)))
+        .otherwise(F.lit(1.0 / len(regular)))
+    )
+    p_channel = pick(list(CONTACT_CHANNEL_WEIGHTS.values()), _index_of(list(CONTACT_CHANNEL_WEIGHTS), F.col("channel")))
+    p_group = F.when(F.col("is_treatment"), F.lit(1.0 - CONTROL_SHARE)).otherwise(F.lit(CONTROL_SHARE))
+    # Fatigue: treatment contacts of the same subscriber in the FATIGUE_DAYS before this one
+    # (the one shuffle of the generator: a window per subscriber over ~0.1 rows a day).
+    before = (
+        Window.partitionBy("subscriber_id")
+        .orderBy("ts_sec")
+        .rangeBetween(-response.FATIGUE_DAYS * 86_400, -1)
+    )
     return (
         contacts.withColumn("is_treatment", control_draw >= CONTROL_SHARE)
         .withColumn("channel", channel)
-        .transform(_with_acceptance, g)
-        .select(
-            "subscriber_id",
-            "offer_id",
-            "channel",
-            F.col("ts").alias("contacted_ts"),
-            F.when(F.col("is_treatment"), "treatment").otherwise("control").alias("group"),
-            "accepted",
-            "accepted_ts",
-            "revenue",
+        .withColumn("propensity", p_offer * p_channel * p_group)
+        .withColumn(
+            "decision_id",
+            F.concat(F.lit("hist-"), F.lower(F.hex(F.xxhash64(F.lit(g.seed), F.col("subscriber_id"), F.col("ev"))))),
         )
+        .withColumn("recent_contacts", F.count(F.when(F.col("is_treatment"), 1)).over(before))
+        .transform(_with_acceptance, g)
+    )
+
+
+def _index_of(values: Sequence[str], col: Column) -> Column:
+    expr = F.lit(None).cast("int")
+    for i, v in enumerate(values):
+        expr = F.when(col == v, F.lit(i)).otherwise(expr)
+    return expr
+
+
+def _offer_history(contacts: DataFrame) -> DataFrame:
+    """The offer_history table (with the optional propensity and decision_id columns)."""
+    return contacts.select(
+        "subscriber_id",
+        "offer_id",
+        "channel",
+        F.col("ts").alias("contacted_ts"),
+        F.when(F.col("is_treatment"), "treatment").otherwise("control").alias("group"),
+        "accepted",
+        "accepted_ts",
+        "revenue",
+        "propensity",
+        "decision_id",
+    )
+
+
+def _contact_truth(contacts: DataFrame) -> DataFrame:
+    """Per logged contact: the planted accept probability with and without contact."""
+    return contacts.select(
+        "subscriber_id",
+        "offer_id",
+        "channel",
+        F.col("ts").alias("contacted_ts"),
+        F.when(F.col("is_treatment"), "treatment").otherwise("control").alias("group"),
+        F.col("recent_contacts").cast("int"),
+        "p_if_not",
+        "p_if_contacted",
+        (F.col("p_if_contacted") - F.col("p_if_not")).alias("true_uplift"),
+        "response_type",
     )
 
 
 def _with_acceptance(contacts: DataFrame, g: _Spec) -> DataFrame:
-    """Adds accepted, accepted_ts and revenue. P(accept) = base rate of (persona, offer
-    family) x activity, plus the offer's true uplift for treatment only; acceptance comes
-    ACCEPT_DELAY_* after contact, before churn_date and end_date."""
+    """Adds p_if_not, p_if_contacted, response_type (`response.planted_response`), accepted,
+    accepted_ts and revenue. A treatment contact accepts with p_if_contacted, a control one
+    with p_if_not; acceptance comes ACCEPT_DELAY_* after contact, before churn_date and end_date."""
     key = row_key(g.seed, "idx", "ev")
     base_rates = [OFFER_FAMILY_BASE_RATE[o.family][p] for o in OFFERS for p in range(len(PERSONAS))]
-    base = pick(base_rates, F.col("o") * len(PERSONAS) + F.col("persona_idx"))
-    uplift = pick([o.true_uplift for o in OFFERS], F.col("o")) * F.col("is_treatment").cast("double")
-    accepted = uniform(key, Stream.ACCEPT) < base * _activity(F.col("d")) + uplift
+    p_not, p_contacted, kind = response.planted_response(
+        base_rate=pick(base_rates, F.col("o") * len(PERSONAS) + F.col("persona_idx")),
+        activity=_activity(F.col("d")),
+        family=pick([o.family for o in OFFERS], F.col("o")),
+        persona_idx=F.col("persona_idx"),
+        offer_uplift=pick([o.true_uplift for o in OFFERS], F.col("o")),
+        price=pick([float(o.price) for o in OFFERS], F.col("o")),
+        denomination=F.col("denomination"),
+        channel=F.col("channel"),
+        tenure_days=F.col("d") - F.col("act_idx"),
+        monthly_revenue=F.col("daily_revenue") * 30.0,
+        typical_revenue=by_persona(PERSONA_MONTHLY_REVENUE),
+        recent_contacts=F.col("recent_contacts"),
+    )
+    p_accept = F.when(F.col("is_treatment"), F.col("p_if_contacted")).otherwise(F.col("p_if_not"))
+    accepted = uniform(key, Stream.ACCEPT) < p_accept
     delay_hours = F.least(
         exponential(key, Stream.ACCEPT_DELAY) * ACCEPT_DELAY_MEAN_HOURS, F.lit(ACCEPT_DELAY_MAX_HOURS)
     )
     delay = F.greatest(F.lit(ACCEPT_DELAY_MIN_SECONDS), F.floor(delay_hours * 3600).cast("long"))
     last_second = g.epoch_seconds(F.col("last_idx") + 1, F.lit(0)) - 1  # day before churn_date, or end_date
-    return contacts.withColumn("accepted", accepted).select(
-        "*",
-        F.when(F.col("accepted"), F.timestamp_seconds(F.least(F.col("ts_sec") + delay, last_second))).alias(
-            "accepted_ts"
-        ),
-        F.when(F.col("accepted"), pick([float(o.price) for o in OFFERS], F.col("o")))
-        .otherwise(0.0)
-        .alias("revenue"),
+    return (
+        contacts.withColumn("p_if_not", p_not)
+        .withColumn("p_if_contacted", p_contacted)
+        .withColumn("response_type", kind)
+        .withColumn("accepted", accepted)
+        .select(
+            "*",
+            F.when(F.col("accepted"), F.timestamp_seconds(F.least(F.col("ts_sec") + delay, last_second))).alias(
+                "accepted_ts"
+            ),
+            F.when(F.col("accepted"), pick([float(o.price) for o in OFFERS], F.col("o")))
+            .otherwise(0.0)
+            .alias("revenue"),
+        )
     )
 
 
@@ -797,18 +883,32 @@ def _ground_truth(sub: DataFrame) -> DataFrame:
         "decline_days",
         "payment_type",
         (F.col("daily_revenue") * 30.0).alias("expected_monthly_revenue"),
+        by_persona(PERSONA_MONTHLY_REVENUE).alias("persona_monthly_revenue"),
         F.col("denomination").alias("recharge_denomination"),
     )
 
 
-def _offer_truth(spark: SparkSession) -> DataFrame:
-    """The planted offers: offer_id, family, price, true_uplift (absolute, treatment - control)."""
+def _offer_truth(spark: SparkSession, contact_truth: DataFrame) -> DataFrame:
+    """The planted offers: offer_id, family, price, base_uplift (the offer's effect scale in
+    `response.planted_response`), base_rate_by_persona (control accept rate per persona at
+    full activity) and true_uplift: the mean planted effect (p_if_contacted - p_if_not)
+    over the offer's logged contacts, the average effect a randomised test of it estimates."""
     i = F.col("id").cast("int")
-    return spark.range(0, len(OFFERS), 1, 1).select(
+    offers = spark.range(0, len(OFFERS), 1, 1).select(
         pick([o.offer_id for o in OFFERS], i).alias("offer_id"),
         pick([o.family for o in OFFERS], i).alias("family"),
         pick([float(o.price) for o in OFFERS], i).alias("price"),
-        pick([float(o.true_uplift) for o in OFFERS], i).alias("true_uplift"),
+        pick([float(o.true_uplift) for o in OFFERS], i).alias("base_uplift"),
+        F.array(
+            *[
+                pick([float(OFFER_FAMILY_BASE_RATE[o.family][k]) for o in OFFERS], i)
+                for k in range(len(PERSONAS))
+            ]
+        ).alias("base_rate_by_persona"),
+    )
+    mean_effect = contact_truth.groupBy("offer_id").agg(F.avg("true_uplift").alias("true_uplift"))
+    return offers.join(mean_effect, on="offer_id", how="left").withColumn(
+        "true_uplift", F.coalesce(F.col("true_uplift"), F.lit(0.0))
     )
 
 
@@ -842,8 +942,10 @@ def generate_bronze(
     dict[str, DataFrame]
         One DataFrame per table of `INPUT_SCHEMAS` with exactly its columns and types, plus
         ``_ground_truth`` (one row per subscriber: persona, persona_idx, is_churner,
-        churn_date, activation_date, is_new, ...) and ``_offer_truth`` (offer_id, family,
-        price, true_uplift).
+        churn_date, activation_date, is_new, ...), ``_offer_truth`` (offer_id, family,
+        price, base_uplift, base_rate_by_persona, true_uplift) and ``_contact_truth`` (one row
+        per offer_history row: the planted p_if_not, p_if_contacted, true_uplift,
+        response_type and recent_contacts; see `cvo_spark.synth.response`).
     """
     if subscribers < 1 or days < 1:
         raise ValueError(f"subscribers and days must be positive, got {subscribers} and {days}")
@@ -855,23 +957,30 @@ def generate_bronze(
     # One subscriber frame for every table; each table coalesces (no shuffle) to its size.
     sub = _subscriber_frame(spark, g, files("usage_daily"))
     accounts = _b2b_frame(spark, g, files("b2b_messages", g.accounts))
+    contacts = _logged_contacts(sub, g)
     tables = {
         "subscribers": _subscribers(sub).coalesce(partitions or 1),
         "usage_daily": _usage_daily(sub, g),
         "recharges": _recharges(sub, g).coalesce(files("recharges")),
         "purchases": _purchases(sub, g).coalesce(files("purchases")),
         "quota_events": _quota_events(sub, g).coalesce(files("quota_events")),
-        "offer_history": _offer_history(sub, g).coalesce(files("offer_history")),
+        "offer_history": _offer_history(contacts).coalesce(files("offer_history")),
         "b2b_accounts": accounts.coalesce(partitions or 1),
         "b2b_messages": _b2b_messages(accounts, g),
     }
     out = {name: _conform(tables[name], INPUT_SCHEMAS[name]) for name in INPUT_SCHEMAS}
     out["_ground_truth"] = _ground_truth(sub).coalesce(partitions or 1)
-    out["_offer_truth"] = _offer_truth(spark)
+    contact_truth = _contact_truth(contacts).coalesce(files("offer_history"))
+    out["_contact_truth"] = contact_truth
+    out["_offer_truth"] = _offer_truth(spark, contact_truth).coalesce(1)
     return out
 
 
-GROUND_TRUTH_PATHS = {"_ground_truth": "_ground_truth/subscribers", "_offer_truth": "_ground_truth/offers"}
+GROUND_TRUTH_PATHS = {
+    "_ground_truth": "_ground_truth/subscribers",
+    "_offer_truth": "_ground_truth/offers",
+    "_contact_truth": "_ground_truth/contacts",
+}
 
 
 def write_bronze(
