@@ -54,14 +54,19 @@ def pipeline_conf(root: Path) -> Path:
     """conf/local.yaml with the test session's partitioning and shorter searches.
 
     Two shuffle partitions, as in the test session, so a cluster run of the same file
-    splits the data the same way; a k search over 2..4 and 10 trees keep the run short
-    without changing anything a comparison depends on.
+    splits the data the same way; a k search over 2..4, 10 trees and a short uplift history
+    keep the run short without changing anything a comparison depends on.
     """
     conf = yaml.safe_load((REPO / "conf" / "local.yaml").read_text())
     conf["spark"] = {"shuffle_partitions": 2, "log_level": "WARN", "conf": {"spark.ui.enabled": "false"}}
     conf["offers"]["catalog_file"] = str(REPO / "conf" / "offers.yaml")
     conf["segments"]["personas"].update({"k_min": 2, "k_max": 4})
     conf["models"]["gbt_max_iter"] = 10
+    # The uplift model on 800 subscribers: five weekly snapshots, 10 trees, 20 resamples.
+    conf["uplift"] = {
+        "history_days": 35, "evaluation_days": 7, "gbt_max_iter": 10, "min_control_contacts": 50,
+        "bootstrap_replicates": 20,
+    }
     path = root / "conf.yaml"
     path.write_text(yaml.safe_dump(conf))
     return path

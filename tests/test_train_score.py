@@ -117,6 +117,7 @@ def lake(spark, tmp_path_factory):
             "lake": str(root),
             "tables": {"silver": "bronze"},  # generated data is clean: read it as silver directly
             "models": {"gbt_max_iter": 10, "gbt_max_depth": 4, "seed": 7},
+            "uplift": {"enabled": False},  # the uplift model has its own tests (test_uplift.py)
         }
     )
     ctx = StageContext(spark, cfg, TableStore(spark, cfg), AS_OF, "test-run")

@@ -286,6 +286,40 @@ class ModelsConfig(_Section):
         return self
 
 
+class UpliftConfig(_Section):
+    """Uplift models (train and score stages): what each offer on each channel adds over no contact.
+
+    Learned from offer_history's treatment and control contacts with the features of the
+    latest weekly snapshot before each contact (`cvo_spark.models.uplift`). ``history_days``
+    of contacts are used, their outcome (acceptance within ``outcome_days``) known by
+    as_of; the last ``evaluation_days`` of them are held out, out of time, for the Qini.
+    ``fatigue_days``: recent contacts counted as a feature. ``min_control_contacts``: with
+    fewer control contacts in training, no uplift model is fitted (the run goes on and
+    says so). ``bootstrap_replicates``: resamples of subscribers for the Qini interval.
+    """
+
+    enabled: bool = True
+    snapshot_days: int = Field(7, gt=0)
+    history_days: int = Field(56, gt=0)
+    outcome_days: int = Field(7, gt=0)
+    fatigue_days: int = Field(14, gt=0)
+    evaluation_days: int = Field(14, gt=0)
+    gbt_max_iter: int = Field(40, gt=0)
+    gbt_max_depth: int = Field(4, gt=0)
+    min_control_contacts: int = Field(200, ge=0)
+    max_contacts_per_arm: int = Field(500_000, gt=0)  # a seeded sample beyond: fit cost stops growing
+    bootstrap_replicates: int = Field(100, ge=10)
+
+    @model_validator(mode="after")
+    def _evaluation_inside_history(self) -> UpliftConfig:
+        if self.evaluation_days >= self.history_days:
+            raise ValueError(
+                f"evaluation_days ({self.evaluation_days}) must be < history_days ({self.history_days}): "
+                "the model needs earlier contacts to learn from"
+            )
+        return self
+
+
 class ChecksConfig(_Section):
     freshness_max_days: int = Field(2, ge=0)
     min_coverage: float = Field(0.05, ge=0, le=1)
@@ -363,6 +397,7 @@ class Config(_Section):
     features: FeaturesConfig = FeaturesConfig()
     segments: SegmentsConfig = SegmentsConfig()
     models: ModelsConfig = ModelsConfig()
+    uplift: UpliftConfig = UpliftConfig()
     offers: OffersConfig = OffersConfig()
     stream: StreamConfig = StreamConfig()
     measure: MeasureConfig = MeasureConfig()

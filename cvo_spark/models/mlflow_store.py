@@ -552,3 +552,90 @@ def _clv_champion_wape(
             str(err).splitlines()[0],
         )
         return None
+
+
+# ---- the uplift model ----
+
+
+def uplift_champion_qini(name: str, evaluation: DataFrame, bins: int) -> float | None:
+    """The uplift champion's Qini coefficient on this run's evaluation rows (None: no usable champion)."""
+    from cvo_spark.models.qini import bucket_sums, qini_from_sums
+    from cvo_spark.models.uplift import with_uplift
+
+    model, mv = load_spark_model(name)
+    if model is None:
+        return None
+    try:
+        scored = with_uplift(model, evaluation)
+        sums = bucket_sums(scored, ["uplift"], "treated", "label", bins=bins)
+    except Exception as err:  # noqa: BLE001 - any scoring failure means "cannot compare"
+        log.warning(
+            "champion %s v%s cannot score the evaluation rows (%s); treating it as absent",
+            name,
+            mv.version,
+            str(err).splitlines()[0],
+        )
+        return None
+    return qini_from_sums(sums["uplift"][0]).coefficient
+
+
+def log_uplift(
+    fit,
+    evaluation: DataFrame,
+    comparison,
+    meta: dict[str, Any],
+    params: dict[str, Any],
+    config: Config,
+    as_of: date,
+    run_id: str,
+    bins: int,
+) -> tuple[str, str, str]:
+    """Log the uplift model's run (params, Qini metrics, meta, model), register it, set its alias.
+
+    Promotable only when the lower end of its Qini coefficient's bootstrap interval is
+    above 0 (the ranking is shown better than random); then champion when it beats the
+    champion's Qini on the same evaluation rows. Returns (version, run_id, status).
+    """
+    from mlflow.models import infer_signature
+
+    name = registered_name(config.mlflow.model_prefix, "uplift")
+    champion_metric = uplift_champion_qini(name, evaluation, bins)
+    qini = comparison.results["uplift"]
+    low, high = comparison.intervals["uplift"]
+    with mlflow.start_run(run_name=f"uplift {as_of}") as run:
+        mlflow.set_tags({"target": "uplift", "as_of": as_of.isoformat(), "cvo_run_id": run_id})
+        mlflow.log_params({**params, "model_kind": "t_learner", "n_features": len(fit.features)})
+        metrics = {
+            "qini_coefficient": qini.coefficient,
+            "qini_ci_low": low,
+            "qini_ci_high": high,
+            **{f"uplift_top{round(f * 100)}": v for f, v in qini.uplift_at.items()},
+            **{
+                f"qini_{other}": comparison.results[other].coefficient
+                for other in comparison.results
+                if other != "uplift"
+            },
+        }
+        mlflow.log_metrics(finite_metrics(metrics))
+        log_json({**meta, "as_of": as_of.isoformat()}, META_FILE)
+        sample = evaluation.select(*fit.features).limit(5)
+        from cvo_spark.models.uplift import with_uplift
+
+        out = with_uplift(fit.model, evaluation.limit(5)).select("p_accept_if_contacted", "p_accept_if_not")
+        signature = infer_signature(sample.toPandas(), out.toPandas())
+        version = log_spark_model(fit.model, name, signature)
+        promotable = math.isfinite(low) and low > 0
+        status = assign_aliases(
+            name, version, qini.coefficient, champion_metric, promotable=promotable, as_of=as_of.isoformat()
+        )
+        if not promotable:
+            log.warning(
+                "%s v%s: Qini coefficient %.4f, interval [%.4f, %.4f] reaches 0 (no better than random "
+                "shown): not promoted",
+                name, version, qini.coefficient, low, high,
+            )
+        if champion_metric is not None:
+            mlflow.log_metric("champion_qini_coefficient", champion_metric)
+        mlflow.set_tag("registry_status", status)
+        tag_version(name, version, {"model_kind": "t_learner", "as_of": as_of.isoformat()})
+        return version, run.info.run_id, status

@@ -1,5 +1,9 @@
 """Stage `score`: apply each target's champion model to the features as of a date.
 
+Also writes gold `offer_scores` (per subscriber x offer x channel: accept probability if
+contacted and if not, their difference, the uplift) with the uplift champion
+(`cvo_spark.models.uplift_stage.score_uplift`); without one it says so and goes on.
+
 Reads the gold `features` partition for ``as_of`` (written by stage `features`), loads
 ``<prefix>_<target>@champion`` for upsell, cross-sell and churn (Spark `PipelineModel`s
 that end in their isotonic calibrator) and for CLV, adds calibrated probabilities,
@@ -26,6 +30,7 @@ from cvo_spark.models.propensity import (
     with_reason_codes,
     with_scores,
 )
+from cvo_spark.models.uplift_stage import score_uplift
 
 SCORES_SCHEMA = StructType(
     [
@@ -125,6 +130,7 @@ def run(ctx: StageContext) -> StageResult:
         .select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in SCORES_SCHEMA.fields])
     )
     ctx.store.overwrite_partition(out, "gold", "scores", ctx.as_of)
+    offer_score_rows, offer_score_checks = score_uplift(ctx, features)
     written = ctx.store.read("gold", "scores").where(F.col("as_of") == F.lit(ctx.as_of))
     stats = written.agg(
         F.count(F.lit(1)).alias("n"),
@@ -132,8 +138,9 @@ def run(ctx: StageContext) -> StageResult:
         F.avg("clv_12m").alias("clv"),
     ).first()
     return StageResult(
-        row_counts={"scores": int(stats["n"])},
+        row_counts={"scores": int(stats["n"]), "offer_scores": offer_score_rows},
         checks={
+            **offer_score_checks,
             **{f"mean_p_{t}": f"{stats[t]:.4f}" for t in TARGETS},
             "mean_clv_12m": f"{stats['clv']:.0f}",
             "model_versions": ", ".join(f"{t}=v{v}" for t, (_, v, _) in champions.items())

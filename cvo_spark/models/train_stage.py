@@ -17,6 +17,9 @@ Data design (invariant 1, 7):
 - Each target gets a GBT and a logistic-regression baseline, calibrated the same way.
   The honesty guard stops the stage (`ModelQualityError`) on an AUC above
   `auc_ceiling` or 100% accuracy.
+- Uplift (`cvo_spark.models.uplift_stage`): what each offer on each channel adds over no
+  contact, learned from offer_history's treatment and control contacts and judged by the
+  Qini of its last contacts; its rows join `model_evaluations` (target 'uplift').
 - CLV: BG/NBD + Gamma-Gamma fitted on the (frequency, recency, T, monetary) summary as
   of the latest snapshot and checked on the evaluation half against the actual spend in
   the following `horizon_days`; a naive baseline (last 90 days' spend rate) beside it.
@@ -61,6 +64,7 @@ from cvo_spark.models.labels import (
 from cvo_spark.models.mlflow_store import log_clv, log_target
 from cvo_spark.models.propensity import MODEL_FEATURES, usable_features
 from cvo_spark.models.training import fit_clv_target, fit_target, propensity_rows, with_stable_layout
+from cvo_spark.models.uplift_stage import train_uplift
 
 INPUTS: tuple[str, ...] = (
     "subscribers",
@@ -198,6 +202,11 @@ def run(ctx: StageContext) -> StageResult:
             eval_rows += [("clv", *r) for r in rows]
         checks["clv_wape"] = f"{clv_fit.metrics['wape']:.3f} (naive {clv_fit.baseline_metrics['wape']:.3f})"
         checks["clv_registry"] = f"v{version} {status}"
+        # The uplift model learns from offer_history's contacts, not from this frame.
+        uplift_rows, uplift_curves, uplift_checks = train_uplift(ctx, silver)
+        eval_rows += uplift_rows
+        curves += uplift_curves
+        checks.update(uplift_checks)
         if left_out:
             checks["snapshots_left_out"] = f"{', '.join(left_out)} (< {cfg.min_history_days} days of history)"
     finally:
