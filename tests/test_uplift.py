@@ -33,7 +33,14 @@ def ts(text: str) -> datetime:
 # --------------------------------------------------------------------------- Qini
 def _six(spark):
     # (subscriber, score, treated, accepted): the Qini worked by hand in the test below.
-    rows = [("a", 0.9, 1, 1), ("b", 0.8, 0, 0), ("c", 0.7, 1, 1), ("d", 0.6, 0, 1), ("e", 0.5, 1, 0), ("f", 0.4, 0, 0)]
+    rows = [
+        ("a", 0.9, 1, 1),
+        ("b", 0.8, 0, 0),
+        ("c", 0.7, 1, 1),
+        ("d", 0.6, 0, 1),
+        ("e", 0.5, 1, 0),
+        ("f", 0.4, 0, 0),
+    ]
     return spark.createDataFrame(rows, "subscriber_id string, score double, treated int, accepted int")
 
 
@@ -62,14 +69,25 @@ def test_reversed_ranking_scores_lower_and_difference_is_paired(spark):
     assert point == pytest.approx(cmp.results["score"].coefficient - cmp.results["reversed"].coefficient)
     assert low <= high
     # a ranking against itself differs by exactly zero in every replicate
-    same = compare_rankings(df.withColumn("copy", F.col("score")), ["score", "copy"], "treated", "accepted",
-                            bins=100, replicates=20, seed=3)
+    same = compare_rankings(
+        df.withColumn("copy", F.col("score")),
+        ["score", "copy"],
+        "treated",
+        "accepted",
+        bins=100,
+        replicates=20,
+        seed=3,
+    )
     assert same.differences[("score", "copy")] == (0.0, 0.0, 0.0)
 
 
 def test_poisson_bootstrap_weights_have_mean_and_variance_one(spark):
     u = spark.range(40_000).select((F.pmod(F.xxhash64("id"), F.lit(1_000_003)) / 1_000_003.0).alias("u"))
-    row = u.select(poisson_weight(F.col("u")).alias("w")).agg(F.avg("w").alias("m"), F.var_pop("w").alias("v")).first()
+    row = (
+        u.select(poisson_weight(F.col("u")).alias("w"))
+        .agg(F.avg("w").alias("m"), F.var_pop("w").alias("v"))
+        .first()
+    )
     assert row["m"] == pytest.approx(1.0, abs=0.02)
     assert row["v"] == pytest.approx(1.0, abs=0.05)
 
@@ -90,14 +108,28 @@ def test_recent_contacts_count_earlier_treatment_contacts_only(spark):
             ("s1", "A", "sms", ts("2026-06-01T10:00:00"), "treatment", False, None),
             ("s1", "B", "sms", ts("2026-06-05T10:00:00"), "control", False, None),  # never sent
             ("s1", "C", "app", ts("2026-06-10T10:00:00"), "treatment", False, None),
-            ("s1", "D", "app", ts("2026-06-20T10:00:00"), "treatment", False, None),  # 06-01 is > 14 days back
+            (
+                "s1",
+                "D",
+                "app",
+                ts("2026-06-20T10:00:00"),
+                "treatment",
+                False,
+                None,
+            ),  # 06-01 is > 14 days back
             ("s2", "A", "sms", ts("2026-06-10T10:00:00"), "treatment", False, None),
         ],
         HISTORY_SCHEMA,
     )
-    got = {(r["subscriber_id"], r["offer_id"]): r["recent_contacts"] for r in recent_contacts(history, 14).collect()}
+    got = {
+        (r["subscriber_id"], r["offer_id"]): r["recent_contacts"]
+        for r in recent_contacts(history, 14).collect()
+    }
     assert got == {("s1", "A"): 0, ("s1", "B"): 1, ("s1", "C"): 1, ("s1", "D"): 1, ("s2", "A"): 0}
-    as_of = {r["subscriber_id"]: r["recent_contacts"] for r in contacts_as_of(history, date(2026, 6, 20), 14).collect()}
+    as_of = {
+        r["subscriber_id"]: r["recent_contacts"]
+        for r in contacts_as_of(history, date(2026, 6, 20), 14).collect()
+    }
     assert as_of == {"s1": 2, "s2": 1}  # 06-07 .. 06-20 inclusive: C and D; control B does not count
 
 
@@ -129,7 +161,11 @@ def test_training_frame_is_point_in_time(spark):
     frame = training_frame(history, features, catalog, snaps, AS_OF, P)
     rows = {(r["subscriber_id"], r["offer_id"], str(r["contact_date"])): r for r in frame.collect()}
     assert set(rows) == {("s1", "A", "2026-06-09"), ("s1", "B", "2026-06-15"), ("s2", "B", "2026-06-23")}
-    a, b, late = rows[("s1", "A", "2026-06-09")], rows[("s1", "B", "2026-06-15")], rows[("s2", "B", "2026-06-23")]
+    a, b, late = (
+        rows[("s1", "A", "2026-06-09")],
+        rows[("s1", "B", "2026-06-15")],
+        rows[("s2", "B", "2026-06-23")],
+    )
     assert a["snapshot_date"] == date(2026, 6, 8) and a["recharge_mean_amount"] == 1.0
     assert b["snapshot_date"] == date(2026, 6, 8)  # not 06-15: strictly before the contact day
     assert (a["treated"], a["label"]) == (1, 1)
@@ -175,8 +211,14 @@ def planted(spark):
 
     from cvo_spark.core.catalog import load_catalog, offer_channels_frame, offers_frame
     from cvo_spark.core.config import parse_config
-    from cvo_spark.models.propensity import usable_features, with_model_inputs
-    from cvo_spark.models.uplift import fit_uplift, model_features, scoring_frame, with_uplift
+    from cvo_spark.models.propensity import usable_features
+    from cvo_spark.models.uplift import (
+        fit_uplift,
+        model_features,
+        scoring_frame,
+        with_model_rows,
+        with_uplift,
+    )
     from cvo_spark.models.uplift_stage import snapshot_features, uplift_params
     from cvo_spark.synth.generate import ACTIVITY_FLOOR, DEFAULT_END_DATE, generate_bronze
 
@@ -189,20 +231,23 @@ def planted(spark):
     ids, cats = sorted(o.offer_id for o in catalog.offers), sorted({o.category for o in catalog.offers})
     snaps = snapshot_dates(DEFAULT_END_DATE, p)
     frame = (
-        training_frame(silver["offer_history"], snapshot_features(silver, snaps, config), offers, snaps,
-                       DEFAULT_END_DATE, p)
-        .transform(with_action_features, ids, cats)
-        .transform(with_model_inputs)
+        training_frame(
+            silver["offer_history"],
+            snapshot_features(silver, snaps, config),
+            offers,
+            snaps,
+            DEFAULT_END_DATE,
+            p,
+        )
+        .transform(with_model_rows, ids, cats)
         .localCheckpoint()
     )
     train = frame.where(F.col("split") == "train")
     fit = fit_uplift(train, usable_features(train, model_features(ids, cats)), p)
     evaluation = with_uplift(fit.model, frame.where(F.col("split") == "evaluation")).localCheckpoint()
     features = snapshot_features(silver, [DEFAULT_END_DATE], config).drop("snapshot_date")
-    pairs = (
-        scoring_frame(features, silver["offer_history"], offers, channels, DEFAULT_END_DATE, p)
-        .transform(with_action_features, ids, cats)
-        .transform(with_model_inputs, list(fit.features))
+    pairs = scoring_frame(features, silver["offer_history"], offers, channels, DEFAULT_END_DATE, p).transform(
+        with_model_rows, ids, cats, list(fit.features)
     )
     scored = with_uplift(fit.model, pairs).withColumn("decision_date", F.lit(DEFAULT_END_DATE))
     truth = true_response_of(scored, bronze, ACTIVITY_FLOOR).localCheckpoint()
@@ -223,7 +268,11 @@ def test_within_each_persona_sleeping_dogs_rank_below_persuadables(planted):
         planted["scored"]
         .where(F.col("response_type").isin("sleeping_dog", "persuadable"))
         .groupBy("persona", "response_type")
-        .agg(F.avg("uplift").alias("predicted"), F.avg("true_uplift").alias("planted"), F.count(F.lit(1)).alias("n"))
+        .agg(
+            F.avg("uplift").alias("predicted"),
+            F.avg("true_uplift").alias("planted"),
+            F.count(F.lit(1)).alias("n"),
+        )
         .collect()
     )
     table = {(r["persona"], r["response_type"]): r for r in by}
@@ -231,8 +280,10 @@ def test_within_each_persona_sleeping_dogs_rank_below_persuadables(planted):
     print("\npredicted (planted) mean uplift per persona:")
     for p in sorted(personas):
         dog, pers = table.get((p, "sleeping_dog")), table.get((p, "persuadable"))
-        print(f"  {p}: persuadables {pers['predicted']:+.4f} ({pers['planted']:+.4f}, n={pers['n']}), "
-              f"sleeping dogs {dog['predicted']:+.4f} ({dog['planted']:+.4f}, n={dog['n']})")
+        print(
+            f"  {p}: persuadables {pers['predicted']:+.4f} ({pers['planted']:+.4f}, n={pers['n']}), "
+            f"sleeping dogs {dog['predicted']:+.4f} ({dog['planted']:+.4f}, n={dog['n']})"
+        )
     assert len(personas) == 4
     for p in personas:
         dog, pers = table[(p, "sleeping_dog")], table[(p, "persuadable")]
@@ -250,8 +301,10 @@ def test_uplift_ranking_beats_random_out_of_time_and_tracks_the_planted_effect(p
     cmp = compare_rankings(scored, ["uplift", "random"], "treated", "label", bins=20, replicates=100, seed=5)
     # ~4,000 evaluation contacts, 10% control: too few for a Qini interval clear of 0 (the
     # benchmark's larger run gives that); the point estimate and the planted effect must agree.
-    print(f"\nQini {cmp.results['uplift'].coefficient:.4f} {cmp.intervals['uplift']}, "
-          f"random {cmp.results['random'].coefficient:.4f} {cmp.intervals['random']}")
+    print(
+        f"\nQini {cmp.results['uplift'].coefficient:.4f} {cmp.intervals['uplift']}, "
+        f"random {cmp.results['random'].coefficient:.4f} {cmp.intervals['random']}"
+    )
     assert cmp.results["uplift"].coefficient > cmp.results["random"].coefficient
     corr = planted["scored"].stat.corr("uplift", "true_uplift")
     assert corr > 0.2
@@ -263,8 +316,13 @@ def test_true_response_reproduces_the_generators_contact_truth(planted, spark):
 
     bronze = planted["bronze"]
     contacts = bronze["_contact_truth"].select(
-        "subscriber_id", "offer_id", "channel", "recent_contacts", F.to_date("contacted_ts").alias("decision_date"),
-        F.col("p_if_not").alias("gen_p0"), F.col("p_if_contacted").alias("gen_p1"),
+        "subscriber_id",
+        "offer_id",
+        "channel",
+        "recent_contacts",
+        F.to_date("contacted_ts").alias("decision_date"),
+        F.col("p_if_not").alias("gen_p0"),
+        F.col("p_if_contacted").alias("gen_p1"),
         F.col("response_type").alias("gen_type"),
     )
     judged = true_response_of(contacts, bronze, ACTIVITY_FLOOR)
@@ -299,8 +357,14 @@ def test_train_registers_the_uplift_model_and_score_writes_offer_scores(pipeline
     for kind in ("t_learner", "propensity_if_contacted", "random"):
         row = metrics[(kind, "qini_coefficient")]
         assert row["reading"].startswith("Qini coefficient") and "random" in row["reading"]
-        assert metrics[(kind, "qini_ci_low")]["value"] <= row["value"] <= metrics[(kind, "qini_ci_high")]["value"]
-    frames = ctx.store.read("gold", "uplift_training_frames").where(F.col("trained_as_of") == F.lit(ctx.as_of))
+        assert (
+            metrics[(kind, "qini_ci_low")]["value"]
+            <= row["value"]
+            <= metrics[(kind, "qini_ci_high")]["value"]
+        )
+    frames = ctx.store.read("gold", "uplift_training_frames").where(
+        F.col("trained_as_of") == F.lit(ctx.as_of)
+    )
     assert {r["split"] for r in frames.select("split").distinct().collect()} == {"train", "evaluation"}
     assert frames.where(F.col("snapshot_date") >= F.col("contact_date")).isEmpty()  # point in time
 
@@ -316,7 +380,9 @@ def test_train_registers_the_uplift_model_and_score_writes_offer_scores(pipeline
     s = scores.agg(
         F.min(F.least("p_accept_if_contacted", "p_accept_if_not")).alias("lo"),
         F.max(F.greatest("p_accept_if_contacted", "p_accept_if_not")).alias("hi"),
-        F.max(F.abs(F.col("uplift") - (F.col("p_accept_if_contacted") - F.col("p_accept_if_not")))).alias("diff"),
+        F.max(F.abs(F.col("uplift") - (F.col("p_accept_if_contacted") - F.col("p_accept_if_not")))).alias(
+            "diff"
+        ),
         F.min(F.size("uplift_reasons")).alias("reasons"),
         F.countDistinct("model_version").alias("versions"),
     ).first()
@@ -325,7 +391,9 @@ def test_train_registers_the_uplift_model_and_score_writes_offer_scores(pipeline
     before = sorted(map(tuple, scores.select("subscriber_id", "offer_id", "channel", "uplift").collect()))
     score_uplift(ctx, features)
     after = ctx.store.read("gold", "offer_scores").where(F.col("as_of") == F.lit(ctx.as_of))
-    assert sorted(map(tuple, after.select("subscriber_id", "offer_id", "channel", "uplift").collect())) == before
+    assert (
+        sorted(map(tuple, after.select("subscriber_id", "offer_id", "channel", "uplift").collect())) == before
+    )
 
     sid = scores.orderBy("subscriber_id").first()["subscriber_id"]
     text = explain(ctx, sid)

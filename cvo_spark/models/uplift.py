@@ -49,6 +49,7 @@ from cvo_spark.core.util import require_columns
 from cvo_spark.models.propensity import (
     MODEL_FEATURES,
     build_classifier,
+    with_model_inputs,
     without_training_summary,
 )
 
@@ -103,8 +104,16 @@ def with_action_features(rows: DataFrame, offer_ids: Sequence[str], categories: 
     """
     require_columns(
         rows,
-        ["offer_id", "channel", "offer_type", "category", "price", "unit_cost", "recharge_mean_amount",
-         "recent_contacts"],
+        [
+            "offer_id",
+            "channel",
+            "offer_type",
+            "category",
+            "price",
+            "unit_cost",
+            "recharge_mean_amount",
+            "recent_contacts",
+        ],
         "with_action_features",
     )
     typical = F.col("recharge_mean_amount")
@@ -122,7 +131,18 @@ def with_action_features(rows: DataFrame, offer_ids: Sequence[str], categories: 
         cols[f"is_channel_{c}"] = (F.col("channel") == c).cast("double")
     for o in sorted(offer_ids):
         cols[f"is_offer_{o}"] = (F.col("offer_id") == o).cast("double")
-    return rows.withColumns({k: F.coalesce(v, F.lit(0.0)) if k.startswith("is_") else v for k, v in cols.items()})
+    return rows.withColumns(
+        {k: F.coalesce(v, F.lit(0.0)) if k.startswith("is_") else v for k, v in cols.items()}
+    )
+
+
+def with_model_rows(
+    rows: DataFrame, offer_ids: Sequence[str], categories: Sequence[str], inputs: Sequence[str] | None = None
+) -> DataFrame:
+    """Rows of `training_frame` or `scoring_frame` made ready for the model: the action
+    features, and every subscriber input (`inputs`, default all) as a double."""
+    with_actions = with_action_features(rows, offer_ids, categories)
+    return with_model_inputs(with_actions) if inputs is None else with_model_inputs(with_actions, inputs)
 
 
 def snapshot_dates(as_of: date, p: UpliftParams) -> list[date]:
@@ -202,11 +222,17 @@ def training_frame(
     eval_start = last_contact_day - timedelta(days=p.evaluation_days - 1)
     frame = (
         contacts.select(
-            "subscriber_id", "offer_id", "channel", "contacted_ts", "contact_date", "snapshot_date",
+            "subscriber_id",
+            "offer_id",
+            "channel",
+            "contacted_ts",
+            "contact_date",
+            "snapshot_date",
             "recent_contacts",
             (F.col("group") == "treatment").cast("int").alias("treated"),
             accepted.cast("int").alias("label"),
-            F.when(F.col("contact_date") >= F.lit(eval_start), F.lit("evaluation")).otherwise(F.lit("train"))
+            F.when(F.col("contact_date") >= F.lit(eval_start), F.lit("evaluation"))
+            .otherwise(F.lit("train"))
             .alias("split"),
         )
         .join(snapshot_features, on=["subscriber_id", "snapshot_date"], how="inner")
@@ -250,7 +276,9 @@ class UpliftFit:
     train_rows: dict[str, int]
 
 
-def fit_uplift(train: DataFrame, features: Sequence[str], p: UpliftParams, scratch_dir: str | None = None) -> UpliftFit:
+def fit_uplift(
+    train: DataFrame, features: Sequence[str], p: UpliftParams, scratch_dir: str | None = None
+) -> UpliftFit:
     """Fit the two arms on `train` (rows of `training_frame` with their action features)
     and chain them into one PipelineModel that writes ``uplift_t__prob`` and ``uplift_c__prob``."""
     require_columns(train, [*features, "treated", "label"], "fit_uplift")
@@ -269,7 +297,13 @@ def fit_uplift(train: DataFrame, features: Sequence[str], p: UpliftParams, scrat
             pipeline = build_classifier("gbt", features, "label", prefix, p.seed, p.max_iter, p.max_depth)
         else:
             pipeline = build_classifier(
-                "gbt", control_features(features), "label", prefix, p.seed, p.control_max_iter, p.control_max_depth
+                "gbt",
+                control_features(features),
+                "label",
+                prefix,
+                p.seed,
+                p.control_max_iter,
+                p.control_max_depth,
             )
             pipeline.getStages()[-1].setMinInstancesPerNode(p.control_min_instances)
         fitted = pipeline.fit(rows)
@@ -293,7 +327,9 @@ def with_uplift(model: PipelineModel, rows: DataFrame) -> DataFrame:
     out = scored.withColumns({"p_accept_if_contacted": p1, "p_accept_if_not": p0}).withColumn(
         "uplift", F.col("p_accept_if_contacted") - F.col("p_accept_if_not")
     )
-    keep = [c for c in out.columns if c in before or c in ("p_accept_if_contacted", "p_accept_if_not", "uplift")]
+    keep = [
+        c for c in out.columns if c in before or c in ("p_accept_if_contacted", "p_accept_if_not", "uplift")
+    ]
     return out.select(*keep)
 
 
@@ -303,35 +339,58 @@ def model_features(offer_ids: Sequence[str], categories: Sequence[str]) -> list[
 
 
 # ---------------------------------------------------------------------------- reasons
-def with_uplift_reasons(rows: DataFrame, sure_thing_rate: float = 0.15, min_effect: float = 0.005) -> DataFrame:
+def with_uplift_reasons(
+    rows: DataFrame, sure_thing_rate: float = 0.15, min_effect: float = 0.005
+) -> DataFrame:
     """Add ``uplift_reasons``: what contacting adds, in words (2-3 strings).
 
     Needs p_accept_if_contacted, p_accept_if_not, uplift, channel and recent_contacts.
     """
     pct = lambda c: F.format_number(c * 100, 1)  # noqa: E731 - a formatting shorthand
-    effect = F.when(
-        F.col("uplift") >= min_effect,
-        F.format_string("contact on %s adds +%s points (%s%% if contacted vs %s%% anyway)", F.col("channel"),
-                        pct(F.col("uplift")), pct(F.col("p_accept_if_contacted")), pct(F.col("p_accept_if_not"))),
-    ).when(
-        F.col("uplift") <= -min_effect,
-        F.format_string("contact on %s may put them off: %s points (%s%% if contacted vs %s%% anyway)",
-                        F.col("channel"), pct(F.col("uplift")), pct(F.col("p_accept_if_contacted")),
-                        pct(F.col("p_accept_if_not"))),
-    ).otherwise(
-        F.format_string("contact on %s changes little (%s%% if contacted vs %s%% anyway)", F.col("channel"),
-                        pct(F.col("p_accept_if_contacted")), pct(F.col("p_accept_if_not")))
+    effect = (
+        F.when(
+            F.col("uplift") >= min_effect,
+            F.format_string(
+                "contact on %s adds +%s points (%s%% if contacted vs %s%% anyway)",
+                F.col("channel"),
+                pct(F.col("uplift")),
+                pct(F.col("p_accept_if_contacted")),
+                pct(F.col("p_accept_if_not")),
+            ),
+        )
+        .when(
+            F.col("uplift") <= -min_effect,
+            F.format_string(
+                "contact on %s may put them off: %s points (%s%% if contacted vs %s%% anyway)",
+                F.col("channel"),
+                pct(F.col("uplift")),
+                pct(F.col("p_accept_if_contacted")),
+                pct(F.col("p_accept_if_not")),
+            ),
+        )
+        .otherwise(
+            F.format_string(
+                "contact on %s changes little (%s%% if contacted vs %s%% anyway)",
+                F.col("channel"),
+                pct(F.col("p_accept_if_contacted")),
+                pct(F.col("p_accept_if_not")),
+            )
+        )
     )
     kind = (
         F.when(F.col("uplift") <= -min_effect, F.lit("sleeping dog: better left alone"))
-        .when((F.col("p_accept_if_not") >= sure_thing_rate) & (F.col("uplift") < min_effect * 4),
-              F.lit("sure thing: likely to buy without an offer"))
+        .when(
+            (F.col("p_accept_if_not") >= sure_thing_rate) & (F.col("uplift") < min_effect * 4),
+            F.lit("sure thing: likely to buy without an offer"),
+        )
         .when(F.col("uplift") >= min_effect * 4, F.lit("persuadable: the offer makes the difference"))
         .when(F.col("p_accept_if_contacted") < 0.02, F.lit("lost cause: unlikely to take it either way"))
     )
     fatigue = F.when(
         F.col("recent_contacts") >= 2,
-        F.format_string("contacted %d times recently: fatigue lowers the effect", F.col("recent_contacts").cast("int")),
+        F.format_string(
+            "contacted %d times recently: fatigue lowers the effect", F.col("recent_contacts").cast("int")
+        ),
     )
     reasons = F.filter(F.array(effect, kind, fatigue), lambda r: r.isNotNull())
     return rows.withColumn("uplift_reasons", reasons)

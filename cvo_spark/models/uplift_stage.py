@@ -37,7 +37,7 @@ from cvo_spark.core.config import Config
 from cvo_spark.core.stage import StageContext
 from cvo_spark.features.subscriber import build_subscriber_features
 from cvo_spark.models import mlflow_store
-from cvo_spark.models.propensity import usable_features, with_model_inputs
+from cvo_spark.models.propensity import usable_features
 from cvo_spark.models.qini import QiniComparison, compare_rankings
 from cvo_spark.models.uplift import (
     UpliftParams,
@@ -46,7 +46,7 @@ from cvo_spark.models.uplift import (
     scoring_frame,
     snapshot_dates,
     training_frame,
-    with_action_features,
+    with_model_rows,
     with_uplift,
     with_uplift_reasons,
 )
@@ -115,7 +115,12 @@ def catalog_frames(ctx: StageContext) -> tuple[DataFrame, DataFrame, list[str], 
     catalog = load_checked_catalog(ctx.config)
     offers = offers_frame(ctx.spark, catalog, ctx.config.offers.validity_days)
     channels = offer_channels_frame(ctx.spark, catalog)
-    return offers, channels, sorted(o.offer_id for o in catalog.offers), sorted({o.category for o in catalog.offers})
+    return (
+        offers,
+        channels,
+        sorted(o.offer_id for o in catalog.offers),
+        sorted({o.category for o in catalog.offers}),
+    )
 
 
 def readings(comparison: QiniComparison) -> dict[str, str]:
@@ -145,8 +150,13 @@ def train_uplift(
     snapshots = snapshot_dates(ctx.as_of, p)
     offers, _, offer_ids, categories = catalog_frames(ctx)
     frame = training_frame(
-        silver["offer_history"], snapshot_features(silver, snapshots, ctx.config), offers, snapshots, ctx.as_of, p
-    ).transform(with_action_features, offer_ids, categories).transform(with_model_inputs)
+        silver["offer_history"],
+        snapshot_features(silver, snapshots, ctx.config),
+        offers,
+        snapshots,
+        ctx.as_of,
+        p,
+    ).transform(with_model_rows, offer_ids, categories)
     ctx.store.overwrite_partition(
         frame.withColumn(TRAINED_AS_OF, F.lit(ctx.as_of)),
         "gold",
@@ -188,8 +198,13 @@ def train_uplift(
             "random", F.xxhash64(F.lit(p.seed), F.col("subscriber_id"), F.col("contacted_ts")).cast("double")
         )
         comparison = compare_rankings(
-            scored, RANKINGS, "treated", "label", bins=QINI_BINS,
-            replicates=ctx.config.uplift.bootstrap_replicates, seed=p.seed,
+            scored,
+            RANKINGS,
+            "treated",
+            "label",
+            bins=QINI_BINS,
+            replicates=ctx.config.uplift.bootstrap_replicates,
+            seed=p.seed,
         )
         meta = {
             "features": list(fit.features),
@@ -219,8 +234,15 @@ def train_uplift(
         rows += [("uplift", kinds[name], m, float(v), ver, run_id, words[name]) for m, v in figures.items()]
     diff, lo, hi = comparison.differences[("uplift", "p_accept_if_contacted")]
     rows.append(
-        ("uplift", "t_learner", "qini_gain_over_propensity", diff, version, run_id,
-         f"Qini coefficient minus the propensity ranking's: {diff:.4f} [{lo:.4f}, {hi:.4f}]")
+        (
+            "uplift",
+            "t_learner",
+            "qini_gain_over_propensity",
+            diff,
+            version,
+            run_id,
+            f"Qini coefficient minus the propensity ranking's: {diff:.4f} [{lo:.4f}, {hi:.4f}]",
+        )
     )
     curves = [
         ("uplift", f"qini_{kinds[name]}", i, x, y)
@@ -250,10 +272,8 @@ def score_uplift(ctx: StageContext, features: DataFrame) -> tuple[int, dict[str,
     offers, channels, _, _ = catalog_frames(ctx)
     p = uplift_params(ctx.config)
     history = ctx.store.read_input("silver", "offer_history")
-    rows = (
-        scoring_frame(features, history, offers, channels, ctx.as_of, p)
-        .transform(with_action_features, meta["offer_ids"], meta["categories"])
-        .transform(with_model_inputs, meta["features"])
+    rows = scoring_frame(features, history, offers, channels, ctx.as_of, p).transform(
+        with_model_rows, meta["offer_ids"], meta["categories"], meta["features"]
     )
     scored = (
         with_uplift(model, rows)
@@ -274,5 +294,3 @@ def score_uplift(ctx: StageContext, features: DataFrame) -> tuple[int, dict[str,
         "offer_scores": f"uplift v{mv.version}: mean uplift {stats['uplift']:.4f}, "
         f"{stats['negative']:.1%} of pairs with a negative effect",
     }
-
-
