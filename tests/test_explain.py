@@ -15,7 +15,7 @@ from cvo_spark.core.catalog import load_checked_catalog, offer_channels_frame, o
 from cvo_spark.core.config import parse_config
 from cvo_spark.core.errors import CvoError
 from cvo_spark.core.io import TableStore
-from cvo_spark.core.schemas import INPUT_SCHEMAS
+from cvo_spark.core.schemas import REQUIRED_INPUT_SCHEMAS
 from cvo_spark.core.stage import StageContext
 from cvo_spark.offers.engine import build_offers, control_bucket
 from cvo_spark.offers.explain import explain
@@ -65,7 +65,7 @@ def make_lake(spark, root) -> dict:
     first = SUBSCRIBERS[0][0]
     history = spark.createDataFrame(
         [(first, "DATA_NIGHT_10GB", "app", datetime(2026, 6, 27, 10), "treatment", False, None, 0.0)],
-        INPUT_SCHEMAS["offer_history"])
+        REQUIRED_INPUT_SCHEMAS["offer_history"])
     store.overwrite(history, "silver", "offer_history")
     catalog, params = load_checked_catalog(config), offer_params(config)
     on_d = {n: df.where(F.col("as_of") == F.lit(D)) for n, df in frames.items()}

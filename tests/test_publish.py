@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from cvo_spark.core.config import parse_config
 from cvo_spark.core.errors import ConfigError, PublishRefused
 from cvo_spark.core.io import TableStore
-from cvo_spark.core.schemas import INPUT_SCHEMAS
+from cvo_spark.core.schemas import INPUT_SCHEMAS, REQUIRED_INPUT_SCHEMAS
 from cvo_spark.core.stage import StageContext
 from cvo_spark.offers.engine import OFFERS_SCHEMA
 from cvo_spark.offers.publish import (
@@ -194,7 +194,7 @@ def write_lake(ctx):
                                            ("s002", ts(D2), "quota_low", 5.0, None)], INPUT_SCHEMAS["quota_events"]),
                     "silver", "quota_events")
     store.overwrite(spark.createDataFrame([("s003", "DATA_BOOST_5GB", "sms", ts(D1) - timedelta(days=2), "treatment",
-                                            False, None, 0.0)], INPUT_SCHEMAS["offer_history"]),
+                                            False, None, 0.0)], REQUIRED_INPUT_SCHEMAS["offer_history"]),
                     "silver", "offer_history")
 
 

@@ -21,7 +21,7 @@ from pyspark.sql.types import (
 from cvo_spark.core.config import parse_config
 from cvo_spark.core.errors import MissingColumnsError, MissingTableError
 from cvo_spark.core.io import TableStore
-from cvo_spark.core.schemas import INPUT_SCHEMAS
+from cvo_spark.core.schemas import INPUT_SCHEMAS, REQUIRED_INPUT_SCHEMAS
 from cvo_spark.core.stage import StageContext
 from cvo_spark.stream.job import (
     TriggerOfferSink,
@@ -143,7 +143,7 @@ def seed_lake(ctx, events=FIRST_EVENTS):
     store.overwrite_partition(spark.createDataFrame(OFFER_ROWS, OFFERS), "gold", "offers", AS_OF)
     history = spark.createDataFrame(
         [(s, "OFF", ch, ts(t), g, False, None, 0.0) for s, ch, t, g in HISTORY_ROWS],
-        INPUT_SCHEMAS["offer_history"],
+        REQUIRED_INPUT_SCHEMAS["offer_history"],
     )
     store.overwrite(history, "silver", "offer_history")
     append_events(ctx, events)
