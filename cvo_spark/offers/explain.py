@@ -20,9 +20,9 @@ import re
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from cvo_spark.core.catalog import load_checked_catalog, offer_channels_frame, offers_frame
 from cvo_spark.core.errors import CvoError
 from cvo_spark.core.stage import StageContext
-from cvo_spark.offers.catalog import load_checked_catalog, offer_channels_frame, offers_frame
 from cvo_spark.offers.engine import (
     candidate_offers,
     contact_history,
@@ -171,7 +171,35 @@ def explain(ctx: StageContext, subscriber_id: str) -> str:
     lines += _offer_lines(offers) or ["  none"]
     lines.append("excluded:")
     lines += _exclusion_lines(excluded, {o.offer_id: len(o.channels) for o in catalog.offers}) or ["  none"]
+    lines += _uplift_lines(ctx, sid)
     return "\n".join(lines)
+
+
+#: How many (offer, channel) pairs the uplift section lists at each end.
+UPLIFT_LINES = 5
+
+
+def _uplift_lines(ctx: StageContext, sid: str) -> list[str]:
+    """What contact adds, per (offer, channel), from gold `offer_scores`: the best and the worst."""
+    if not ctx.store.exists("gold", "offer_scores"):
+        return ["what contact adds (offer_scores): none for this date (no uplift champion yet)"]
+    rows = _gold(ctx, "offer_scores", sid).collect()  # one subscriber: a few dozen rows
+    if not rows:
+        return ["what contact adds (offer_scores): none for this subscriber and date"]
+    ranked = sorted(rows, key=lambda r: (-r["uplift"], r["offer_id"], r["channel"]))
+    lines = [
+        f"what contact adds (offer_scores, uplift model v{ranked[0]['model_version']}; uplift = accept "
+        "probability if contacted minus if not):"
+    ]
+    shown = ranked if len(ranked) <= 2 * UPLIFT_LINES else ranked[:UPLIFT_LINES] + ranked[-UPLIFT_LINES:]
+    for i, r in enumerate(shown):
+        if len(ranked) > 2 * UPLIFT_LINES and i == UPLIFT_LINES:
+            lines.append(f"  ... {len(ranked) - 2 * UPLIFT_LINES} more pairs ...")
+        lines.append(
+            f"  {r['offer_id']} on {r['channel']}: uplift {r['uplift'] * 100:+.1f} pts, incremental margin "
+            f"{_rp(r['expected_incremental_margin'])} - {'; '.join(r['uplift_reasons'] or [])}"
+        )
+    return lines
 
 
 def base_persona_text(name: str) -> str:

@@ -39,6 +39,7 @@ TABLE_STAGE: dict[str, str] = {
     "b2b_concentration": "segments",
     "b2b_lorenz": "segments",
     "scores": "score",
+    "offer_scores": "score",
     "model_evaluations": "train",
     "model_curves": "train",
     "offers": "offers",
@@ -58,6 +59,7 @@ _DATED = (
     "b2b_concentration",
     "b2b_lorenz",
     "scores",
+    "offer_scores",
     "offers",
     "campaign_results",
     "runs",
@@ -361,6 +363,25 @@ def roi_scenarios(offers: DataFrame, rates: tuple[float, ...] = ROI_CONVERSION_R
     return out
 
 
+def uplift_by_offer(offer_scores: DataFrame) -> DataFrame:
+    """Per offer and channel: mean accept probability if contacted and if not, mean uplift,
+    the share of subscribers for whom contact lowers acceptance, best uplift first."""
+    require_columns(offer_scores, ["offer_id", "channel", "p_accept_if_contacted", "p_accept_if_not", "uplift",
+                                   "expected_incremental_margin"], "uplift_by_offer")
+    return (
+        offer_scores.groupBy("offer_id", "channel")
+        .agg(
+            F.count(F.lit(1)).alias("subscribers"),
+            F.avg("p_accept_if_contacted").alias("p_if_contacted"),
+            F.avg("p_accept_if_not").alias("p_if_not"),
+            F.avg("uplift").alias("uplift"),
+            F.avg((F.col("uplift") < 0).cast("double")).alias("negative_share"),
+            F.avg("expected_incremental_margin").alias("incremental_margin"),
+        )
+        .orderBy(F.col("uplift").desc(), "offer_id", "channel")
+    )
+
+
 def campaign_overview(results: DataFrame, n: int = 15) -> DataFrame:
     """The all-segment rows of `campaign_results`, latest period first, largest incremental revenue first."""
     require_columns(results, ["offer_id", "channel", "period", "segment", "uplift"], "campaign_overview")
@@ -438,6 +459,7 @@ def collect_report(store: TableStore, as_of: date, top_n: int = 10) -> dict[str,
     )
     data["curves"] = have(g["model_curves"]) or _rows(g["model_curves"].orderBy("target", "curve", "bucket"))
     data["offer_summary"] = have(o) or _rows(offer_summary(o))
+    data["uplift_by_offer"] = have(g["offer_scores"]) or _rows(uplift_by_offer(g["offer_scores"]))
     data["top_offers"] = have(o) or _rows(top_opportunities(o, top_n))
     data["roi"] = have(o) or _rows(roi_scenarios(o))
     data["campaigns"] = have(g["campaign_results"]) or _rows(campaign_overview(g["campaign_results"]))

@@ -52,7 +52,14 @@ SECTIONS: tuple[tuple[str, str], ...] = (
 KEY_METRICS = (
     "roc_auc", "pr_auc", "lift_top_decile", "capture_top_decile", "brier", "accuracy", "base_rate",
     "mae", "rmse", "r2", "wape",
+    "qini_coefficient", "qini_gain_over_propensity", "uplift_top10", "uplift_top20", "uplift_top30",
 )  # fmt: skip
+#: Series of the Qini chart: curve name in model_curves -> legend.
+QINI_SERIES = {
+    "qini_t_learner": "uplift model",
+    "qini_propensity_if_contacted": "ranked by propensity",
+    "qini_random": "random",
+}
 
 #: Centroid features shown in persona profiles, with how to format each.
 CENTROID_FORMATS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
@@ -335,6 +342,16 @@ def _curve_charts(curves: list[dict]) -> str:
                 xfmt=pct, yfmt=lambda v: f"{v:.1f}×", dashed=("random targeting",), y_from_zero=True,
                 width=440,
             ))  # fmt: skip
+        qini = {
+            label: [(c["x"], c["y"]) for c in curves if c["target"] == target and c["curve"] == name]
+            for name, label in QINI_SERIES.items()
+        }
+        if any(qini.values()):
+            charts.append(line_chart(
+                {k: v for k, v in qini.items() if v}, f"Qini curve: {target}",
+                "Share of contacts targeted, highest scores first (%)", "Incremental acceptances",
+                xfmt=pct, yfmt=lambda v: f"{v:,.0f}", dashed=("random",), width=440,
+            ))  # fmt: skip
         if cal:
             charts.append(line_chart(
                 {"model": cal, "perfect calibration": [(0.0, 0.0), (1.0, 1.0)]}, f"Calibration: {target}",
@@ -352,7 +369,10 @@ def section_models(d: dict) -> str:
         "All numbers are on an out-of-time holdout: months the model never saw. ROC-AUC 0.5 is chance and "
         "1.0 perfect ranking; an out-of-time AUC near 1.0, or 100% accuracy, is a leak to investigate, not a "
         "result. Each model is compared with a simple baseline; a model that does not beat it adds nothing. "
-        "Lift 1.0 = no better than random targeting."
+        "Lift 1.0 = no better than random targeting. Uplift: what contact adds over not contacting, judged on "
+        "the last weeks of logged contacts (treatment vs control) by the Qini curve, the incremental "
+        "acceptances among the contacts ranked first; the Qini coefficient is the area between that curve and "
+        "random targeting per treated contact (0 = random; its interval is a bootstrap over subscribers)."
     )
     rows = sorted(
         (r for r in ev if r["metric"] in KEY_METRICS),
@@ -400,7 +420,33 @@ def section_offers(d: dict) -> str:
             ("Expected value", "expected_value", fmt_money),
             ("Mean propensity", "propensity_mean", fmt_pct),
         ]))  # fmt: skip
+    out.append(_uplift_table(d.get("uplift_by_offer")))
     return "".join(out)
+
+
+def _uplift_table(rows) -> str:
+    """What contact adds per offer and channel (gold offer_scores), or why it is missing."""
+    head = "<h3>What contact adds, per offer and channel (uplift model)</h3>"
+    if rows is None:
+        return ""
+    if isinstance(rows, Unavailable):
+        return head + _na(rows)
+    text = _note(
+        "Uplift = the accept probability if contacted minus if not contacted, from the uplift model "
+        "(offer_scores), averaged over every subscriber scored. A negative uplift means the contact puts "
+        "people off (\"sleeping dogs\"); a high accept rate without contact with little uplift means they "
+        "would buy anyway. Incremental margin = uplift x (price - unit cost), before incentives and contact costs."
+    )
+    return head + text + records_table(rows, [
+        ("Offer", "offer_id", None),
+        ("Channel", "channel", None),
+        ("Subscribers", "subscribers", fmt_int),
+        ("If contacted", "p_if_contacted", fmt_pct),
+        ("If not", "p_if_not", fmt_pct),
+        ("Uplift", "uplift", fmt_pp),
+        ("Contact lowers acceptance", "negative_share", fmt_pct),
+        ("Incremental margin", "incremental_margin", fmt_money),
+    ])  # fmt: skip
 
 
 def _count(value) -> str:

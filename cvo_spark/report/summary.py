@@ -65,7 +65,17 @@ def _models(g: dict) -> list[str]:
         .collect()
     )
     auc = ", ".join(f"{r['target']} {fmt_num(r['value'], 3)}" for r in rows) or "none recorded"
-    return [f"  models (out-of-time ROC-AUC; 0.5 = chance): {auc}"]
+    lines = [f"  models (out-of-time ROC-AUC; 0.5 = chance): {auc}"]
+    qini = {
+        r["metric"]: r["value"]
+        for r in ev.where((F.col("target") == "uplift") & (F.col("model_kind") == "t_learner")).collect()
+    }
+    if "qini_coefficient" in qini:
+        lines.append(
+            f"  uplift model (out-of-time Qini coefficient; 0 = random): {fmt_num(qini['qini_coefficient'], 4)} "
+            f"[{fmt_num(qini.get('qini_ci_low'), 4)}, {fmt_num(qini.get('qini_ci_high'), 4)}]"
+        )
+    return lines
 
 
 def _clv(g: dict) -> list[str]:
