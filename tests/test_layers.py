@@ -65,7 +65,17 @@ def test_every_part_of_the_package_has_a_layer():
     parts = {_part(m) for m in _graph()}
     assert parts <= set(LAYERS), f"no layer for {sorted(parts - set(LAYERS))}: add it to LAYERS"
     # the stages of DESIGN each have a package
-    for stage in ("ingest", "features", "segments", "models", "offers", "stream", "measure", "report", "synth"):
+    for stage in (
+        "ingest",
+        "features",
+        "segments",
+        "models",
+        "offers",
+        "stream",
+        "measure",
+        "report",
+        "synth",
+    ):
         assert (PACKAGE / stage / "__init__.py").exists(), stage
 
 

@@ -111,7 +111,9 @@ def bucket_sums(
     reps = F.sequence(F.lit(0), F.lit(replicates))
     exploded = base.select("*", F.explode(reps).alias("_rep")).withColumn(
         "_w",
-        F.when(F.col("_rep") == 0, F.lit(1.0)).otherwise(poisson_weight(_unit(seed, F.col("_rep"), F.col("_cluster")))),
+        F.when(F.col("_rep") == 0, F.lit(1.0)).otherwise(
+            poisson_weight(_unit(seed, F.col("_rep"), F.col("_cluster")))
+        ),
     )
     out: dict[str, np.ndarray] = {}
     for i, c in enumerate(score_cols):
@@ -186,7 +188,10 @@ def compare_rankings(
     """
     sums = bucket_sums(df, score_cols, treated_col, outcome_col, cluster_col, bins, replicates, seed)
     results = {c: qini_from_sums(sums[c][0]) for c in score_cols}
-    boot = {c: np.array([qini_from_sums(sums[c][r]).coefficient for r in range(1, replicates + 1)]) for c in score_cols}
+    boot = {
+        c: np.array([qini_from_sums(sums[c][r]).coefficient for r in range(1, replicates + 1)])
+        for c in score_cols
+    }
     lo_q, hi_q = (1 - level) / 2 * 100, (1 + level) / 2 * 100
 
     def interval(values: np.ndarray) -> tuple[float, float]:

@@ -95,7 +95,9 @@ def _by_channel(channel: Column) -> Column:
     return expr
 
 
-def is_sleeping_dog(activity: Column, tenure_days: Column, monthly_revenue: Column, typical_revenue: Column) -> Column:
+def is_sleeping_dog(
+    activity: Column, tenure_days: Column, monthly_revenue: Column, typical_revenue: Column
+) -> Column:
     """Declining towards churn, or a long-tenure high spender for their persona: a contact puts them off."""
     return (activity < F.lit(1.0)) | (
         (tenure_days >= F.lit(SLEEPING_DOG_TENURE_DAYS))
@@ -192,10 +194,14 @@ def true_response(
     require_columns(decisions, ["subscriber_id", "offer_id", "channel", day_col], "true_response")
     require_columns(subscriber_truth, TRUTH_SUBSCRIBER_COLUMNS, "true_response(subscriber_truth)")
     require_columns(offer_truth, TRUTH_OFFER_COLUMNS, "true_response(offer_truth)")
-    subs = subscriber_truth.select(*[F.col(c).alias(f"_t_{c}") if c != "subscriber_id" else c
-                                     for c in TRUTH_SUBSCRIBER_COLUMNS])
-    offers = F.broadcast(offer_truth.select(*[F.col(c).alias(f"_t_{c}") if c != "offer_id" else c
-                                              for c in TRUTH_OFFER_COLUMNS]))
+    subs = subscriber_truth.select(
+        *[F.col(c).alias(f"_t_{c}") if c != "subscriber_id" else c for c in TRUTH_SUBSCRIBER_COLUMNS]
+    )
+    offers = F.broadcast(
+        offer_truth.select(
+            *[F.col(c).alias(f"_t_{c}") if c != "offer_id" else c for c in TRUTH_OFFER_COLUMNS]
+        )
+    )
     joined = decisions.join(subs, on="subscriber_id", how="left").join(offers, on="offer_id", how="left")
     day = F.col(day_col)
     persona = F.col("_t_persona_idx")
