@@ -430,7 +430,11 @@ def _uplift_table(rows) -> str:
     if rows is None:
         return ""
     if isinstance(rows, Unavailable):
-        return head + _na(rows)
+        # score writes offer_scores only with an uplift champion; "stage not run" would mislead
+        return head + _note(
+            "Not available for this date: no uplift model is champion yet (the train run's checks say why: "
+            "too few control contacts to learn from, or no model shown better than random on its Qini)."
+        )
     text = _note(
         "Uplift = the accept probability if contacted minus if not contacted, from the uplift model "
         "(offer_scores), averaged over every subscriber scored. A negative uplift means the contact puts "
