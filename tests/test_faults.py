@@ -86,7 +86,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 from cvo_spark.cli import main
 from cvo_spark.core.config import load_config, parse_config
 from cvo_spark.core.io import TableStore, unreadable_file_message, unreadable_table_error
-from cvo_spark.core.schemas import INPUT_SCHEMAS
+from cvo_spark.core.schemas import INPUT_SCHEMAS, REQUIRED_INPUT_SCHEMAS
 from cvo_spark.core.stage import StageContext
 from cvo_spark.features import stage as features_stage
 from cvo_spark.ingest import stage as ingest_stage
@@ -140,7 +140,7 @@ def base_lake(spark, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("faults_lake")
     store = TableStore(spark, parse_config({"lake": str(root)}))
     for table, rows in BASE_ROWS.items():
-        store.overwrite(spark.createDataFrame(rows, INPUT_SCHEMAS[table]), "bronze", table)
+        store.overwrite(spark.createDataFrame(rows, REQUIRED_INPUT_SCHEMAS[table]), "bronze", table)
     return root
 
 

@@ -22,7 +22,7 @@ from pyspark.sql.types import DoubleType, IntegerType, LongType, StringType, Str
 
 from cvo_spark.core.config import FeatureWindows
 from cvo_spark.core.errors import MissingColumnsError
-from cvo_spark.core.schemas import INPUT_SCHEMAS
+from cvo_spark.core.schemas import REQUIRED_INPUT_SCHEMAS
 from cvo_spark.features.b2b import B2B_FEATURES_SCHEMA, build_b2b_features
 from cvo_spark.features.subscriber import FEATURES_SCHEMA, build_subscriber_features
 
@@ -51,7 +51,7 @@ def names_and_types(schema):
 
 
 def frame(spark, table, rows):
-    return spark.createDataFrame(rows, INPUT_SCHEMAS[table])
+    return spark.createDataFrame(rows, REQUIRED_INPUT_SCHEMAS[table])
 
 
 # --------------------------------------------------------------------------- inputs
