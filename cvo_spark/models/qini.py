@@ -64,12 +64,18 @@ def _bucket(score: Column, cuts: Sequence[float]) -> Column:
     return expr
 
 
-def score_buckets(df: DataFrame, score_col: str, bins: int = 100, accuracy: float = 1e-4) -> Column:
-    """A column: the score bucket of each row (0 = best), from approximate quantiles of `score_col`."""
+def score_buckets(
+    df: DataFrame, score_cols: Sequence[str], bins: int = 100, accuracy: float = 1e-4
+) -> list[Column]:
+    """Per score column, a column: the score bucket of each row (0 = best), from approximate
+    quantiles of all the columns in one pass; a null score ranks last."""
     probs = [i / bins for i in range(1, bins)]
-    cuts = sorted(set(df.approxQuantile(score_col, probs, accuracy)))
-    # a null score ranks last
-    return F.when(F.col(score_col).isNull(), F.lit(len(cuts) + 1)).otherwise(_bucket(F.col(score_col), cuts))
+    quantiles = df.approxQuantile(list(score_cols), probs, accuracy)
+    out = []
+    for c, q in zip(score_cols, quantiles, strict=True):
+        cuts = sorted(set(q))
+        out.append(F.when(F.col(c).isNull(), F.lit(len(cuts) + 1)).otherwise(_bucket(F.col(c), cuts)))
+    return out
 
 
 def poisson_weight(u: Column) -> Column:
@@ -102,11 +108,18 @@ def bucket_sums(
     require_columns(df, [*score_cols, treated_col, outcome_col, cluster_col], "bucket_sums")
     t = F.col(treated_col).cast("double")
     y = F.col(outcome_col).cast("double")
+    # One row per (input row, ranking): every ranking's sums come from one aggregation.
+    rankings = F.array(
+        *[
+            F.struct(F.lit(i).alias("r"), b.alias("b"))
+            for i, b in enumerate(score_buckets(df, score_cols, bins))
+        ]
+    )
     base = df.select(
         F.col(cluster_col).alias("_cluster"),
         t.alias("_t"),
         y.alias("_y"),
-        *[score_buckets(df, c, bins).alias(f"_b{i}") for i, c in enumerate(score_cols)],
+        F.explode(rankings).alias("_rb"),
     )
     reps = F.sequence(F.lit(0), F.lit(replicates))
     exploded = base.select("*", F.explode(reps).alias("_rep")).withColumn(
@@ -115,21 +128,22 @@ def bucket_sums(
             poisson_weight(_unit(seed, F.col("_rep"), F.col("_cluster")))
         ),
     )
+    rows = (
+        exploded.groupBy(F.col("_rb.r").alias("_ranking"), "_rep", F.col("_rb.b").alias("_bucket"))
+        .agg(
+            F.sum(F.col("_w") * F.col("_t")).alias("n_t"),
+            F.sum(F.col("_w") * F.col("_t") * F.col("_y")).alias("y_t"),
+            F.sum(F.col("_w") * (1 - F.col("_t"))).alias("n_c"),
+            F.sum(F.col("_w") * (1 - F.col("_t")) * F.col("_y")).alias("y_c"),
+        )
+        .collect()  # rankings x (replicates + 1) x bins rows of four sums: small
+    )
     out: dict[str, np.ndarray] = {}
     for i, c in enumerate(score_cols):
-        rows = (
-            exploded.groupBy("_rep", F.col(f"_b{i}").alias("_bucket"))
-            .agg(
-                F.sum(F.col("_w") * F.col("_t")).alias("n_t"),
-                F.sum(F.col("_w") * F.col("_t") * F.col("_y")).alias("y_t"),
-                F.sum(F.col("_w") * (1 - F.col("_t"))).alias("n_c"),
-                F.sum(F.col("_w") * (1 - F.col("_t")) * F.col("_y")).alias("y_c"),
-            )
-            .collect()  # (replicates + 1) x bins rows of four sums: small
-        )
-        n_buckets = max((r["_bucket"] for r in rows), default=0) + 1
+        mine = [r for r in rows if r["_ranking"] == i]
+        n_buckets = max((r["_bucket"] for r in mine), default=0) + 1
         arr = np.zeros((replicates + 1, n_buckets, 4))
-        for r in rows:
+        for r in mine:
             arr[r["_rep"], r["_bucket"]] = (r["n_t"], r["y_t"], r["n_c"], r["y_c"])
         out[c] = arr
     return out
