@@ -197,6 +197,18 @@ class TableStore:
             writer = writer.option("mergeSchema", "true")
         self._save(writer, ref)
 
+    def write_and_reread(self, df: DataFrame, layer: str, name: str, as_of: date, column: str) -> DataFrame:
+        """Replace the `column = as_of` partition with `df` (plus that column), and return it read back.
+
+        For frames whose query plan is far larger than their data (stacked feature
+        snapshots): later queries start from the stored files instead of re-planning it.
+        New columns are merged into the table.
+        """
+        self.overwrite_partition(
+            df.withColumn(column, F.lit(as_of)), layer, name, as_of, column=column, merge_schema=True
+        )
+        return self.read(layer, name).where(F.col(column) == F.lit(as_of)).drop(column)
+
     def merge(self, df: DataFrame, layer: str, name: str, keys: Iterable[str]) -> None:
         """Upsert `df` on `keys`: matching rows are updated, new ones inserted."""
         keys = list(keys)

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from cvo_spark.core.stage import StageContext, StageResult
 from cvo_spark.features.b2b import B2B_FEATURES_SCHEMA, build_b2b_features
-from cvo_spark.features.subscriber import FEATURES_SCHEMA, build_subscriber_features, select_schema
+from cvo_spark.features.subscriber import FEATURES_SCHEMA, select_schema, subscriber_features_from
 
 SUBSCRIBER_INPUTS: tuple[str, ...] = (
     "subscribers",
@@ -29,13 +29,8 @@ def run(ctx: StageContext) -> StageResult:
     """Compute and write `features` and `b2b_features` for ``ctx.as_of``; return row counts."""
     windows = ctx.config.features.windows
     silver = {name: ctx.store.read_input("silver", name) for name in SUBSCRIBER_INPUTS + B2B_INPUTS}
-    features = build_subscriber_features(
-        silver["subscribers"],
-        silver["usage_daily"],
-        silver["recharges"],
-        silver["purchases"],
-        silver["quota_events"],
-        silver["offer_history"],
+    features = subscriber_features_from(
+        silver,
         ctx.as_of,
         windows,
         new_max_days=ctx.config.segments.lifecycle.new_max_days,

@@ -39,7 +39,7 @@ Scale
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 
 from pyspark.sql import Column, DataFrame
@@ -587,3 +587,26 @@ def build_subscriber_features(
         .transform(with_offer_features, as_of)
     )
     return select_schema(out, FEATURES_SCHEMA)
+
+
+#: The silver tables `build_subscriber_features` reads, in its argument order.
+SUBSCRIBER_FEATURE_INPUTS: tuple[str, ...] = (
+    "subscribers",
+    "usage_daily",
+    "recharges",
+    "purchases",
+    "quota_events",
+    "offer_history",
+)
+
+
+def subscriber_features_from(
+    silver: Mapping[str, DataFrame],
+    as_of: date,
+    windows: FeatureWindows | None = None,
+    new_max_days: int = 90,
+) -> DataFrame:
+    """`build_subscriber_features` on a mapping of silver tables by name (`SUBSCRIBER_FEATURE_INPUTS`)."""
+    return build_subscriber_features(
+        *[silver[name] for name in SUBSCRIBER_FEATURE_INPUTS], as_of, windows, new_max_days=new_max_days
+    )

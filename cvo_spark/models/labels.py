@@ -34,7 +34,7 @@ from cvo_spark.core.config import FeatureWindows
 from cvo_spark.core.errors import CvoError
 from cvo_spark.core.schemas import PRODUCT_CATEGORIES
 from cvo_spark.core.util import require_columns
-from cvo_spark.features.subscriber import build_subscriber_features
+from cvo_spark.features.subscriber import subscriber_features_from
 from cvo_spark.models.propensity import with_model_inputs
 
 LABEL_COLUMNS = ("label_upsell", "label_cross_sell", "label_churn")
@@ -273,13 +273,8 @@ def build_training_frame(
     """
     frames = []
     for snapshot in snapshots:
-        feats = build_subscriber_features(
-            silver["subscribers"],
-            silver["usage_daily"],
-            silver["recharges"],
-            silver["purchases"],
-            silver["quota_events"],
-            silver["offer_history"],
+        feats = subscriber_features_from(
+            silver,
             snapshot,
             windows,
             new_max_days=new_max_days,

@@ -142,19 +142,7 @@ def run(ctx: StageContext) -> StageResult:
     # family and their labels) is so large that planning it again for each of the many
     # queries a fit runs cost more than the fits (2-3x the stage time on small data).
     # The table also records exactly which rows each as_of's models learned from.
-    ctx.store.overwrite_partition(
-        frame.withColumn(TRAINED_AS_OF, F.lit(ctx.as_of)),
-        "gold",
-        "training_frames",
-        ctx.as_of,
-        column=TRAINED_AS_OF,
-        merge_schema=True,
-    )
-    stored = (
-        ctx.store.read("gold", "training_frames")
-        .where(F.col(TRAINED_AS_OF) == F.lit(ctx.as_of))
-        .drop(TRAINED_AS_OF)
-    )
+    stored = ctx.store.write_and_reread(frame, "gold", "training_frames", ctx.as_of, TRAINED_AS_OF)
     partitions = int(ctx.spark.conf.get("spark.sql.shuffle.partitions"))
     frame = with_stable_layout(stored, partitions).persist(StorageLevel.MEMORY_AND_DISK)
     eval_rows: list[tuple] = []

@@ -35,7 +35,7 @@ from pyspark.sql.types import (
 from cvo_spark.core.catalog import load_checked_catalog, offer_channels_frame, offers_frame
 from cvo_spark.core.config import Config
 from cvo_spark.core.stage import StageContext
-from cvo_spark.features.subscriber import build_subscriber_features
+from cvo_spark.features.subscriber import subscriber_features_from
 from cvo_spark.models import mlflow_store
 from cvo_spark.models.propensity import usable_features
 from cvo_spark.models.qini import QiniComparison, compare_rankings
@@ -92,13 +92,8 @@ def uplift_params(config: Config) -> UpliftParams:
 def snapshot_features(silver: dict[str, DataFrame], snapshots: list[date], config: Config) -> DataFrame:
     """The features table as of each snapshot date, stacked, with ``snapshot_date``."""
     frames = [
-        build_subscriber_features(
-            silver["subscribers"],
-            silver["usage_daily"],
-            silver["recharges"],
-            silver["purchases"],
-            silver["quota_events"],
-            silver["offer_history"],
+        subscriber_features_from(
+            silver,
             d,
             config.features.windows,
             new_max_days=config.segments.lifecycle.new_max_days,
@@ -157,20 +152,11 @@ def train_uplift(
         ctx.as_of,
         p,
     ).transform(with_model_rows, offer_ids, categories)
-    ctx.store.overwrite_partition(
-        frame.withColumn(TRAINED_AS_OF, F.lit(ctx.as_of)),
-        "gold",
-        "uplift_training_frames",
-        ctx.as_of,
-        column=TRAINED_AS_OF,
-        merge_schema=True,
-    )
-    stored = (
-        ctx.store.read("gold", "uplift_training_frames")
-        .where(F.col(TRAINED_AS_OF) == F.lit(ctx.as_of))
-        .drop(TRAINED_AS_OF)
-        .persist(StorageLevel.MEMORY_AND_DISK)
-    )
+    # Written once and read back, as the propensity frame is: the stacked snapshots' plan is
+    # far larger than the data; the table also records what the model learned from.
+    stored = ctx.store.write_and_reread(
+        frame, "gold", "uplift_training_frames", ctx.as_of, TRAINED_AS_OF
+    ).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         counts = {
             (r["split"], r["treated"]): int(r["n"])
