@@ -13,6 +13,7 @@ the driver (`offers_frame`, `offer_channels_frame`) that the offers transforms b
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,14 @@ from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StringType, St
 from cvo_spark.core.config import Config
 from cvo_spark.core.errors import ConfigError
 from cvo_spark.core.schemas import ENUMS, PRODUCT_CATEGORIES, SUBSCRIBER_CHANNELS
+
+#: Push channels send a message the subscriber did not ask for (a contact: costs, caps,
+#: consent, quiet hours); pull channels show slots when the subscriber comes (app, shops).
+CHANNEL_KINDS: tuple[str, ...] = ("push", "pull")
+DEFAULT_CHANNEL_KIND: dict[str, str] = {
+    "sms": "push", "ussd": "push", "call_centre": "push",
+    "app": "pull", "ecommerce": "pull", "banking": "pull", "retail": "pull",
+}
 
 #: Offer types and the model score each one is driven by (see cvo_spark/offers/engine.py).
 OFFER_TYPES: tuple[str, ...] = ("upsell", "cross_sell", "retention", "loyalty")
@@ -82,6 +91,13 @@ class Offer(_Frozen):
     channels: tuple[str, ...] = Field(min_length=1)
     eligibility: Eligibility = Eligibility()
     description: str = ""
+    #: Paid to (or given up for) every acceptor, incremental or not: a bonus, a discount.
+    incentive: float = Field(0.0, ge=0)
+    #: Price of the regular pack this offer can displace (null: it displaces nothing).
+    regular_price: float | None = Field(None, gt=0)
+    #: Treatment decisions per run (day): at least / at most.
+    min_daily_volume: int | None = Field(None, ge=0)
+    max_daily_volume: int | None = Field(None, ge=0)
 
     @field_validator("offer_type")
     @classmethod
@@ -107,6 +123,9 @@ class Offer(_Frozen):
         # Only a retention offer may sell at or below cost: it pays back in saved lifetime value.
         if self.offer_type != "retention" and self.unit_cost >= self.price:
             raise ValueError(f"unit_cost {self.unit_cost:g} is not below price {self.price:g} (no margin)")
+        low, high = self.min_daily_volume, self.max_daily_volume
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_daily_volume {low} > max_daily_volume {high}")
         return self
 
     @property
@@ -115,7 +134,41 @@ class Offer(_Frozen):
 
 
 class ChannelSpec(_Frozen):
+    """A channel: slots a subscriber sees, push or pull, cost per contact, daily capacity."""
+
     slots: int = Field(gt=0)
+    #: None: the channel's usual kind (DEFAULT_CHANNEL_KIND).
+    kind: str | None = None
+    #: Rupiah per contact (one message to one subscriber, however many slots it shows).
+    contact_cost: float = Field(0.0, ge=0)
+    #: Contacts (subscribers reached) per run (day); None: unlimited.
+    daily_capacity: int | None = Field(None, ge=0)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str | None) -> str | None:
+        return None if value is None else _known(value, CHANNEL_KINDS, "channel kind")
+
+
+class Budget(_Frozen):
+    """An incentive budget over a campaign's dates, spread evenly over its days (paced).
+
+    Spend is the incentive of every acceptance of its offers from `start` on; each day
+    may commit (remaining amount) / (days left, today included) in expected incentive.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    amount: float = Field(gt=0)
+    start: date
+    end: date
+    #: None: every offer in the catalog.
+    offers: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _dates(self) -> Budget:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
 
 
 class Catalog(_Frozen):
@@ -123,6 +176,7 @@ class Catalog(_Frozen):
 
     channels: dict[str, ChannelSpec] = Field(min_length=1)
     offers: tuple[Offer, ...] = Field(min_length=1)
+    budgets: tuple[Budget, ...] = ()
 
     @field_validator("channels")
     @classmethod
@@ -145,7 +199,22 @@ class Catalog(_Frozen):
                         f"{where}.channels: channel {ch!r} has no entry under channels: "
                         f"(defined: {', '.join(self.channels)})"
                     )
+        names: set[str] = set()
+        for i, budget in enumerate(self.budgets):
+            if budget.name in names:
+                raise ValueError(f"budgets[{i}].name: duplicate budget name {budget.name}")
+            names.add(budget.name)
+            for offer_id in budget.offers or ():
+                if offer_id not in seen:
+                    raise ValueError(f"budgets[{i}] ({budget.name}).offers: unknown offer_id {offer_id}")
         return self
+
+    def kind(self, channel: str) -> str:
+        """'push' or 'pull' for a channel of this catalog."""
+        return self.channels[channel].kind or DEFAULT_CHANNEL_KIND.get(channel, "push")
+
+    def budget_offers(self, budget: Budget) -> tuple[str, ...]:
+        return budget.offers if budget.offers is not None else self.offer_ids
 
     def offer(self, offer_id: str) -> Offer:
         for o in self.offers:
@@ -263,10 +332,18 @@ OFFERS_FRAME_SCHEMA = StructType(
         StructField("elig_max_arpu_3m", _D),
         StructField("elig_min_tenure_days", _I),
         StructField("elig_max_tenure_days", _I),
+        StructField("incentive", _D, False),
+        StructField("regular_price", _D),
     ]
 )
 OFFER_CHANNELS_SCHEMA = StructType(
-    [StructField("offer_id", _S, False), StructField("channel", _S, False), StructField("slots", _I, False)]
+    [
+        StructField("offer_id", _S, False),
+        StructField("channel", _S, False),
+        StructField("slots", _I, False),
+        StructField("channel_kind", _S, False),
+        StructField("contact_cost", _D, False),
+    ]
 )
 
 
@@ -296,19 +373,28 @@ def offers_frame(spark: SparkSession, catalog: Catalog, default_validity_days: i
                 None if e.max_arpu_3m is None else float(e.max_arpu_3m),
                 e.min_tenure_days,
                 e.max_tenure_days,
+                float(o.incentive),
+                None if o.regular_price is None else float(o.regular_price),
             )
         )
     return spark.createDataFrame(rows, OFFERS_FRAME_SCHEMA)
 
 
 def offer_channels_frame(spark: SparkSession, catalog: Catalog) -> DataFrame:
-    """One row per (offer, channel it may go out on) with the channel's slot count."""
-    rows = [(o.offer_id, ch, catalog.channels[ch].slots) for o in catalog.offers for ch in o.channels]
+    """One row per (offer, channel it may go out on) with the channel's slot count, kind
+    ('push'/'pull') and cost per contact."""
+    rows = [
+        (o.offer_id, ch, catalog.channels[ch].slots, catalog.kind(ch), float(catalog.channels[ch].contact_cost))
+        for o in catalog.offers
+        for ch in o.channels
+    ]
     return spark.createDataFrame(rows, OFFER_CHANNELS_SCHEMA)
 
 
 __all__ = [
+    "CHANNEL_KINDS",
     "OFFER_TYPES",
+    "Budget",
     "Catalog",
     "ChannelSpec",
     "Eligibility",

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cvo_spark.core.errors import ConfigError
+from cvo_spark.core.schemas import SUBSCRIBER_CHANNELS
 
 
 class _Section(BaseModel):
@@ -330,6 +331,54 @@ class ChecksConfig(_Section):
     freshness_tables: tuple[str, ...] = ("usage_daily", "recharges", "quota_events")
 
 
+class AllocationConfig(_Section):
+    """Choosing for the whole base at once (`cvo_spark.offers.allocation`).
+
+    A contact is made only when its net incremental value clears ``min_net_value`` (so
+    "do nothing" is a decision). Each subscriber gets at most ``max_offers_per_subscriber``
+    distinct offers, each on one channel, and at most ``max_push_contacts`` push contacts
+    in ``offers.contact_window_days`` (earlier contacts and trigger offers included). A
+    subscriber who ignored ``fatigue_ignored_contacts`` push contacts in
+    ``fatigue_window_days`` is rested (no push). ``consent_when_missing``: what a channel
+    allows for a subscriber with no row in the optional ``consents`` input (or when the
+    input is absent); keys are channels or ``push``/``pull``. ``uplift_fallback_share``:
+    with no uplift score for an action, the share of its acceptances assumed incremental.
+    The dual prices of budgets and capacities are found on a ``solver_sample_share`` hashed
+    sample of subscribers in at most ``solver_max_iterations`` passes, refined on the full
+    base in ``solver_full_passes``; ``solver_tolerance`` is the relative constraint
+    violation accepted before the greedy repair.
+    """
+
+    enabled: bool = True
+    min_net_value: float = 0.0
+    max_offers_per_subscriber: int = Field(3, ge=0)
+    max_push_contacts: int = Field(2, ge=0)
+    fatigue_ignored_contacts: int = Field(3, gt=0)
+    fatigue_window_days: int = Field(14, gt=0)
+    consent_when_missing: dict[str, Literal["allow", "deny"]] = Field(
+        default_factory=lambda: {"push": "deny", "pull": "allow"}
+    )
+    #: Push channels are not used for trigger offers in [start, end) local hours (wraps midnight).
+    quiet_hours_start: int = Field(21, ge=0, le=23)
+    quiet_hours_end: int = Field(8, ge=0, le=23)
+    uplift_fallback_share: float = Field(0.5, ge=0, le=1)
+    solver_sample_share: float = Field(0.2, gt=0, le=1)
+    solver_max_iterations: int = Field(30, ge=0)
+    solver_full_passes: int = Field(2, ge=0)
+    solver_tolerance: float = Field(0.01, ge=0)
+    solver_seed: int = 7
+
+    @model_validator(mode="after")
+    def _consent_keys(self) -> AllocationConfig:
+        known = (*SUBSCRIBER_CHANNELS, "push", "pull")
+        for key in self.consent_when_missing:
+            if key not in known:
+                raise ValueError(f"consent_when_missing.{key}: unknown channel or kind; known: {', '.join(known)}")
+        if not {"push", "pull"} <= set(self.consent_when_missing):
+            raise ValueError("consent_when_missing must say 'push' and 'pull' (no silent allow)")
+        return self
+
+
 class OffersConfig(_Section):
     #: Relative paths are resolved against the folder of the config file that names them.
     catalog_file: str = "offers.yaml"
@@ -354,6 +403,7 @@ class OffersConfig(_Section):
     retention_save_rate: float = Field(0.2, ge=0, le=1)
     #: No published offer may be priced under this (publish check `price_floor`).
     price_floor: float = Field(5_000.0, ge=0)
+    allocation: AllocationConfig = AllocationConfig()
 
 
 class StreamConfig(_Section):

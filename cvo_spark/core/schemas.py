@@ -108,6 +108,13 @@ INPUT_SCHEMAS: dict[str, StructType] = {
         ("charged", B),
         ("price", D),
     ),
+    # Optional input (OPTIONAL_INPUT_TABLES): opt-outs and do-not-disturb per channel.
+    "consents": _schema(
+        ("subscriber_id", S),
+        ("channel", S),
+        ("allowed", B),
+        ("updated_ts", TS),
+    ),
 }
 
 #: The event-time column of each input table: what "as of D" and freshness look at.
@@ -120,7 +127,12 @@ EVENT_TIME_COLUMN: dict[str, str] = {
     "offer_history": "contacted_ts",
     "b2b_accounts": "contract_start",
     "b2b_messages": "message_ts",
+    "consents": "updated_ts",
 }
+
+#: Input tables a source may not send at all; absent, they mean what the config says
+#: (DESIGN: "absent means what the config says, never a silent allowed").
+OPTIONAL_INPUT_TABLES: tuple[str, ...] = ("consents",)
 
 #: Contract columns a source may leave out: absent in bronze, they are null in silver (DESIGN:
 #: offer_history's propensity is the logging policy's probability of the logged choice,
@@ -179,7 +191,7 @@ OUTPUT_SCHEMAS: dict[str, StructType] = {
 }
 
 #: Tables each stage reads from bronze/silver; a missing one stops the run naming it.
-SILVER_TABLES: tuple[str, ...] = tuple(INPUT_SCHEMAS)
+SILVER_TABLES: tuple[str, ...] = tuple(t for t in INPUT_SCHEMAS if t not in OPTIONAL_INPUT_TABLES)
 
 
 def input_schema(table: str) -> StructType:

@@ -31,7 +31,7 @@ from pyspark.sql import DataFrame
 from cvo_spark.core.errors import CvoError
 from cvo_spark.core.io import TableStore, naming_unreadable_files
 from cvo_spark.core.privacy import ID_MODE_PROPERTY, id_mode, load_pseudonym_key
-from cvo_spark.core.schemas import KEY_COLUMN
+from cvo_spark.core.schemas import KEY_COLUMN, OPTIONAL_INPUT_TABLES
 from cvo_spark.core.stage import StageContext, StageResult
 from cvo_spark.ingest.validate import (
     EARLIEST_EVENT_DATE,
@@ -108,7 +108,9 @@ def ingest(
     earliest_event_date: date = EARLIEST_EVENT_DATE,
 ) -> StageResult:
     """Run the ingest on `store` with an explicit clock (`run` passes the wall clock)."""
-    bronze = {t: store.read("bronze", t) for t in INGEST_ORDER}
+    # An optional input a source does not send is skipped (its silver table, if any, stays).
+    order = tuple(t for t in INGEST_ORDER if t not in OPTIONAL_INPUT_TABLES or store.exists("bronze", t))
+    bronze = {t: store.read("bronze", t) for t in order}
     extras = {t: check_bronze_schema(df, t) for t, df in bronze.items()}
     mode = id_mode(pseudonym_key)
     for table in sorted(APPEND_ONLY_SILVER):
@@ -118,7 +120,7 @@ def ingest(
     valid: dict[str, DataFrame] = {}
     counts: dict[str, int] = {}
     try:
-        for table in INGEST_ORDER:
+        for table in order:
             frame = tag_rows(
                 bronze[table], table, now, future_tolerance_hours, _owners(table, valid), pseudonym_key,
                 earliest_event_date,
@@ -143,7 +145,7 @@ def ingest(
                 log.warning("table %s: %d row(s) quarantined", table, outcome["quarantined"])
 
         # Every check passed: only now write, so a failing table leaves silver untouched.
-        for table in INGEST_ORDER:
+        for table in order:
             if table in APPEND_ONLY_SILVER:
                 store.insert_new(valid[table], "silver", table)
                 if store.properties("silver", table).get(ID_MODE_PROPERTY) != mode:
@@ -153,15 +155,15 @@ def ingest(
         ingested_at = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
         quarantine = reduce(
             DataFrame.unionByName,
-            [quarantine_rows(tagged[t], t, run_id, ingested_at, as_of) for t in INGEST_ORDER],
+            [quarantine_rows(tagged[t], t, run_id, ingested_at, as_of) for t in order],
         )
         store.overwrite_partition(quarantine, "gold", "quarantine", as_of)
     finally:
         for frame in tagged.values():
             frame.unpersist()
 
-    quarantined = sum(counts[f"{t}.quarantined"] for t in INGEST_ORDER)
-    duplicates = sum(counts[f"{t}.duplicates"] for t in INGEST_ORDER)
+    quarantined = sum(counts[f"{t}.quarantined"] for t in order)
+    duplicates = sum(counts[f"{t}.duplicates"] for t in order)
     ignored = "; ".join(f"{t}: {', '.join(cols)}" for t, cols in extras.items() if cols)
     message = f"{quarantined} row(s) quarantined, {duplicates} duplicate(s) removed"
     if ignored:

@@ -91,7 +91,7 @@ NULLABLE_COLUMNS: frozenset[tuple[str, str]] = frozenset(
 #: Allowed values per (table, column): the contract enums plus the subscriber channels.
 ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
     **ENUMS,
-    **{(t, "channel"): SUBSCRIBER_CHANNELS for t in ("recharges", "purchases", "offer_history")},
+    **{(t, "channel"): SUBSCRIBER_CHANNELS for t in ("recharges", "purchases", "offer_history", "consents")},
 }
 
 #: Tables whose key is a subscriber id (pseudonymised when privacy is on).

@@ -305,6 +305,7 @@ class Stream(IntEnum):
     DAY_ON, VOICE, SMS, SMS_ROUND, DATA, DIGITAL_ON, DIGITAL = 30, 31, 32, 33, 34, 35, 36
     RECHARGE, PURCHASE, QUOTA_LOW, QUOTA_EXPIRING, PACKAGE_EXPIRED, CONTACT = 40, 50, 60, 70, 80, 90
     CONTROL, ACCEPT, ACCEPT_DELAY = 110, 111, 112
+    CONSENT = 120
     B2B_ACCOUNT, B2B_NAME, B2B_REVENUE, B2B_PRODUCTS, B2B_CONTRACT, B2B_MESSAGE = 200, 201, 202, 203, 204, 210
 
 
@@ -490,6 +491,28 @@ def _subscribers(sub: DataFrame) -> DataFrame:
     status = F.when(F.col("is_churner"), "churned").otherwise("active").alias("status")
     return sub.select(
         "subscriber_id", "activation_date", "payment_type", "region", "device_tier", status, "churn_date"
+    )
+
+
+#: Share of subscribers who allow each push channel (the rest opted out or asked not to be
+#: disturbed); pull channels need no consent row (the config says what their absence means).
+CONSENT_SHARE: dict[str, float] = {"sms": 0.9, "ussd": 0.95, "call_centre": 0.7}
+
+
+def _consents(sub: DataFrame, g: _Spec) -> DataFrame:
+    """consents: one row per subscriber and push channel, stated on the first active day
+    at 09:00 (never before activation, never after end_date)."""
+    rows = sub.select(
+        "idx", "subscriber_id", "first_idx", F.explode(F.array(*[F.lit(c) for c in CONSENT_SHARE])).alias("channel")
+    )
+    share = F.element_at(F.create_map(*[F.lit(x) for kv in CONSENT_SHARE.items() for x in kv]), F.col("channel"))
+    channel_no = F.array_position(F.array(*[F.lit(c) for c in CONSENT_SHARE]), F.col("channel")).cast("int")
+    u = uniform((*row_key(g.seed, "idx"), channel_no), Stream.CONSENT)
+    return rows.select(
+        "subscriber_id",
+        "channel",
+        (u < share).alias("allowed"),
+        F.timestamp_seconds(g.epoch_seconds(F.col("first_idx"), F.lit(9 * 3600))).alias("updated_ts"),
     )
 
 
@@ -967,6 +990,7 @@ def generate_bronze(
         "offer_history": _offer_history(contacts).coalesce(files("offer_history")),
         "b2b_accounts": accounts.coalesce(partitions or 1),
         "b2b_messages": _b2b_messages(accounts, g),
+        "consents": _consents(sub, g).coalesce(partitions or 1),
     }
     out = {name: _conform(tables[name], INPUT_SCHEMAS[name]) for name in INPUT_SCHEMAS}
     out["_ground_truth"] = _ground_truth(sub).coalesce(partitions or 1)
