@@ -131,7 +131,9 @@ def make_ctx(spark, tmp_path, **stream):
         {
             "lake": str(tmp_path / "lake"),
             "stream": {"watermark_minutes": 60, "suppress_minutes": 720, **stream},
-            "offers": {"contact_window_days": 7, "max_contacts_per_channel": 3},
+            # Quiet hours off: these tests are about recovery; quiet hours have their own test.
+            "offers": {"contact_window_days": 7, "max_contacts_per_channel": 3,
+                       "allocation": {"quiet_hours_start": 0, "quiet_hours_end": 0}},
         }
     )
     store = TableStore(spark, config)
@@ -415,3 +417,27 @@ def test_batch_transform_names_missing_columns(spark):
     ev, offers, contacts, emitted = batch_inputs(spark, [("S1", "2026-07-01 00:00", "quota_low")])
     with pytest.raises(MissingColumnsError, match="valid_to"):
         select_trigger_offers(ev, offers.drop("valid_to"), contacts, emitted, rules())
+
+
+def test_quiet_hours_keep_push_channels_silent_and_fall_back_to_pull(spark):
+    from dataclasses import replace
+
+    from cvo_spark.stream.triggers import in_quiet_hours
+
+    hours = spark.createDataFrame([(ts(f"2026-07-01 {h:02d}:30"),) for h in (7, 8, 20, 21, 23)], "t timestamp")
+    quiet = [r["q"] for r in hours.select(in_quiet_hours(F.col("t"), 21, 8).alias("q")).collect()]
+    assert quiet == [True, False, False, True, True]  # 21:00-07:59, wrapping midnight
+    assert hours.where(in_quiet_hours(F.col("t"), 9, 9)).count() == 0  # start == end: never
+    ev, offers, contacts, emitted = batch_inputs(
+        spark,
+        [
+            ("S2", "2026-07-01 22:00", "quota_expiring"),  # sms preferred, quiet: app instead
+            ("S5", "2026-07-01 22:00", "quota_expiring"),  # only an sms offer: nothing
+            ("S1", "2026-07-01 12:00", "quota_expiring"),  # daytime: sms as configured
+        ],
+    )
+    quiet_rules = replace(rules(suppress_minutes=0), push_channels=("sms", "ussd"), quiet_start=21, quiet_end=8)
+    out = select_trigger_offers(ev, offers, contacts, emitted, quiet_rules)
+    expected = as_expected(spark, [("S2", "quota_expiring", ts("2026-07-01 22:00"), "O_APP2B", "app"),
+                                   ("S1", "quota_expiring", ts("2026-07-01 12:00"), "O_SMS1", "sms")])
+    assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)

@@ -45,6 +45,7 @@ from pyspark.sql.streaming import StreamingQuery
 from cvo_spark.core.errors import ConfigError, MissingTableError
 from cvo_spark.core.io import TableStore
 from cvo_spark.core.stage import StageContext
+from cvo_spark.offers.stage import offer_params
 from cvo_spark.stream.triggers import (
     EVENT_KEY,
     TRIGGER_OFFERS_SCHEMA,
@@ -181,6 +182,9 @@ def rules_from(ctx: StageContext) -> TriggerRules:
         suppress_minutes=s.suppress_minutes,
         contact_window_days=o.contact_window_days,
         max_contacts_per_channel=o.max_contacts_per_channel,
+        push_channels=offer_params(ctx.config).push_channels,
+        quiet_start=o.allocation.quiet_hours_start,
+        quiet_end=o.allocation.quiet_hours_end,
     )
 
 

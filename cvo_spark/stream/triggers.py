@@ -74,6 +74,11 @@ class TriggerRules:
     suppress_minutes: int
     contact_window_days: int
     max_contacts_per_channel: int
+    #: Push channels get no trigger offer in [quiet_start, quiet_end) hours (wrapping
+    #: midnight when start > end); the event then goes to a pull channel's offer or none.
+    push_channels: tuple[str, ...] = ()
+    quiet_start: int = 0
+    quiet_end: int = 0
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -90,12 +95,25 @@ def with_preferred_channel(events: DataFrame, channel_by_event: Mapping[str, str
     return events.withColumn("preferred_channel", mapping[F.col("event_type")])
 
 
-def choose_offers(events: DataFrame, offers: DataFrame) -> DataFrame:
+def in_quiet_hours(ts: F.Column, start: int, end: int) -> F.Column:
+    """Whether `ts` falls in [start, end) hours of the session time zone (start > end wraps
+    midnight: 21..8 is 21:00-07:59; start == end: never)."""
+    hour = F.hour(ts)
+    if start == end:
+        return F.lit(False)
+    if start < end:
+        return (hour >= start) & (hour < end)
+    return (hour >= start) | (hour < end)
+
+
+def choose_offers(events: DataFrame, offers: DataFrame, push_channels: tuple[str, ...] = (),
+                  quiet_start: int = 0, quiet_end: int = 0) -> DataFrame:
     """One row per event with an eligible offer: adds ``offer_id`` and ``channel``.
 
     Needs events (subscriber_id, event_type, event_ts, preferred_channel) and one offers
     snapshot (`OFFER_COLUMNS`). Drops events of control-group subscribers and events
-    with no treatment offer valid on the event's date (rules 2 and 3 of the module doc).
+    with no treatment offer valid on the event's date (rules 2 and 3 of the module doc);
+    in quiet hours, offers on `push_channels` are not candidates.
     """
     require_columns(events, (*EVENT_KEY, "preferred_channel"), "choose_offers")
     require_columns(offers, OFFER_COLUMNS, "choose_offers")
@@ -123,11 +141,13 @@ def choose_offers(events: DataFrame, offers: DataFrame) -> DataFrame:
         F.col("offer_channel"),
         F.col("offer_id"),  # total order: deterministic choice
     )
+    quiet = F.col("offer_channel").isin(list(push_channels)) & in_quiet_hours(
+        F.col("event_ts"), quiet_start, quiet_end)
     # One pass over the snapshot: a subscriber with any control row is excluded whole.
     return (
         events.join(snapshot, on="subscriber_id", how="inner")
         .withColumn("_has_control", F.max((F.col("group") == "control").cast("int")).over(per_event))
-        .where((F.col("_has_control") == 0) & (F.col("group") == "treatment") & is_valid)
+        .where((F.col("_has_control") == 0) & (F.col("group") == "treatment") & is_valid & ~quiet)
         .withColumn("_choice", F.row_number().over(best_first))
         .where(F.col("_choice") == 1)
         .select(*EVENT_KEY, "offer_id", F.col("offer_channel").alias("channel"))
@@ -293,7 +313,7 @@ def select_trigger_offers(
     window, cap = rules.contact_window_days, rules.max_contacts_per_channel
     return (
         with_preferred_channel(new_events, rules.channel_by_event)
-        .transform(choose_offers, offers)
+        .transform(choose_offers, offers, rules.push_channels, rules.quiet_start, rules.quiet_end)
         .transform(with_emitted_history, emitted, rules.suppress_minutes, window)
         .where(~F.col("is_emitted") & ~F.col("is_near_emitted"))
         .transform(with_prior_contacts, contacts, window)
