@@ -185,7 +185,7 @@ def main() -> None:
     f, s, sc, hist = inputs(args.subscribers)
     n = f.count()  # materialises the cached synthetic population outside the timed part
     started = time.perf_counter()
-    offers = build_offers(f, s, sc, hist, cat_offers, cat_channels, args.as_of, "bench", p)
+    offers = build_offers(f, s, sc, hist, cat_offers, cat_channels, args.as_of, "bench", p).offers
     offer_rows = offers.count()
     wall = time.perf_counter() - started
     figures.update({

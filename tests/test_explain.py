@@ -36,9 +36,11 @@ PSEUDONYMISED_RAW = "6281100009"
 PSEUDONYM = hmac.new(KEY.encode(), PSEUDONYMISED_RAW.encode(), hashlib.sha256).hexdigest()
 
 
-def make_lake(spark, root) -> dict:
+def make_lake(spark, root, allocation=None) -> dict:
     """Gold inputs for two dates, silver offer_history, and published offers for D only."""
-    config = parse_config({"lake": str(root)})
+    # Without `allocation`: today's per-channel ranking (what the first tests read line by line).
+    allow = {"consent_when_missing": {"push": "allow", "pull": "allow"}}  # no consents input in this lake
+    config = parse_config({"lake": str(root), "offers": {"allocation": {**allow, **(allocation or {"enabled": False})}}})
     store = TableStore(spark, config)
     feats, segs, scores = [], [], []
     pseudonymised = (PSEUDONYM, *SUBSCRIBERS[1][1:])
@@ -68,16 +70,25 @@ def make_lake(spark, root) -> dict:
         REQUIRED_INPUT_SCHEMAS["offer_history"])
     store.overwrite(history, "silver", "offer_history")
     catalog, params = load_checked_catalog(config), offer_params(config)
+    from cvo_spark.offers.stage import allocation_params
     on_d = {n: df.where(F.col("as_of") == F.lit(D)) for n, df in frames.items()}
     offers = build_offers(on_d["features"], on_d["segments"], on_d["scores"], history,
-                          offers_frame(spark, catalog, 7), offer_channels_frame(spark, catalog), D, "run-x", params)
-    store.overwrite_partition(offers, "gold", "offers", D)
+                          offers_frame(spark, catalog, 7), offer_channels_frame(spark, catalog), D, "run-x", params,
+                          alloc=allocation_params(config))
+    store.overwrite_partition(offers.offers, "gold", "offers", D)
+    offers.release()
     return {"config": config, "store": store}
 
 
 @pytest.fixture(scope="module")
 def plain(spark, tmp_path_factory):
     return make_lake(spark, tmp_path_factory.mktemp("explain_lake"))
+
+
+@pytest.fixture(scope="module")
+def allocating(spark, tmp_path_factory):
+    return make_lake(spark, tmp_path_factory.mktemp("explain_alloc_lake"),
+                     {"max_offers_per_subscriber": 2})
 
 
 def ctx_for(spark, lake, as_of=D):
@@ -150,3 +161,19 @@ def test_cli_explain(spark, plain, capsys):
     assert main(["explain", "nobody", "--as-of", "2026-06-30", "--lake", lake]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "cvo: error: unknown subscriber 'nobody': no features row as of 2026-06-30"
+
+
+def test_explain_names_the_allocation_rule_that_cut_each_offer(spark, allocating):
+    text = explain(ctx_for(spark, allocating), "6281100001")
+    print(text)
+    lines = text.splitlines()
+    published = allocating["store"].read("gold", "offers").where(F.col("subscriber_id") == "6281100001").collect()
+    assert len(published) == 2 == len({r["offer_id"] for r in published})  # two offers, one channel each
+    chosen = {(r["offer_id"], r["channel"]) for r in published}
+    # Every other channel of a chosen offer is explained by the one-channel rule ...
+    others = [ln for ln in lines if ": one channel per offer: goes out on " in ln]
+    assert others and all(any(f"goes out on {ch}" in ln for _, ch in chosen) for ln in others)
+    # ... and the rest of the kept offers by the cap of two offers.
+    assert any("contact cap: 2 offer(s) worth more chosen (max 2)" in ln for ln in lines)
+    offer_lines = [ln for ln in lines if "expected value Rp" in ln]
+    assert len(offer_lines) == 2 and all(" net (uplift +" in ln and "assumed)" in ln for ln in offer_lines)

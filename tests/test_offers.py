@@ -49,7 +49,7 @@ FEATURE_DEFAULTS = {"payment_type": "prepaid", "length_of_stay_days": 400, "arpu
 SEGMENT_DEFAULTS = {"value_tier": "Gold", "is_high_value": False, "lifecycle": "base", "persona_name": "Digital Active"}
 SCORE_DEFAULTS = {"p_upsell": 0.4, "p_cross_sell": 0.2, "p_churn": 0.1, "clv_12m": 1_000_000.0,
                   "reasons_upsell": ["arpu_3m"], "reasons_cross_sell": [], "reasons_churn": ["recency_days"]}
-DEFAULT_PARAMS = OfferParams()
+DEFAULT_PARAMS = OfferParams(allocate=False)  # today's per-channel ranking; the allocation has its own tests
 
 
 def frames(spark, subs: list[dict]):
@@ -215,7 +215,7 @@ def test_slots_cut_and_type_weights_reorder(spark):
     assert rows[("s", "BIG", "sms")]["rank"] == 1
     assert reason(rows, "s", "SMALL", "sms") == "ranked 2 on sms, which shows 1 offer(s)"
     assert rows[("s", "SMALL", "app")]["rank"] == 2  # app has 3 slots
-    weighted = candidates(spark, subs, offers, params=OfferParams(type_weights={"cross_sell": 10.0}))
+    weighted = candidates(spark, subs, offers, params=OfferParams(allocate=False, type_weights={"cross_sell": 10.0}))
     assert weighted[("s", "SMALL", "sms")]["rank"] == 1
     assert reason(weighted, "s", "BIG", "sms") == "ranked 2 on sms, which shows 1 offer(s)"
 
@@ -245,7 +245,7 @@ def test_build_offers_rows_reasons_and_validity(spark):
     f, s, sc = frames(spark, subs)
     cat = catalog(offers)
     out = build_offers(f, s, sc, history(spark, []), offers_frame(spark, cat, 7), offer_channels_frame(spark, cat),
-                       AS_OF, "run-1", OfferParams(control_share=0.5))
+                       AS_OF, "run-1", OfferParams(allocate=False, control_share=0.5)).offers
     assert [(f.name, f.dataType) for f in out.schema] == [(f.name, f.dataType) for f in OFFERS_SCHEMA]
     got = {(r["subscriber_id"], r["channel"], r["offer_id"]): r for r in out.collect()}
     assert set(got) == {("s", "sms", "DATA"), ("s", "app", "DATA"), ("s", "app", "DIG"),
@@ -278,3 +278,93 @@ def test_missing_columns_are_named(spark):
         subscriber_profiles(f, s.drop("lifecycle"), sc)
     with pytest.raises(MissingColumnsError, match="contact_history: missing column"):
         contact_history(history(spark, []).drop("accepted"), AS_OF, 7, 14)
+
+
+# ------------------------------------------------------------------------ decision core: per-row rules and value
+ALLOCATING = OfferParams(consent_when_missing={"sms": False, "app": True}, fatigue_ignored_contacts=3,
+                         fatigue_window_days=14, max_push_contacts=2, uplift_fallback_share=0.5)
+
+
+def decision_rows(spark, subs, offers, contacts=(), consents=(), triggers=(), offer_scores=None, p=ALLOCATING):
+    from cvo_spark.offers.engine import consent_by_channel, contact_load
+
+    cat = catalog(offers)
+    f, s, sc = frames(spark, subs)
+    hist = history(spark, list(contacts))
+    c, r = contact_history(hist, AS_OF, p.contact_window_days, p.cooldown_days_after_reject)
+    consent_df = spark.createDataFrame(list(consents), "subscriber_id string, channel string, allowed boolean, "
+                                                       "updated_ts timestamp")
+    trig = spark.createDataFrame(list(triggers), "subscriber_id string, channel string, emitted_at timestamp")
+    load = contact_load(hist, trig, AS_OF, p.push_channels, p.contact_window_days, p.fatigue_window_days)
+    rows = candidate_offers(subscriber_profiles(f, s, sc), offers_frame(spark, cat, 7), offer_channels_frame(spark, cat),
+                            c, r, p, keep_excluded=True, load=load, consents=consent_by_channel(consent_df, AS_OF),
+                            offer_scores=offer_scores)
+    return {(x["subscriber_id"], x["offer_id"], x["channel"]): x for x in rows.collect()}
+
+
+def test_consent_rest_and_trigger_contacts(spark):
+    offers = [{"offer_id": "X", "channels": ["sms", "app"]}]
+    subs = [{"subscriber_id": s} for s in ("optout", "unknown", "optin", "tired", "later_optout", "pinged")]
+    ignored = lambda sid, day: (sid, "OTHER", "sms", datetime(2026, 6, day, 10), "treatment", False, None)
+    rows = decision_rows(
+        spark, subs, offers,
+        contacts=[ignored("tired", 18), ignored("tired", 22), ignored("tired", 28),
+                  ("pinged", "OTHER", "sms", datetime(2026, 6, 28, 9), "treatment", False, None)],
+        consents=[("optout", "sms", True, datetime(2026, 1, 1)), ("optout", "sms", False, datetime(2026, 6, 1)),
+                  ("optin", "sms", True, datetime(2026, 5, 1)), ("tired", "sms", True, datetime(2026, 5, 1)),
+                  ("pinged", "sms", True, datetime(2026, 5, 1)),
+                  # opted out only after as_of: as of D the consent stands (point in time)
+                  ("later_optout", "sms", True, datetime(2026, 5, 1)),
+                  ("later_optout", "sms", False, datetime(2026, 7, 2))],
+        triggers=[("pinged", "sms", datetime(2026, 6, 29, 20)), ("pinged", "app", datetime(2026, 6, 29, 21)),
+                  ("pinged", "sms", datetime(2026, 6, 1, 20))],  # outside the 7-day window
+    )
+    why = lambda sid, ch: rows[(sid, "X", ch)]["exclusion_reason"]
+    assert why("optout", "sms") == "no consent for sms"
+    assert why("unknown", "sms") == "no consent for sms (none on record; the config denies it when missing)"
+    assert why("unknown", "app") is None  # the config allows app when nothing is on record
+    assert why("optin", "sms") is None and why("later_optout", "sms") is None
+    assert why("tired", "sms") == "rested: ignored 3 contacts in 14 days"
+    assert why("tired", "app") is None  # rest is from push contacts only
+    # One logged push contact plus one push trigger in the window; the app trigger is not a push.
+    assert rows[("pinged", "X", "sms")]["push_contacts"] == 2
+    assert rows[("optin", "X", "sms")]["push_contacts"] == 0
+
+
+def test_net_value_by_hand_with_and_without_an_uplift_score(spark):
+    offers = [{"offer_id": "X", "price": 20000, "unit_cost": 5000, "incentive": 2000, "regular_price": 25000,
+               "channels": ["app"]}]
+    subs = [{"subscriber_id": "modelled"}, {"subscriber_id": "assumed", "p_upsell": 0.3, "arpu_3m": 1e12}]
+    scores = spark.createDataFrame([("modelled", "X", "app", 0.1, 0.3, 0.2)],
+                                   "subscriber_id string, offer_id string, channel string, uplift double, "
+                                   "p_accept_if_contacted double, p_accept_if_not double")
+    rows = decision_rows(spark, subs, offers, consents=[], offer_scores=scores)
+    m, a = rows[("modelled", "X", "app")], rows[("assumed", "X", "app")]
+    # 0.1 x 15,000 margin - 0.3 x 2,000 incentive - 0.3 x 0.2 x (25,000 - 20,000) displaced = 600
+    assert m["net_value"] == pytest.approx(600.0) and m["uplift_source"] == "model"
+    assert m["expected_cost"] == pytest.approx(600.0)
+    # No score: propensity ~0.3 (huge arpu: no price damping); half assumed incremental:
+    # 0.15 x 15,000 - 0.3 x 2,000 - 0.3 x 0.15 x 5,000 = 2,250 - 600 - 225 = 1,425
+    assert a["uplift_source"] == "assumed" and a["uplift"] == pytest.approx(0.15, rel=1e-6)
+    assert a["net_value"] == pytest.approx(1425.0, rel=1e-6)
+
+
+def test_build_offers_with_allocation_one_decision_per_offer_and_cap(spark):
+    offers = [{"offer_id": f"O{i}", "price": 20000 + 1000 * i, "channels": ["sms", "app"]} for i in range(5)]
+    subs = [{"subscriber_id": "s", "p_upsell": 0.5}]
+    f, s, sc = frames(spark, subs)
+    # Equal values on both channels (no uplift model: assumed); app shows two, so the third goes by sms.
+    cat = catalog(offers, channels={"sms": {"slots": 1}, "app": {"slots": 2}})
+    p = OfferParams(control_share=0.0)
+    from cvo_spark.offers.allocation import AllocationParams
+
+    batch = build_offers(f, s, sc, history(spark, []), offers_frame(spark, cat, 7), offer_channels_frame(spark, cat),
+                         AS_OF, "run-1", p, alloc=AllocationParams(max_offers=3, sample_share=1.0))
+    out = batch.offers.collect()
+    batch.release()
+    assert len(out) == 3 and len({r["offer_id"] for r in out}) == 3  # three offers, one channel each
+    assert {r["offer_id"] for r in out} == {"O2", "O3", "O4"}  # the most valuable (highest margin)
+    assert sum(r["channel"] == "sms" for r in out) == 1  # sms shows one
+    assert all(r["probability"] == 1.0 and r["net_value"] > 0 for r in out)
+    assert all(r["reason_codes"][-1].startswith("adds Rp") or any(c.startswith("adds Rp") for c in r["reason_codes"])
+               for r in out)

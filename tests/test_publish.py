@@ -38,6 +38,12 @@ TIERS = ("Priority", "Gold", "Mass")
 PERSONAS = ("Legacy Active", "Digital Active", "Socially Active 2", "Traditional Active")
 
 
+def offer_rows(rows):
+    """The 14 columns these tests set, then the decision-core columns (net_value, uplift,
+    uplift_source, expected_cost, contact_cost unset; probability 1)."""
+    return [(*r, None, None, None, None, None, 1.0) for r in rows]
+
+
 # ------------------------------------------------------------------------ pure checks
 def test_psi_by_hand():
     # (0.6 - 0.5) ln(0.6 / 0.5) + (0.4 - 0.5) ln(0.4 / 0.5) = 0.018232 + 0.022314
@@ -97,7 +103,7 @@ def test_run_checks_counts_duplicates_and_prices_under_the_floor(spark):
         ("c", "app", 1, D2, "Z", "upsell", 8000.0, 10.0, 0.4, ["r"], "treatment", D2, D2, "r"),  # c's HV floor 9,000
         ("c", "app", 2, D2, "R", "retention", 6000.0, 10.0, 0.4, ["r"], "treatment", D2, D2, "r"),  # spared
     ]
-    staged = spark.createDataFrame(rows, OFFERS_SCHEMA)
+    staged = spark.createDataFrame(offer_rows(rows), OFFERS_SCHEMA)
     scores = spark.createDataFrame([(0.1, 0.2, 0.3), (0.2, 0.3, 0.4)], "p_upsell double, p_cross_sell double, "
                                                                       "p_churn double")
     floors = spark.createDataFrame([("c", 9000.0)], "subscriber_id string, min_price double")
@@ -107,7 +113,8 @@ def test_run_checks_counts_duplicates_and_prices_under_the_floor(spark):
     results = {r.name: r for r in run_checks(
         staged, summary, 4, scores, {"usage_daily": D2}, staged, D1, D2, freshness_max_days=2, min_coverage=0.5,
         max_coverage=1.0, price_floor=5000.0, min_propensity_std=1e-4, max_psi=0.25)}
-    assert tuple(results) == CHECK_NAMES  # every check can be overridden by the name it reports
+    # Every check can be overridden by the name it reports (the decision audit's come after).
+    assert tuple(results) == CHECK_NAMES[: len(results)]
     assert results["duplicate_keys"].detail == "1 duplicate (subscriber, channel, rank) keys"
     assert not results["duplicate_keys"].passed
     assert results["price_floor"].detail.startswith("2 rows under the price floor") and not results["price_floor"].passed
@@ -123,7 +130,7 @@ def test_csv_export_has_treatment_rows_only_and_a_file_per_channel(spark, tmp_pa
         ("a", "app", 2, D2, "Y", "upsell", 20000.0, 1.0, 0.2, ["r"], "treatment", D2, D2, "r"),
         ("a", "app", 1, D2, "X", "upsell", 20000.0, 1.0, 0.2, ["r"], "treatment", D2, D2, "r"),
     ]
-    paths = export_channels(spark.createDataFrame(rows, OFFERS_SCHEMA), str(tmp_path / "exports"), D2,
+    paths = export_channels(spark.createDataFrame(offer_rows(rows), OFFERS_SCHEMA), str(tmp_path / "exports"), D2,
                             ["sms", "app", "banking"], "csv")
     base = tmp_path / "exports" / "2026-06-30"
     assert paths == {c: str(base / f"{c}.csv") for c in ("app", "banking", "sms")}
@@ -138,7 +145,9 @@ def test_csv_export_has_treatment_rows_only_and_a_file_per_channel(spark, tmp_pa
 
 # ------------------------------------------------------------------------ the stage on a tiny lake
 def make_ctx(spark, lake, as_of, overrides=()):
-    config = parse_config({"lake": str(lake), "offers": {"checks": {"max_psi": 0.5}}})
+    # No consents input in this lake: the config says push is allowed without a row.
+    config = parse_config({"lake": str(lake), "offers": {
+        "checks": {"max_psi": 0.5}, "allocation": {"consent_when_missing": {"push": "allow", "pull": "allow"}}}})
     return StageContext(spark, config, TableStore(spark, config), as_of, f"run-{as_of}", frozenset(overrides))
 
 
@@ -310,17 +319,70 @@ def test_override_publishes_records_it_and_exports_treatment_only(spark, lake):
     published = ctx.store.read("gold", "offers").where(F.col("as_of") == F.lit(D2))
     assert published.count() == result.row_counts["offers"]
     assert snapshot(ctx.store, D1)  # the previous as_of stays
-    sms = [json.loads(line) for line in (lake / "exports" / D2.isoformat() / "sms.jsonl").read_text().splitlines()]
-    expected = {r["subscriber_id"] for r in published.where((F.col("channel") == "sms")
-                                                             & (F.col("group") == "treatment")).collect()}
     control = {r["subscriber_id"] for r in published.where(F.col("group") == "control").collect()}
-    assert {r["subscriber_id"] for r in sms} == expected and expected
-    assert not control & {r["subscriber_id"] for r in sms}
-    assert all(r["channel"] == "sms" and r["rank"] == 1 for r in sms)  # sms shows one offer
+    exported_rows = 0
+    for channel in ("sms", "ussd", "app", "ecommerce", "banking"):
+        path = lake / "exports" / D2.isoformat() / f"{channel}.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        expected = {(r["subscriber_id"], r["offer_id"]) for r in published.where(
+            (F.col("channel") == channel) & (F.col("group") == "treatment")).collect()}
+        assert {(r["subscriber_id"], r["offer_id"]) for r in rows} == expected, channel
+        assert not control & {r["subscriber_id"] for r in rows}
+        assert all(r["channel"] == channel for r in rows)
+        if channel == "sms":
+            assert all(r["rank"] == 1 for r in rows)  # sms shows one offer
+        exported_rows += len(rows)
+    assert exported_rows == published.where(F.col("group") == "treatment").count() > 0
     assert {p.name for p in (lake / "exports" / D2.isoformat()).iterdir()} == {
         "sms.jsonl", "ussd.jsonl", "app.jsonl", "ecommerce.jsonl", "banking.jsonl"}
     runs = ctx.store.read("gold", "runs").where(F.col("run_id") == ctx.run_id).collect()
     assert runs[-1]["status"] == "succeeded" and runs[-1]["checks"]["freshness"].startswith("overridden")
+
+
+def test_decision_audit_catches_each_broken_rule_independently_of_the_engine(spark):
+    from cvo_spark.core.catalog import parse_catalog
+    from cvo_spark.offers.allocation import Constraint
+    from cvo_spark.offers.publish import audit_decisions
+
+    cat = parse_catalog({
+        "channels": {"sms": {"slots": 1}, "ussd": {"slots": 3}, "app": {"slots": 2}},
+        "offers": [{"offer_id": o, "offer_type": "upsell", "category": "data", "price": 20000, "unit_cost": 5000,
+                    "channels": ["sms", "ussd", "app"]} for o in ("A", "B", "C", "D")]})
+    row = lambda sid, ch, rank, offer, cost=0.0, group="treatment": (
+        sid, ch, rank, D2, offer, "upsell", 20000.0, 1.0, 0.2, ["r"], group, D2, D2, "r", 10.0, 0.01, "model", cost,
+        0.0, 1.0)
+    good = [row("g", "sms", 1, "A", 100.0), row("g", "app", 1, "B")]
+    bad = [
+        row("many", "app", 1, "A"), row("many", "app", 2, "B"), row("many", "ussd", 1, "C"), row("many", "ussd", 2, "D"),
+        row("twice", "sms", 1, "A"), row("twice", "app", 1, "A"),
+        row("pushy", "sms", 1, "A"), row("pushy", "ussd", 1, "B"),
+        row("slots", "sms", 2, "B"),
+        row("optout", "sms", 1, "C", 900.0),
+        row("ctrl", "sms", 1, "A", 1e9, group="control"),  # control rows are never sent: not audited
+    ]
+    history = spark.createDataFrame([], REQUIRED_INPUT_SCHEMAS["offer_history"])
+    consents = spark.createDataFrame([("optout", "sms", False, datetime(2026, 6, 1))],
+                                     "subscriber_id string, channel string, allowed boolean, updated_ts timestamp")
+    constraints = [Constraint("capacity:sms", "channel_capacity", "sms", 3),
+                   Constraint("budget:b", "budget", "b", 500.0, offers=("A", "C")),
+                   Constraint("max_volume:B", "offer_max", "B", 2), Constraint("min_volume:D", "offer_min", "D", 2)]
+    kwargs = dict(max_offers=3, max_push_contacts=1, contact_window_days=7,
+                  consent_allowed={"sms": True, "ussd": True, "app": True})
+    ok = audit_decisions(spark.createDataFrame(good, OFFERS_SCHEMA), history, consents, D2, constraints[:1], cat,
+                         **kwargs)
+    assert all(r.passed for r in ok), ok
+    results = {r.name: r for r in audit_decisions(
+        spark.createDataFrame(good + bad, OFFERS_SCHEMA), history, consents, D2, constraints, cat, **kwargs)}
+    assert results["offer_cap"].detail == "1 subscriber(s) with more than 3 offers"
+    assert results["one_channel_per_offer"].detail == "1 (subscriber, offer) pairs on several channels"
+    assert results["push_contacts"].detail == "1 subscriber(s) over 1 push contacts in 7 days"  # pushy: sms + ussd
+    assert results["slots"].detail == "1 rows ranked past their channel's slots"
+    assert results["capacity"].detail == "sms 5 > 3"
+    assert results["budget"].detail == "b Rp 1,000 > Rp 500"
+    assert results["volume"].detail == "B 4 > max 2; D 1 < min 2"
+    assert results["consent"].detail == "1 rows to a channel without consent"
+    assert not any(r.passed for r in results.values())
+    assert tuple(results) == CHECK_NAMES[-len(results):]
 
 
 # ------------------------------------------------------------------------ end to end

@@ -48,7 +48,9 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from cvo_spark.core.schemas import SUBSCRIBER_CHANNELS
 from cvo_spark.core.util import require_columns
+from cvo_spark.offers.allocation import CHOSEN, AllocationParams, AllocationResult, Constraint, allocate
 
 OFFERS_SCHEMA = StructType(
     [
@@ -66,6 +68,13 @@ OFFERS_SCHEMA = StructType(
         StructField("valid_from", DateType()),
         StructField("valid_to", DateType()),
         StructField("run_id", StringType()),
+        # Decision core: what the action adds, what it costs, how it was chosen.
+        StructField("net_value", DoubleType()),
+        StructField("uplift", DoubleType()),
+        StructField("uplift_source", StringType()),
+        StructField("expected_cost", DoubleType()),
+        StructField("contact_cost", DoubleType()),
+        StructField("probability", DoubleType()),
     ]
 )
 
@@ -98,6 +107,15 @@ class OfferParams:
     type_weights: dict[str, float] = field(default_factory=dict)
     trend_days: int = 30  # features' trend_recent_days: the window the trend reasons talk about
     quota_days: int = 30  # features' quota window
+    # Decision core (see cvo_spark/offers/allocation.py and AllocationConfig).
+    allocate: bool = True
+    push_channels: tuple[str, ...] = ("sms", "ussd", "call_centre")
+    max_push_contacts: int = 2
+    fatigue_ignored_contacts: int = 3
+    fatigue_window_days: int = 14
+    #: channel -> allowed, for a subscriber with no consent row for the channel.
+    consent_when_missing: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(SUBSCRIBER_CHANNELS, True))
+    uplift_fallback_share: float = 0.5
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -190,6 +208,75 @@ def contact_history(
     return channel_contacts, recent_rejects
 
 
+def contact_load(
+    offer_history: DataFrame,
+    triggers: DataFrame | None,
+    as_of: date,
+    push_channels: tuple[str, ...],
+    contact_window_days: int,
+    fatigue_window_days: int,
+) -> DataFrame:
+    """Per subscriber: ``push_contacts`` (push contacts in the contact window, trigger
+    offers included) and ``ignored_contacts`` (push treatment contacts in the fatigue
+    window not accepted by as_of).
+
+    Needs HISTORY_COLUMNS; `triggers` (gold trigger_offers: subscriber_id, channel,
+    emitted_at) may be None. A contact is one message: rows sharing a contacted_ts are one.
+    """
+    require_columns(offer_history, HISTORY_COLUMNS, "contact_load")
+    end = _end_of(as_of)
+    window_start = F.lit(as_of - timedelta(days=contact_window_days - 1)).cast("timestamp")
+    fatigue_start = F.lit(as_of - timedelta(days=fatigue_window_days - 1)).cast("timestamp")
+    accepted_by_as_of = F.coalesce(F.col("accepted"), F.lit(False)) & (
+        F.col("accepted_ts").isNull() | (F.col("accepted_ts") < end)
+    )
+    sent = offer_history.where(
+        (F.col("group") == "treatment") & (F.col("contacted_ts") < end) & F.col("channel").isin(list(push_channels))
+        & (F.col("contacted_ts") >= F.least(window_start, fatigue_start))
+    )
+    contacts = sent.groupBy("subscriber_id", "channel", "contacted_ts").agg(
+        F.max(accepted_by_as_of.cast("int")).alias("accepted_any")
+    )
+    load = contacts.groupBy("subscriber_id").agg(
+        F.sum((F.col("contacted_ts") >= window_start).cast("int")).alias("push_contacts"),
+        F.sum(((F.col("contacted_ts") >= fatigue_start) & (F.col("accepted_any") == 0)).cast("int"))
+        .alias("ignored_contacts"),
+    )
+    if triggers is not None:
+        require_columns(triggers, ("subscriber_id", "channel", "emitted_at"), "contact_load(triggers)")
+        pushed = (
+            triggers.where((F.col("emitted_at") >= window_start) & (F.col("emitted_at") < end)
+                           & F.col("channel").isin(list(push_channels)))
+            .groupBy("subscriber_id").agg(F.count(F.lit(1)).alias("trigger_contacts"))
+        )
+        load = (
+            load.join(pushed, on="subscriber_id", how="full")
+            .select("subscriber_id",
+                    (F.coalesce(F.col("push_contacts"), F.lit(0)) + F.coalesce(F.col("trigger_contacts"), F.lit(0)))
+                    .alias("push_contacts"),
+                    F.coalesce(F.col("ignored_contacts"), F.lit(0)).alias("ignored_contacts"))
+        )
+    return load
+
+
+def consent_by_channel(consents: DataFrame | None, as_of: date) -> DataFrame | None:
+    """Per subscriber ``consent`` (map channel -> allowed): the newest row per (subscriber,
+    channel) stated before the end of as_of (a later opt-out is not known yet)."""
+    if consents is None:
+        return None
+    require_columns(consents, ("subscriber_id", "channel", "allowed", "updated_ts"), "consent_by_channel")
+    newest = (
+        consents.where(F.col("updated_ts") < _end_of(as_of))
+        .groupBy("subscriber_id", "channel")
+        # max_by: the value of the newest statement (ties: a denial wins, fail closed).
+        .agg(F.max_by(F.col("allowed").cast("int"), F.struct(F.col("updated_ts"), (~F.col("allowed")).cast("int")))
+             .alias("allowed"))
+    )
+    return newest.groupBy("subscriber_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("channel", F.col("allowed") == 1))).alias("consent")
+    )
+
+
 # ---------------------------------------------------------------------------- rules
 def _first_reason(*rules: tuple[Column, Column]) -> Column:
     """The reason of the first rule whose condition holds (null when none does)."""
@@ -260,19 +347,37 @@ def with_eligibility(pairs: DataFrame, retention_min_p_churn: float) -> DataFram
     return pairs.withColumn("exclusion_reason", reason)
 
 
-def with_contact_summaries(profiles: DataFrame, channel_contacts: DataFrame, recent_rejects: DataFrame) -> DataFrame:
+def with_contact_summaries(
+    profiles: DataFrame,
+    channel_contacts: DataFrame,
+    recent_rejects: DataFrame,
+    load: DataFrame | None = None,
+    consents: DataFrame | None = None,
+) -> DataFrame:
     """Attach each subscriber's contact summaries as maps, joined once per subscriber.
 
-    Adds ``contacts_by_channel`` (map channel -> contacts in the window) and
-    ``rejected_on`` (map offer_id -> date of the newest contact not accepted). Joining
-    here, at one row per subscriber, keeps the far larger subscriber x offer x channel
-    rows free of shuffles: they stay partitioned by subscriber_id up to the ranking.
+    Adds ``contacts_by_channel`` (map channel -> contacts in the window), ``rejected_on``
+    (map offer_id -> date of the newest contact not accepted), ``push_contacts`` and
+    ``ignored_contacts`` (`contact_load`, 0 when None) and ``consent`` (map channel ->
+    allowed, `consent_by_channel`; null when None). Joining here, at one row per
+    subscriber, keeps the far larger subscriber x offer x channel rows free of shuffles:
+    they stay partitioned by subscriber_id up to the ranking.
     """
     contacts = channel_contacts.groupBy("subscriber_id").agg(
         F.map_from_entries(F.collect_list(F.struct("channel", "contacts"))).alias("contacts_by_channel"))
     rejects = recent_rejects.groupBy("subscriber_id").agg(
         F.map_from_entries(F.collect_list(F.struct("offer_id", "last_rejected"))).alias("rejected_on"))
-    return profiles.join(contacts, on="subscriber_id", how="left").join(rejects, on="subscriber_id", how="left")
+    out = profiles.join(contacts, on="subscriber_id", how="left").join(rejects, on="subscriber_id", how="left")
+    if load is not None:
+        out = out.join(load, on="subscriber_id", how="left")
+    else:
+        out = out.withColumn("push_contacts", F.lit(None).cast("int")).withColumn(
+            "ignored_contacts", F.lit(None).cast("int"))
+    out = out.withColumn("push_contacts", F.coalesce(F.col("push_contacts"), F.lit(0)).cast("int")).withColumn(
+        "ignored_contacts", F.coalesce(F.col("ignored_contacts"), F.lit(0)).cast("int"))
+    if consents is not None:
+        return out.join(consents, on="subscriber_id", how="left")
+    return out.withColumn("consent", F.lit(None).cast("map<string,boolean>"))
 
 
 def with_pair_policy(pairs: DataFrame, high_value_min_price_share: float, cooldown_days: int) -> DataFrame:
@@ -320,6 +425,35 @@ def with_contact_cap(rows: DataFrame, max_contacts: int, window_days: int) -> Da
     return rows.withColumn("exclusion_reason", reason)
 
 
+def with_channel_policy(rows: DataFrame, p: OfferParams) -> DataFrame:
+    """Consent and rest on (subscriber, offer, channel) rows, before the per-channel cap.
+
+    Needs channel, exclusion_reason, ``consent``, ``ignored_contacts`` (from
+    `with_contact_summaries`). A channel without a consent row for the subscriber is
+    allowed or not as ``p.consent_when_missing`` says (a channel missing there is
+    denied: never a silent allow). A subscriber who ignored
+    ``fatigue_ignored_contacts`` push contacts in the fatigue window is rested: no push.
+    """
+    stated = F.col("consent")[F.col("channel")]
+    default = F.lit(False)
+    for channel, allowed in sorted(p.consent_when_missing.items()):
+        default = F.when(F.col("channel") == channel, F.lit(bool(allowed))).otherwise(default)
+    is_push = F.col("channel").isin(list(p.push_channels))
+    reason = F.coalesce(
+        F.col("exclusion_reason"),
+        _first_reason(
+            (stated.isNotNull() & ~stated, F.format_string("no consent for %s", F.col("channel"))),
+            (stated.isNull() & ~default,
+             F.format_string("no consent for %s (none on record; the config denies it when missing)",
+                             F.col("channel"))),
+            (is_push & (F.col("ignored_contacts") >= F.lit(p.fatigue_ignored_contacts)),
+             F.format_string("rested: ignored %d contacts in %d days", F.col("ignored_contacts"),
+                             F.lit(p.fatigue_window_days))),
+        ),
+    )
+    return rows.withColumn("exclusion_reason", reason)
+
+
 # ---------------------------------------------------------------------------- scoring
 def _type_weight(type_weights: dict[str, float]) -> Column:
     expr = F.lit(1.0)
@@ -344,8 +478,57 @@ def with_expected_value(rows: DataFrame, p: OfferParams) -> DataFrame:
     ).otherwise(F.lit(0.0))
     return (
         rows.withColumn("propensity", propensity)
+        .withColumn("retention_value", retention_value)
         .withColumn("expected_value", F.col("propensity") * (F.col("price") - F.col("unit_cost")) + retention_value)
         .withColumn("rank_score", F.col("expected_value") * _type_weight(p.type_weights))
+    )
+
+
+OFFER_SCORE_COLUMNS = ("subscriber_id", "offer_id", "channel", "uplift", "p_accept_if_contacted", "p_accept_if_not")
+
+
+def with_net_value(rows: DataFrame, offer_scores: DataFrame | None, p: OfferParams) -> DataFrame:
+    """Add the net incremental value of each action (DECISION_CORE.md), in Rupiah.
+
+    Needs propensity, retention_value (`with_expected_value`), price, unit_cost,
+    incentive, regular_price, contact_cost; `offer_scores` (gold, one as_of) gives the
+    uplift model's p_accept_if_contacted, p_accept_if_not and uplift per action. Adds:
+
+    - ``uplift`` = the model's, else propensity x ``uplift_fallback_share`` (the share of
+      acceptances assumed incremental; ``uplift_source`` says 'model' or 'assumed');
+    - ``p_accept`` = P(accept | contacted), the model's or today's propensity;
+    - ``expected_cost`` = p_accept x incentive: every acceptor gets the incentive, not
+      only the incremental ones (what budgets count);
+    - ``displaced`` = p_accept x P(accept anyway) x max(regular_price - price, 0): regular
+      spend the offer can replace (P(accept anyway) = the model's p_accept_if_not, else
+      propensity x (1 - share));
+    - ``net_value`` = uplift x margin + retention_value - expected_cost - displaced; the
+      channel's ``contact_cost`` is paid once per contact by the allocation.
+    """
+    if offer_scores is not None:
+        require_columns(offer_scores, OFFER_SCORE_COLUMNS, "with_net_value(offer_scores)")
+        rows = rows.join(offer_scores.select(*OFFER_SCORE_COLUMNS), on=["subscriber_id", "offer_id", "channel"],
+                         how="left")
+    else:
+        for c in OFFER_SCORE_COLUMNS[3:]:
+            rows = rows.withColumn(c, F.lit(None).cast("double"))
+    share = F.lit(p.uplift_fallback_share)
+    modelled = F.col("uplift").isNotNull()
+    p_accept = F.coalesce(F.col("p_accept_if_contacted"), F.col("propensity"))
+    p_anyway = F.coalesce(F.col("p_accept_if_not"), F.col("propensity") * (1 - share))
+    gap = F.greatest(F.coalesce(F.col("regular_price") - F.col("price"), F.lit(0.0)), F.lit(0.0))
+    return (
+        rows.withColumn("uplift_source", F.when(modelled, F.lit("model")).otherwise(F.lit("assumed")))
+        .withColumn("uplift", F.coalesce(F.col("uplift"), F.col("propensity") * share))
+        .withColumn("p_accept", p_accept)
+        .withColumn("expected_cost", F.col("p_accept") * F.col("incentive"))
+        .withColumn("displaced", F.col("p_accept") * p_anyway * gap)
+        .withColumn(
+            "net_value",
+            F.col("uplift") * (F.col("price") - F.col("unit_cost")) + F.col("retention_value")
+            - F.col("expected_cost") - F.col("displaced"),
+        )
+        .drop("p_accept_if_contacted", "p_accept_if_not")
     )
 
 
@@ -379,17 +562,23 @@ def candidate_offers(
     recent_rejects: DataFrame,
     p: OfferParams,
     keep_excluded: bool = False,
+    load: DataFrame | None = None,
+    consents: DataFrame | None = None,
+    offer_scores: DataFrame | None = None,
 ) -> DataFrame:
-    """Subscribers x offers x channels with ``exclusion_reason``, scores and ``rank``.
+    """Subscribers x offers x channels with ``exclusion_reason``, scores and values.
 
     Needs `profiles` from `subscriber_profiles`, the catalog frames from
-    `cvo_spark.core.catalog` and the summaries from `contact_history`. With
-    ``keep_excluded=False`` (the batch) excluded rows are dropped as early as possible;
-    with True (explain) every row stays with the first rule that excluded it.
+    `cvo_spark.core.catalog`, the summaries from `contact_history`, and optionally
+    `contact_load`, `consent_by_channel` and gold offer_scores. With ``p.allocate`` the
+    rows carry ``net_value`` (`with_net_value`) and are left for `allocate_offers`;
+    without, today's per-channel ranking (`with_rank`) cuts them to the channel's slots.
+    With ``keep_excluded=False`` (the batch) excluded rows are dropped as early as
+    possible; with True (explain) every row stays with the first rule that excluded it.
     """
     drop = (lambda df: df) if keep_excluded else (lambda df: df.where(F.col("exclusion_reason").isNull()))
     pairs = (
-        with_contact_summaries(profiles, channel_contacts, recent_rejects)
+        with_contact_summaries(profiles, channel_contacts, recent_rejects, load, consents)
         .crossJoin(F.broadcast(catalog_offers))
         .transform(with_eligibility, p.retention_min_p_churn)
         .transform(with_pair_policy, p.high_value_min_price_share, p.cooldown_days_after_reject)
@@ -397,12 +586,57 @@ def candidate_offers(
     )
     rows = (
         pairs.join(F.broadcast(offer_channels), on="offer_id", how="inner")
+        .transform(with_channel_policy, p)
         .transform(with_contact_cap, p.max_contacts_per_channel, p.contact_window_days)
         .transform(drop)
         .transform(with_expected_value, p)
-        .transform(with_rank)
     )
-    return rows.transform(drop).drop("contacts_by_channel", "rejected_on")
+    if p.allocate:
+        rows = with_net_value(rows, offer_scores, p).withColumn("rank", F.lit(None).cast("int"))
+    else:
+        rows = rows.transform(with_rank)
+    return rows.transform(drop).drop("contacts_by_channel", "rejected_on", "consent")
+
+
+def with_group(rows: DataFrame, p: OfferParams) -> DataFrame:
+    """Add ``group``: 'control' for the `control_share` of subscribers the campaign hash
+    holds out (decided like everyone, written, never sent), else 'treatment'."""
+    held_out = control_bucket(F.col("subscriber_id"), p.campaign_id) < F.lit(p.control_share)
+    return rows.withColumn("group", F.when(held_out, F.lit("control")).otherwise(F.lit("treatment")))
+
+
+def allocation_actions(candidates: DataFrame, p: OfferParams) -> DataFrame:
+    """The kept candidate rows as allocation actions (`allocation.ACTION_COLUMNS`)."""
+    return (
+        candidates.where(F.col("exclusion_reason").isNull())
+        .transform(with_group, p)
+        .withColumn("push_left", F.greatest(F.lit(p.max_push_contacts) - F.col("push_contacts"), F.lit(0)))
+    )
+
+
+def allocate_offers(
+    candidates: DataFrame, constraints: tuple[Constraint, ...], p: OfferParams, alloc: AllocationParams,
+    greedy: bool = False,
+) -> tuple[DataFrame, AllocationResult]:
+    """Choose among the kept candidates for the whole base (`cvo_spark.offers.allocation`).
+
+    Returns the chosen rows (every candidate column, plus group, adjusted_value and a
+    ``rank`` 1.. per subscriber and channel by adjusted value) and the solver's result.
+    The caller unpersists ``result.actions``.
+    """
+    # Read twice (the solver's per-subscriber arrays, then the join back): computed once.
+    actions = allocation_actions(candidates, p).persist()
+    result = allocate(actions, constraints, alloc, greedy=greedy)
+    result.inputs = actions
+    chosen = result.actions.where(F.col("allocation_status") == CHOSEN).select(
+        "subscriber_id", "offer_id", "channel", "adjusted_value")
+    order = Window.partitionBy("subscriber_id", "channel").orderBy(F.col("adjusted_value").desc(), "offer_id")
+    rows = (
+        actions.drop("rank")
+        .join(chosen, on=["subscriber_id", "offer_id", "channel"], how="inner")
+        .withColumn("rank", F.row_number().over(order).cast("int"))
+    )
+    return rows, result
 
 
 # ---------------------------------------------------------------------------- reasons
@@ -452,7 +686,13 @@ def reason_candidates(p: OfferParams) -> tuple[list[Column], Column, list[Column
         F.size(F.coalesce(drivers, F.array())) > 0,
         F.concat(model, F.lit(" model drivers: "), F.array_join(F.slice(drivers, 1, 2), ", ")),
     )
+    net = F.when(
+        F.col("net_value").isNotNull(),
+        F.format_string("adds Rp %s net (uplift %+.1f pts, %s)", _money(F.col("net_value")),
+                        F.col("uplift") * 100, F.col("uplift_source")),
+    )
     fallbacks = [
+        net,
         F.when(F.length(segment) > 0, segment),
         # Always present, so every row has at least two reasons.
         F.format_string("%d%% likely to accept", F.round(F.col("propensity") * 100).cast("int")),
@@ -478,23 +718,47 @@ def with_reasons(rows: DataFrame, p: OfferParams, max_reasons: int = 3) -> DataF
 def select_offers(candidates: DataFrame, as_of: date, run_id: str, p: OfferParams) -> DataFrame:
     """The kept candidates as `offers` rows (OFFERS_SCHEMA): control group, reasons, validity.
 
-    Needs the columns `candidate_offers` produces. ``group`` is 'control' for the
-    `control_share` of subscribers the hash holds out (they are written, never exported).
-    valid_from = as_of + 1 day, valid_to = valid_from + validity_days - 1 (both inclusive:
-    a 7-day offer runs 7 days, and trigger offers read valid_to as the last valid day).
+    Needs the columns `candidate_offers` produces (and, after `allocate_offers`, its
+    group and rank). ``group`` is 'control' for the `control_share` of subscribers the
+    hash holds out (they are written, never exported). valid_from = as_of + 1 day,
+    valid_to = valid_from + validity_days - 1 (both inclusive: a 7-day offer runs 7 days,
+    and trigger offers read valid_to as the last valid day). ``probability`` is the
+    probability with which the decision was chosen: 1 for this deterministic policy.
+    Without the allocation the decision-core columns (net_value, uplift, ...) are null.
     """
     valid_from = F.lit(as_of + timedelta(days=1))
+    kept = candidates.where(F.col("exclusion_reason").isNull())
+    if "group" not in kept.columns:
+        kept = kept.transform(with_group, p)
+    for name in ("net_value", "uplift", "expected_cost", "contact_cost"):
+        if name not in kept.columns:
+            kept = kept.withColumn(name, F.lit(None).cast("double"))
+    if "uplift_source" not in kept.columns:
+        kept = kept.withColumn("uplift_source", F.lit(None).cast("string"))
     kept = (
-        candidates.where(F.col("exclusion_reason").isNull())
-        .transform(with_reasons, p)
-        .withColumn("group", F.when(control_bucket(F.col("subscriber_id"), p.campaign_id) < F.lit(p.control_share),
-                                    F.lit("control")).otherwise(F.lit("treatment")))
+        kept.transform(with_reasons, p)
+        .withColumn("probability", F.lit(1.0))
         .withColumn("as_of", F.lit(as_of))
         .withColumn("valid_from", valid_from)
         .withColumn("valid_to", F.date_add(valid_from, F.col("validity_days") - 1))
         .withColumn("run_id", F.lit(run_id))
     )
     return kept.select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in OFFERS_SCHEMA.fields])
+
+
+@dataclass
+class OfferBatch:
+    """A batch's `offers` rows and, with the allocation on, what the solver did."""
+
+    offers: DataFrame
+    allocation: AllocationResult | None = None
+
+    def release(self) -> None:
+        """Unpersist the solver's frames once the offers are written."""
+        if self.allocation is not None:
+            self.allocation.actions.unpersist()
+            if self.allocation.inputs is not None:
+                self.allocation.inputs.unpersist()
 
 
 def build_offers(
@@ -507,9 +771,29 @@ def build_offers(
     as_of: date,
     run_id: str,
     p: OfferParams,
-) -> DataFrame:
-    """The whole batch: gold inputs (one as_of) + offer history + catalog -> `offers` rows."""
+    constraints: tuple[Constraint, ...] = (),
+    alloc: AllocationParams | None = None,
+    consents: DataFrame | None = None,
+    offer_scores: DataFrame | None = None,
+    triggers: DataFrame | None = None,
+    greedy: bool = False,
+) -> OfferBatch:
+    """The whole batch: gold inputs (one as_of) + offer history + catalog -> `offers` rows.
+
+    With ``p.allocate`` the rows are chosen for the whole base under `constraints`
+    (`allocate_offers`; ``greedy`` = the baseline without prices); without, by today's
+    per-channel ranking.
+    """
     profiles = subscriber_profiles(features, segments, scores)
     contacts, rejects = contact_history(offer_history, as_of, p.contact_window_days, p.cooldown_days_after_reject)
-    candidates = candidate_offers(profiles, catalog_offers, offer_channels, contacts, rejects, p)
-    return select_offers(candidates, as_of, run_id, p)
+    if not p.allocate:
+        candidates = candidate_offers(profiles, catalog_offers, offer_channels, contacts, rejects, p)
+        return OfferBatch(select_offers(candidates, as_of, run_id, p))
+    load = contact_load(offer_history, triggers, as_of, p.push_channels, p.contact_window_days,
+                        p.fatigue_window_days)
+    candidates = candidate_offers(
+        profiles, catalog_offers, offer_channels, contacts, rejects, p, load=load,
+        consents=consent_by_channel(consents, as_of), offer_scores=offer_scores,
+    )
+    chosen, result = allocate_offers(candidates, constraints, p, alloc or AllocationParams(), greedy=greedy)
+    return OfferBatch(select_offers(chosen, as_of, run_id, p), result)

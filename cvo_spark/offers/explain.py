@@ -23,14 +23,30 @@ from pyspark.sql import functions as F
 from cvo_spark.core.catalog import load_checked_catalog, offer_channels_frame, offers_frame
 from cvo_spark.core.errors import CvoError
 from cvo_spark.core.stage import StageContext
+from cvo_spark.offers.allocation import (
+    BELOW_THRESHOLD,
+    CHOSEN,
+    OFFER_CAP,
+    OFFER_ON_OTHER_CHANNEL,
+    PUSH_CAP,
+    SLOTS,
+    Constraint,
+    binding_constraint,
+    decide_with_prices,
+)
 from cvo_spark.offers.engine import (
+    OfferParams,
+    allocate_offers,
+    allocation_actions,
     candidate_offers,
+    consent_by_channel,
     contact_history,
+    contact_load,
     control_bucket,
     select_offers,
     subscriber_profiles,
 )
-from cvo_spark.offers.stage import offer_params
+from cvo_spark.offers.stage import allocation_params, offer_params
 
 
 def _gold(ctx: StageContext, name: str, subscriber_id: str) -> DataFrame:
@@ -81,9 +97,14 @@ def _p(x: float | None) -> str:
 def _offer_lines(rows: list) -> list[str]:
     lines = []
     for r in sorted(rows, key=lambda r: (r["channel"], r["rank"])):
+        net = (
+            f" · adds {_rp(r['net_value'])} net (uplift {r['uplift'] * 100:+.1f} pts, {r['uplift_source']})"
+            if "net_value" in r and r["net_value"] is not None
+            else ""
+        )
         lines.append(
             f"  {r['channel']:<9} #{r['rank']} {r['offer_id']} ({r['offer_type']}, {_rp(r['price'])}) "
-            f"expected value {_rp(r['expected_value'])} · propensity {_p(r['propensity'])}"
+            f"expected value {_rp(r['expected_value'])} · propensity {_p(r['propensity'])}{net}"
         )
         lines += [f"      - {reason}" for reason in (r["reason_codes"] or [])]
     return lines
@@ -122,18 +143,41 @@ def explain(ctx: StageContext, subscriber_id: str) -> str:
     profile = profile_df.first()
     contacts, rejects = contact_history(history, ctx.as_of, params.contact_window_days,
                                         params.cooldown_days_after_reject)
+    extra = {}
+    if params.allocate:
+        consents = (ctx.store.read("silver", "consents").where(F.col("subscriber_id") == F.lit(sid))
+                    if ctx.store.exists("silver", "consents") else None)
+        triggers = (ctx.store.read("gold", "trigger_offers").where(F.col("subscriber_id") == F.lit(sid))
+                    if ctx.store.exists("gold", "trigger_offers") else None)
+        scores_of = _gold(ctx, "offer_scores", sid) if ctx.store.exists("gold", "offer_scores") else None
+        extra = {
+            "load": contact_load(history, triggers, ctx.as_of, params.push_channels, params.contact_window_days,
+                                 params.fatigue_window_days),
+            "consents": consent_by_channel(consents, ctx.as_of),
+            "offer_scores": scores_of,
+        }
     candidates = candidate_offers(
         profile_df.drop("control_bucket"), offers_frame(ctx.spark, catalog, config.offers.validity_days),
-        offer_channels_frame(ctx.spark, catalog), contacts, rejects, params, keep_excluded=True,
+        offer_channels_frame(ctx.spark, catalog), contacts, rejects, params, keep_excluded=True, **extra,
     ).cache()
     excluded = candidates.where(F.col("exclusion_reason").isNotNull()).select(
         "offer_id", "channel", "exclusion_reason").collect()
+    allocation_lines: list[str] = []
+    if params.allocate:
+        excluded += _allocation_exclusions(ctx, candidates, params, sid)
+        allocation_lines = _constraint_lines(ctx)
 
     if _published_for(ctx):
         source, offers = "published", _gold(ctx, "offers", sid).collect()
     else:
         source = "computed now - nothing published for this date (refused or not run)"
-        offers = select_offers(candidates, ctx.as_of, ctx.run_id, params).collect()
+        kept = candidates.where(F.col("exclusion_reason").isNull())
+        if params.allocate:
+            chosen, result = allocate_offers(kept, _stored_constraints(ctx)[0], params, allocation_params(config))
+            offers = select_offers(chosen, ctx.as_of, ctx.run_id, params).collect()
+            result.actions.unpersist()
+        else:
+            offers = select_offers(kept, ctx.as_of, ctx.run_id, params).collect()
     candidates.unpersist()
 
     # The group the offers were written with, when there are any: the config's control
@@ -171,8 +215,83 @@ def explain(ctx: StageContext, subscriber_id: str) -> str:
     lines += _offer_lines(offers) or ["  none"]
     lines.append("excluded:")
     lines += _exclusion_lines(excluded, {o.offer_id: len(o.channels) for o in catalog.offers}) or ["  none"]
+    lines += allocation_lines
     lines += _uplift_lines(ctx, sid)
     return "\n".join(lines)
+
+
+def _stored_constraints(ctx: StageContext) -> tuple[tuple[Constraint, ...], dict[str, float]]:
+    """The constraints and shadow prices the batch of as_of solved (gold allocation_constraints).
+
+    A budget's offers are not stored: they come from the catalog's budget of that name.
+    """
+    if not ctx.store.exists("gold", "allocation_constraints"):
+        return (), {}
+    rows = ctx.store.read("gold", "allocation_constraints").where(F.col("as_of") == F.lit(ctx.as_of)).collect()
+    catalog = load_checked_catalog(ctx.config)
+    budgets = {b.name: catalog.budget_offers(b) for b in catalog.budgets}
+    constraints = []
+    for r in rows:
+        key = r["constraint"].split(":", 1)[1]
+        offers = budgets.get(key, ()) if r["kind"] == "budget" else ()
+        constraints.append(Constraint(r["constraint"], r["kind"], key, r["limit"], offers=offers))
+    return tuple(constraints), {r["constraint"]: r["shadow_price"] for r in rows}
+
+
+def _allocation_exclusions(ctx: StageContext, candidates: DataFrame, params: OfferParams, sid: str) -> list[dict]:
+    """Why each kept (offer, channel) of this subscriber was not chosen, re-deciding it
+    with the shadow prices the batch found (one subscriber: a few dozen rows)."""
+    constraints, prices = _stored_constraints(ctx)
+    alloc = allocation_params(ctx.config)
+    actions = allocation_actions(candidates, params)
+    if actions.limit(1).count() == 0:
+        return []
+    decided = decide_with_prices(actions, constraints, prices, alloc).collect()
+    published = set()
+    if _published_for(ctx):
+        published = {(r["offer_id"], r["channel"]) for r in _gold(ctx, "offers", sid).collect()}
+    chosen_on = {r["offer_id"]: r["channel"] for r in decided if r["status"] == CHOSEN}
+    push_contacts = actions.select("push_contacts").first()["push_contacts"]
+    out = []
+    for r in decided:
+        status, net = r["status"], r["net_value"]
+        if status == CHOSEN:
+            if published and (r["offer_id"], r["channel"]) not in published:
+                reason = "chosen, then cut when a channel capacity or budget was full (lowest value first)"
+            else:
+                continue
+        elif status == OFFER_ON_OTHER_CHANNEL:
+            reason = f"one channel per offer: goes out on {chosen_on.get(r['offer_id'], 'another channel')}"
+        elif status == OFFER_CAP:
+            reason = f"contact cap: {alloc.max_offers} offer(s) worth more chosen (max {alloc.max_offers})"
+        elif status == PUSH_CAP:
+            reason = (f"push contact cap: {push_contacts} push contact(s) in the last "
+                      f"{params.contact_window_days} days, max {params.max_push_contacts}")
+        elif status == SLOTS:
+            reason = f"{r['channel']} slots taken by offers worth more"
+        elif status == BELOW_THRESHOLD:
+            reason = (f"do nothing: adds Rp {net:,.0f} net before a contact cost of Rp "
+                      f"{r['contact_cost']:,.0f}, not over the threshold Rp {alloc.min_net_value:,.0f}")
+        else:
+            bind = binding_constraint(constraints, prices, r["offer_id"], r["channel"], r["expected_cost"])
+            reason = (f"cut by {bind[0].name}: shadow price Rp {prices[bind[0].name]:,.0f} per {bind[0].unit} "
+                      f"outweighs its Rp {net:,.0f}" if bind else f"not worth a contact (adds Rp {net:,.0f})")
+        out.append({"offer_id": r["offer_id"], "channel": r["channel"], "exclusion_reason": reason})
+    return out
+
+
+def _constraint_lines(ctx: StageContext) -> list[str]:
+    constraints, prices = _stored_constraints(ctx)
+    if not constraints:
+        return []
+    rows = {r["constraint"]: r for r in ctx.store.read("gold", "allocation_constraints")
+            .where(F.col("as_of") == F.lit(ctx.as_of)).collect()}
+    lines = ["constraints of the batch (use / limit, shadow price):"]
+    for c in constraints:
+        r = rows[c.name]
+        lines.append(f"  {c.name}: {r['use']:,.0f} / {r['limit']:,.0f} ({c.sense}), "
+                     f"shadow price Rp {prices.get(c.name, 0.0):,.0f} per {c.unit}")
+    return lines
 
 
 #: How many (offer, channel) pairs the uplift section lists at each end.

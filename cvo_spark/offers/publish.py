@@ -33,9 +33,9 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from itertools import pairwise
 from pathlib import Path
 
@@ -137,10 +137,13 @@ def check_psi(name: str, previous: Mapping[str, float] | None, current: Mapping[
     return CheckResult(name, value <= max_psi, f"PSI {value:.3f} vs snapshot {previous_as_of} (limit {max_psi:g})")
 
 
-#: Every check `run_checks` makes, in order: the names `cvo run --override` accepts.
+#: Every check `run_checks` and the decision audit make, in order: the names `cvo run
+#: --override` accepts.
 CHECK_NAMES = (
     "freshness", "non_empty", "coverage", "price_floor", "duplicate_keys", "propensity",
     "psi_offer_id", "psi_price_band",
+    "allocation", "offer_cap", "one_channel_per_offer", "push_contacts", "slots", "capacity", "budget", "volume",
+    "consent",
 )
 
 
@@ -383,3 +386,127 @@ def export_channels(offers: DataFrame, root: str, as_of: date, channels: Iterabl
         paths[channel] = str(target)
     shutil.rmtree(tmp, ignore_errors=True)
     return paths
+
+
+# ---------------------------------------------------------------------------- decision audit
+def check_allocation(infeasible: Sequence[str], summary: str) -> CheckResult:
+    """The solver found a feasible allocation (else: what cannot be met, and nothing new is published)."""
+    if infeasible:
+        more = f" (+{len(infeasible) - 1} more)" if len(infeasible) > 1 else ""
+        return CheckResult("allocation", False, f"infeasible: {infeasible[0]}{more}")
+    return CheckResult("allocation", True, summary)
+
+
+def _push_contacts_before(history: DataFrame, triggers: DataFrame | None, as_of: date,
+                          push_channels: Sequence[str], window_days: int) -> DataFrame:
+    """subscriber_id, contacts: push messages sent in the window before this run (treatment
+    contacts of offer_history, one per contacted_ts, plus trigger offers)."""
+    start = F.lit(as_of - timedelta(days=window_days - 1)).cast("timestamp")
+    end = F.lit(as_of + timedelta(days=1)).cast("timestamp")
+    sent = (
+        history.where((F.col("group") == "treatment") & F.col("channel").isin(list(push_channels))
+                      & (F.col("contacted_ts") >= start) & (F.col("contacted_ts") < end))
+        .select("subscriber_id", "channel", "contacted_ts").distinct()
+        .groupBy("subscriber_id").agg(F.count(F.lit(1)).alias("contacts"))
+    )
+    if triggers is None:
+        return sent
+    pushed = (
+        triggers.where(F.col("channel").isin(list(push_channels)) & (F.col("emitted_at") >= start)
+                       & (F.col("emitted_at") < end))
+        .groupBy("subscriber_id").agg(F.count(F.lit(1)).alias("contacts"))
+    )
+    return sent.unionByName(pushed).groupBy("subscriber_id").agg(F.sum("contacts").alias("contacts"))
+
+
+def audit_decisions(
+    staged: DataFrame,
+    history: DataFrame,
+    consents: DataFrame | None,
+    as_of: date,
+    constraints: Sequence,
+    catalog,
+    *,
+    max_offers: int,
+    max_push_contacts: int,
+    contact_window_days: int,
+    consent_allowed: Mapping[str, bool],
+    triggers: DataFrame | None = None,
+) -> list[CheckResult]:
+    """Every allocation rule checked again on the staged rows, apart from the engine.
+
+    The treatment rows (the ones sent) must keep: at most `max_offers` distinct offers per
+    subscriber; one channel per offer; push contacts (this run's push channels plus those
+    already sent in the window) at most `max_push_contacts`; no rank past the channel's
+    slots; per channel, subscribers reached at most its daily capacity; expected
+    incentive of each budget within its allowance, offer volumes within their bounds
+    (the limits of `constraints`, tolerance 1e-6 relative); and consent for the channel
+    (the newest consent row by as_of, else `consent_allowed`). A few small aggregates.
+    """
+    sent = staged.where(F.col("group") == "treatment")
+    push = sorted(c for c in catalog.channels if catalog.kind(c) == "push")
+    per_offer = sent.groupBy("subscriber_id", "offer_id").agg(F.countDistinct("channel").alias("channels"))
+    per_sub = sent.groupBy("subscriber_id").agg(
+        F.countDistinct("offer_id").alias("offers"),
+        F.countDistinct(F.when(F.col("channel").isin(push), F.col("channel"))).alias("push_now"),
+    )
+    before = _push_contacts_before(history, triggers, as_of, push, contact_window_days)
+    slots = F.create_map(*[x for ch, spec in sorted(catalog.channels.items()) for x in (F.lit(ch), F.lit(spec.slots))])
+    stats = per_sub.join(before, on="subscriber_id", how="left").agg(
+        F.sum((F.col("offers") > max_offers).cast("long")).alias("over_offers"),
+        F.sum(((F.col("push_now") > 0)
+               & (F.col("push_now") + F.coalesce(F.col("contacts"), F.lit(0)) > max_push_contacts)).cast("long"))
+        .alias("over_push"),
+    ).first()
+    multi = per_offer.where(F.col("channels") > 1).count()
+    past_slots = sent.where(F.col("rank") > F.coalesce(slots[F.col("channel")], F.lit(0))).count()
+
+    if consents is not None:
+        newest = (
+            consents.where(F.col("updated_ts") < F.lit(as_of + timedelta(days=1)).cast("timestamp"))
+            .groupBy("subscriber_id", "channel")
+            .agg(F.max_by(F.col("allowed").cast("int"),
+                          F.struct(F.col("updated_ts"), (~F.col("allowed")).cast("int"))).alias("allowed"))
+        )
+        joined = sent.join(newest, on=["subscriber_id", "channel"], how="left")
+    else:
+        joined = sent.withColumn("allowed", F.lit(None).cast("int"))
+    default = F.lit(False)
+    for ch, ok in sorted(consent_allowed.items()):
+        default = F.when(F.col("channel") == ch, F.lit(bool(ok))).otherwise(default)
+    without_consent = joined.where(F.coalesce(F.col("allowed") == 1, default) == F.lit(False)).count()
+
+    usage = {r["channel"]: r["n"] for r in
+             sent.groupBy("channel").agg(F.countDistinct("subscriber_id").alias("n")).collect()}
+    by_offer = {r["offer_id"]: (r["n"], r["cost"] or 0.0) for r in
+                sent.groupBy("offer_id").agg(F.count(F.lit(1)).alias("n"),
+                                             F.sum("expected_cost").alias("cost")).collect()}
+    over_capacity, over_budget, off_volume = [], [], []
+    for c in constraints:
+        if c.kind == "channel_capacity" and usage.get(c.key, 0) > c.limit:
+            over_capacity.append(f"{c.key} {usage.get(c.key, 0):,} > {c.limit:,.0f}")
+        elif c.kind == "budget":
+            spent = sum(by_offer.get(o, (0, 0.0))[1] for o in c.offers)
+            if spent > c.limit * (1 + 1e-6) + 1e-6:
+                over_budget.append(f"{c.key} Rp {spent:,.0f} > Rp {c.limit:,.0f}")
+        elif c.kind == "offer_max" and by_offer.get(c.key, (0, 0.0))[0] > c.limit:
+            off_volume.append(f"{c.key} {by_offer[c.key][0]:,} > max {c.limit:,.0f}")
+        elif c.kind == "offer_min" and by_offer.get(c.key, (0, 0.0))[0] < c.limit:
+            off_volume.append(f"{c.key} {by_offer.get(c.key, (0, 0.0))[0]:,} < min {c.limit:,.0f}")
+
+    def listed(name: str, items: list[str], ok: str) -> CheckResult:
+        return CheckResult(name, not items, "; ".join(items) if items else ok)
+
+    return [
+        CheckResult("offer_cap", stats["over_offers"] in (0, None),
+                    f"{stats['over_offers'] or 0:,} subscriber(s) with more than {max_offers} offers"),
+        CheckResult("one_channel_per_offer", multi == 0, f"{multi:,} (subscriber, offer) pairs on several channels"),
+        CheckResult("push_contacts", stats["over_push"] in (0, None),
+                    f"{stats['over_push'] or 0:,} subscriber(s) over {max_push_contacts} push contacts in "
+                    f"{contact_window_days} days"),
+        CheckResult("slots", past_slots == 0, f"{past_slots:,} rows ranked past their channel's slots"),
+        listed("capacity", over_capacity, "every channel within its daily capacity"),
+        listed("budget", over_budget, "every budget within today's allowance"),
+        listed("volume", off_volume, "every offer within its daily volume bounds"),
+        CheckResult("consent", without_consent == 0, f"{without_consent:,} rows to a channel without consent"),
+    ]

@@ -8,18 +8,29 @@ publishes them to gold `offers` in one commit and writes the channel exports.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import DateType, DoubleType, IntegerType, StringType, StructField, StructType
 
-from cvo_spark.core.catalog import load_checked_catalog, offer_channels_frame, offers_frame
+from cvo_spark.core.catalog import (
+    DEFAULT_CHANNEL_KIND,
+    Catalog,
+    load_checked_catalog,
+    offer_channels_frame,
+    offers_frame,
+)
 from cvo_spark.core.config import Config
 from cvo_spark.core.errors import MissingTableError
 from cvo_spark.core.schemas import EVENT_TIME_COLUMN
 from cvo_spark.core.stage import StageContext, StageResult
+from cvo_spark.offers.allocation import AllocationParams, AllocationResult, Constraint, paced_allowance
 from cvo_spark.offers.engine import OfferParams, build_offers
 from cvo_spark.offers.publish import (
+    audit_decisions,
+    check_allocation,
     decide,
     export_channels,
     newest_event_dates,
@@ -30,10 +41,26 @@ from cvo_spark.offers.publish import (
 )
 
 
-def offer_params(config: Config) -> OfferParams:
-    """Plain values for the offer transforms, from config."""
-    o, w = config.offers, config.features.windows
+def consent_defaults(config: Config, catalog: Catalog) -> dict[str, bool]:
+    """channel -> allowed when a subscriber has no consent row for it: the channel's own
+    key in ``offers.allocation.consent_when_missing``, else its kind's ('push'/'pull')."""
+    missing = config.offers.allocation.consent_when_missing
+    return {ch: missing.get(ch, missing[catalog.kind(ch)]) == "allow" for ch in catalog.channels}
+
+
+def offer_params(config: Config, catalog: Catalog | None = None) -> OfferParams:
+    """Plain values for the offer transforms, from config (and the catalog's channel kinds)."""
+    catalog = catalog or load_checked_catalog(config)
+    o, w, a = config.offers, config.features.windows, config.offers.allocation
     return OfferParams(
+        allocate=a.enabled,
+        push_channels=tuple(sorted({*(c for c in catalog.channels if catalog.kind(c) == "push"),
+                                    *(c for c, k in DEFAULT_CHANNEL_KIND.items() if k == "push")})),
+        max_push_contacts=a.max_push_contacts,
+        fatigue_ignored_contacts=a.fatigue_ignored_contacts,
+        fatigue_window_days=a.fatigue_window_days,
+        consent_when_missing=consent_defaults(config, catalog),
+        uplift_fallback_share=a.uplift_fallback_share,
         campaign_id=o.campaign_id,
         control_share=o.control_share,
         contact_window_days=o.contact_window_days,
@@ -48,6 +75,86 @@ def offer_params(config: Config) -> OfferParams:
         trend_days=w.trend_recent_days,
         quota_days=w.quota_days,
     )
+
+
+def allocation_params(config: Config) -> AllocationParams:
+    a = config.offers.allocation
+    return AllocationParams(
+        max_offers=a.max_offers_per_subscriber, min_net_value=a.min_net_value, sample_share=a.solver_sample_share,
+        max_iterations=a.solver_max_iterations, full_passes=a.solver_full_passes, tolerance=a.solver_tolerance,
+        seed=a.solver_seed,
+    )
+
+
+def budget_spend(history: DataFrame, catalog: Catalog, as_of: date) -> dict[str, float]:
+    """Incentive spent so far per budget: every acceptance of its offers from its start to
+    the end of as_of, at the offer's incentive (one tiny aggregate: offers x days)."""
+    if not catalog.budgets:
+        return {}
+    since = min(b.start for b in catalog.budgets)
+    rows = (
+        history.where(F.coalesce(F.col("accepted"), F.lit(False)) & F.col("accepted_ts").isNotNull()
+                      & (F.to_date("accepted_ts") >= F.lit(since)) & (F.to_date("accepted_ts") <= F.lit(as_of)))
+        .groupBy("offer_id", F.to_date("accepted_ts").alias("day")).count().collect()
+    )
+    incentive = {o.offer_id: o.incentive for o in catalog.offers}
+    spent = {b.name: 0.0 for b in catalog.budgets}
+    for b in catalog.budgets:
+        members = set(catalog.budget_offers(b))
+        spent[b.name] = sum(r["count"] * incentive.get(r["offer_id"], 0.0) for r in rows
+                            if r["offer_id"] in members and b.start <= r["day"] <= min(b.end, as_of))
+    return spent
+
+
+def allocation_constraints(catalog: Catalog, spent: dict[str, float], as_of: date) -> tuple[Constraint, ...]:
+    """The per-run constraints of the catalog for `as_of`: channel capacities, paced
+    budgets (`paced_allowance`) and per-offer daily volumes."""
+    out = [Constraint(f"capacity:{ch}", "channel_capacity", ch, float(spec.daily_capacity))
+           for ch, spec in sorted(catalog.channels.items()) if spec.daily_capacity is not None]
+    for b in catalog.budgets:
+        allowance = paced_allowance(b.amount, spent.get(b.name, 0.0), b.start, b.end, as_of)
+        out.append(Constraint(f"budget:{b.name}", "budget", b.name, allowance, offers=catalog.budget_offers(b)))
+    for o in catalog.offers:
+        if o.max_daily_volume is not None:
+            out.append(Constraint(f"max_volume:{o.offer_id}", "offer_max", o.offer_id, float(o.max_daily_volume)))
+        if o.min_daily_volume:
+            out.append(Constraint(f"min_volume:{o.offer_id}", "offer_min", o.offer_id, float(o.min_daily_volume)))
+    return tuple(out)
+
+
+ALLOCATION_SCHEMA = StructType(
+    [StructField(n, t) for n, t in (
+        ("as_of", DateType()), ("constraint", StringType()), ("kind", StringType()), ("sense", StringType()),
+        ("limit", DoubleType()), ("use", DoubleType()), ("shadow_price", DoubleType()), ("passes", IntegerType()),
+        ("run_id", StringType()))]
+)
+
+
+def allocation_rows(result: AllocationResult, as_of: date, run_id: str) -> list[tuple]:
+    """gold `allocation_constraints` rows: each constraint's limit, use and shadow price."""
+    return [(as_of, r["constraint"], r["kind"], r["sense"], float(r["limit"]), float(r["use"]),
+             float(r["shadow_price"]), int(result.iterations), run_id) for r in result.report()]
+
+
+def allocation_summary(result: AllocationResult) -> str:
+    """One line for `runs`: passes, then each constraint's use / limit and shadow price."""
+    parts = [f"{result.iterations} solver pass(es)"]
+    for r in result.report():
+        parts.append(f"{r['constraint']} {r['use']:,.0f}/{r['limit']:,.0f} ({r['sense']}) "
+                     f"shadow price Rp {r['shadow_price']:,.0f}")
+    return "; ".join(parts)
+
+
+def optional_gold(ctx: StageContext, name: str, as_of: date | None = None) -> DataFrame | None:
+    """A gold table (one as_of partition when given), or None when absent or empty."""
+    if not ctx.store.exists("gold", name):
+        return None
+    df = ctx.store.read("gold", name)
+    if as_of is not None:
+        df = df.where(F.col("as_of") == F.lit(as_of))
+        if df.limit(1).count() == 0:
+            return None
+    return df
 
 
 def read_as_of(ctx: StageContext, name: str) -> DataFrame:
@@ -68,17 +175,21 @@ def exports_root(config: Config) -> str:
 def run(ctx: StageContext) -> StageResult:
     config, as_of = ctx.config, ctx.as_of
     catalog = load_checked_catalog(config)
-    params = offer_params(config)
+    params = offer_params(config, catalog)
     features = read_as_of(ctx, "features")
     segments = read_as_of(ctx, "segments")
     scores = read_as_of(ctx, "scores")
     history = ctx.store.read("silver", "offer_history")
+    consents = ctx.store.read("silver", "consents") if ctx.store.exists("silver", "consents") else None
+    constraints = allocation_constraints(catalog, budget_spend(history, catalog, as_of), as_of)
 
-    offers = build_offers(
+    batch = build_offers(
         features, segments, scores, history,
         offers_frame(ctx.spark, catalog, config.offers.validity_days), offer_channels_frame(ctx.spark, catalog),
-        as_of, ctx.run_id, params,
+        as_of, ctx.run_id, params, constraints=constraints, alloc=allocation_params(config), consents=consents,
+        offer_scores=optional_gold(ctx, "offer_scores", as_of), triggers=optional_gold(ctx, "trigger_offers"),
     )
+    offers = batch.offers
     ctx.store.overwrite_partition(offers, "gold", "offers_staging", as_of)
     staged = ctx.store.read("gold", "offers_staging").where(F.col("as_of") == F.lit(as_of))
 
@@ -103,6 +214,22 @@ def run(ctx: StageContext) -> StageResult:
         min_propensity_std=checks_cfg.min_propensity_std,
         max_psi=checks_cfg.max_psi,
     )
+    allocation = batch.allocation
+    if allocation is not None:
+        ctx.store.overwrite_partition(
+            ctx.spark.createDataFrame(allocation_rows(allocation, as_of, ctx.run_id), ALLOCATION_SCHEMA),
+            "gold", "allocation_constraints", as_of,
+        )
+        results.append(check_allocation(allocation.infeasible, allocation_summary(allocation)))
+        results += audit_decisions(
+            staged, history, consents, as_of, constraints, catalog,
+            max_offers=config.offers.allocation.max_offers_per_subscriber,
+            max_push_contacts=config.offers.allocation.max_push_contacts,
+            contact_window_days=config.offers.contact_window_days,
+            consent_allowed=params.consent_when_missing,
+            triggers=optional_gold(ctx, "trigger_offers"),
+        )
+        batch.release()
     checks = decide(results, ctx.overrides)  # raises PublishRefused; `offers` untouched
 
     publish_snapshot(ctx.store, staged, as_of)
