@@ -443,3 +443,24 @@ def test_generated_data_intervals_cover_planted_uplift(spark, tmp_path):
     )
     assert coverage >= 0.8
     assert not any(r["srm_flag"] for r in by_channel)
+
+    # The same cells with the interval clustered by subscriber (the generator contacts a
+    # subscriber repeatedly): it should cover at least as well.
+    clustered = (
+        campaign_results(
+            generated["offer_history"],
+            None,
+            DEFAULT_END_DATE,
+            expected_control_share=config.offers.control_share,
+            period="all",
+            method="clustered",
+        )
+        .where(F.col("contacted_control") >= 30)
+        .join(truth, on=["offer_id", "channel"], how="inner")
+        .select("uplift_ci_low", "uplift_ci_high", "true_uplift")
+        .collect()
+    )
+    assert len(clustered) == len(by_channel)
+    covered_clustered = sum(r["uplift_ci_low"] <= r["true_uplift"] <= r["uplift_ci_high"] for r in clustered)
+    print(f"clustered by subscriber: {covered_clustered}/{len(clustered)} cover the planted uplift")
+    assert covered_clustered / len(clustered) >= 0.8

@@ -12,7 +12,9 @@ Statistics (per row, treatment t and control c, n contacts, k acceptances, p = k
   sum (k_i - p n_i)^2 / (sum n_i)^2 * m / (m - 1) with m subscribers in the group
   (`cvo_spark.measure.intervals`); the interval is uplift +/- z * sqrt(Var_t + Var_c).
   With a single subscriber in a group there is no variance to estimate: the interval is
-  null. ``method='newcombe'`` (Newcombe's 1998 hybrid score interval from two Wilson
+  null. Like Wald's, it is a normal approximation: with very few acceptances in a group
+  (none at all gives that group variance 0) it is too narrow, where Newcombe's score
+  interval holds up if contacts are one per subscriber. ``method='newcombe'`` (Newcombe's 1998 hybrid score interval from two Wilson
   intervals) and ``method='wald'`` treat contacts as independent; they are kept for
   comparison and are too narrow when subscribers are contacted repeatedly (1,000 seeded
   replications in ``benchmarks/bench_clustered_ci.py``).
