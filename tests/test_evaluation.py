@@ -140,3 +140,60 @@ def test_honesty_guard_fires_on_too_good_results():
     with pytest.raises(ModelQualityError, match="single class"):
         ev.check_honesty("churn", {"roc_auc": float("nan"), "positives": 0, "n": 10}, 0.99)
     ev.check_honesty("churn", {"roc_auc": 0.8, "accuracy": 0.9}, 0.99)  # a plausible result passes
+
+
+# --------------------------------------------------------------------------- DeLong
+def _numpy_delong(labels, scores):
+    """DeLong by its definition: the pairwise kernel (1 above, 1/2 tie), placements, variances."""
+    y, s = np.asarray(labels), np.asarray(scores, dtype=float)
+    pos, neg = s[y == 1], s[y == 0]
+    kernel = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    v10, v01 = kernel.mean(axis=1), kernel.mean(axis=0)
+    return v10.mean(), np.var(v10, ddof=1) / pos.size + np.var(v01, ddof=1) / neg.size
+
+
+def test_delong_variance_by_hand(spark):
+    # Positives 0.9, 0.6, 0.4; negatives 0.7, 0.6, 0.3, 0.2 (one tie at 0.6).
+    # V10 (share of negatives each positive outscores, tie = 1/2) = 1, 2.5/4, 2/4 -> AUC 17/24.
+    # V01 (share of positives outscoring each negative) = 1/3, 1.5/3, 1, 1 -> mean 17/24.
+    # In 24ths: V10 deviations 7, -2, -5 -> S10 = 78/576 / 2; V01 deviations -9, -5, 7, 7 ->
+    # S01 = 204/576 / 3. Var = S10/3 + S01/4 = 13/576 + 17/576 = 5/96.
+    df = spark.createDataFrame(
+        [(1.0, 0.9), (1.0, 0.6), (1.0, 0.4), (0.0, 0.7), (0.0, 0.6), (0.0, 0.3), (0.0, 0.2), (None, 0.5)],
+        "label double, p double",
+    )
+    auc, var, n_pos, n_neg = ev.delong_auc_variance(df, "label", "p")
+    assert (n_pos, n_neg) == (3, 4)  # the null label is left out
+    assert auc == pytest.approx(17 / 24, abs=1e-12)
+    assert var == pytest.approx(5 / 96, abs=1e-12)
+    low, high = ev.delong_auc_interval(df, "label", "p")
+    assert low == pytest.approx(max(0.0, 17 / 24 - 1.96 * math.sqrt(5 / 96)), abs=1e-12)
+    assert high == 1.0  # 17/24 + 1.96 * 0.228 > 1: clipped
+
+
+def test_delong_matches_numpy_and_feeds_binary_metrics(tiny):
+    auc, var = _numpy_delong(LABELS, SCORES)
+    got_auc, got_var, _, _ = ev.delong_auc_variance(tiny, "label", "p")
+    assert got_auc == pytest.approx(auc, abs=1e-12)
+    assert got_auc == pytest.approx(roc_auc_score(LABELS, SCORES), abs=1e-12)
+    assert got_var == pytest.approx(var, rel=1e-9)
+    m = ev.binary_metrics(tiny, "label", "p")
+    assert m["auc_ci_low"] == pytest.approx(auc - 1.96 * math.sqrt(var), abs=1e-9)
+    assert m["auc_ci_high"] == pytest.approx(min(1.0, auc + 1.96 * math.sqrt(var)), abs=1e-9)
+    hm = ev.binary_metrics(tiny, "label", "p", auc_interval="hanley_mcneil")
+    assert (hm["auc_ci_low"], hm["auc_ci_high"]) == pytest.approx(
+        ev.auc_confidence_interval(m["roc_auc"], 5, 15)
+    )
+    assert hm["auc_ci_low"] != pytest.approx(m["auc_ci_low"], abs=1e-3)
+    with pytest.raises(ValueError, match="delong, hanley_mcneil"):
+        ev.binary_metrics(tiny, "label", "p", auc_interval="bootstrap")
+
+
+def test_delong_single_class_or_single_positive_gives_nan(spark):
+    one_class = spark.createDataFrame([(0.0, 0.2), (0.0, 0.4)], "label double, p double")
+    auc, var, n_pos, n_neg = ev.delong_auc_variance(one_class, "label", "p")
+    assert math.isnan(auc) and math.isnan(var) and (n_pos, n_neg) == (0, 2)
+    one_positive = spark.createDataFrame([(1.0, 0.9), (0.0, 0.2), (0.0, 0.4)], "label double, p double")
+    auc, var, _, _ = ev.delong_auc_variance(one_positive, "label", "p")
+    assert auc == pytest.approx(1.0) and math.isnan(var)
+    assert all(math.isnan(x) for x in ev.delong_auc_interval(one_positive, "label", "p"))

@@ -4,21 +4,35 @@ All work is Spark aggregation; the result (offer x channel x period x segment) i
 
 Statistics (per row, treatment t and control c, n contacts, k acceptances, p = k / n):
 
-- ``uplift`` = p_t - p_c, with a two-sided interval at ``confidence``. Default
-  **Newcombe's hybrid score interval** (method 10 of Newcombe 1998, built from the two
-  Wilson score intervals): it keeps close to nominal coverage with small groups and rates
-  near 0, where the Wald interval collapses to zero width. ``method='wald'`` gives the
-  textbook p_t - p_c +/- z * sqrt(p_t(1-p_t)/n_t + p_c(1-p_c)/n_c).
+- ``uplift`` = p_t - p_c, with a two-sided interval at ``confidence``. The control group
+  is drawn per subscriber, and a subscriber contacted many times is one unit whose
+  contacts answer alike, so the default ``method='clustered'`` is **cluster-robust by
+  subscriber**: contacts are first summed per subscriber (n_i, k_i, r_i), p is the ratio
+  estimator sum k_i / sum n_i, and its variance is the delta-method (linearisation) one,
+  sum (k_i - p n_i)^2 / (sum n_i)^2 * m / (m - 1) with m subscribers in the group
+  (`cvo_spark.measure.intervals`); the interval is uplift +/- z * sqrt(Var_t + Var_c).
+  With a single subscriber in a group there is no variance to estimate: the interval is
+  null. Like Wald's, it is a normal approximation: with very few acceptances in a group
+  (none at all gives that group variance 0) it is too narrow, where Newcombe's score
+  interval holds up if contacts are one per subscriber. ``method='newcombe'`` (Newcombe's 1998 hybrid score interval from two Wilson
+  intervals) and ``method='wald'`` treat contacts as independent; they are kept for
+  comparison and are too narrow when subscribers are contacted repeatedly (1,000 seeded
+  replications in ``benchmarks/bench_clustered_ci.py``).
 - ``incremental_revenue`` = (mean revenue per contact t - mean per contact c) x n_t, the
   revenue the treatment contacts made that they would not have made untreated. Its
-  interval is the normal approximation n_t * (diff +/- z * sqrt(s_t^2/n_t + s_c^2/n_c)),
-  with the per-group sample variances computed in the same aggregation (Spark's
-  ``var_samp``, a numerically stable form of sum / sum of squares).
+  interval is n_t * (diff +/- z * sqrt(V_t + V_c)): clustered, V is the same ratio
+  variance with revenue r_i in place of k_i; contact-level (newcombe/wald), V = s^2 / n
+  with the per-contact sample variance s^2 (Spark's ``var_samp``).
 - ``srm_p_value``: chi-square goodness of fit (1 df) of the observed treatment/control
-  split of distinct subscribers (the unit of assignment) against the expected control share; p = erfc(sqrt(chi2 / 2)), with erfc from
-  the Numerical Recipes Chebyshev approximation (relative error < 1.2e-7), so the test runs
-  in Spark. ``srm_flag`` = p < alpha: the split is not what the assignment promised, and
-  the row's uplift should not be trusted.
+  split of distinct subscribers (the unit of assignment) against the expected control
+  share; p = erfc(sqrt(chi2 / 2)), with erfc from the Numerical Recipes Chebyshev
+  approximation (relative error < 1.2e-7), so the test runs in Spark. ``srm_flag`` =
+  p < alpha: the split is not what the assignment promised, and the row's uplift should
+  not be trusted.
+
+Segments are taken as of the decision: a contact is labelled with the subscriber's newest
+segments row dated on or before the contact's day, never a later one (a tier the offer
+itself may have changed would credit the offer to the wrong segment).
 
 Rows whose treatment or control group is empty get null rates, uplift and revenue figures
 (nothing to compare), never a made-up zero.
@@ -34,6 +48,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, DateType, DoubleType, LongType, StringType, StructField, StructType
 
 from cvo_spark.core.util import require_columns
+from cvo_spark.measure.intervals import (
+    clustered_ratio_variance,
+    newcombe_bounds,
+    normal_bounds,
+    wald_variance,
+)
 
 ALL_SEGMENTS = "ALL"
 ALL_PERIODS = "ALL"
@@ -60,8 +80,14 @@ CAMPAIGN_RESULTS_SCHEMA = StructType(
         StructField("incremental_revenue_ci_high", DoubleType()),
         StructField("srm_p_value", DoubleType()),
         StructField("srm_flag", BooleanType()),
+        # Distinct subscribers per group: the units the intervals and the SRM test count.
+        StructField("subscribers_treatment", LongType()),
+        StructField("subscribers_control", LongType()),
     ]
 )
+
+#: Interval methods of `with_uplift`; the first is the default.
+METHODS = ("clustered", "newcombe", "wald")
 
 _HISTORY_COLUMNS = ("offer_id", "channel", "contacted_ts", "group", "accepted", "accepted_ts", "revenue")
 
@@ -130,32 +156,62 @@ def filter_contacts_as_of(offer_history: DataFrame, as_of: date, period: str = "
     )
 
 
-def latest_segments(segments: DataFrame, as_of: date) -> DataFrame:
-    """Each subscriber's most recent segments row with ``as_of`` on or before `as_of`.
+def with_segments_at_contact(contacts: DataFrame, segments: DataFrame, as_of: date) -> DataFrame:
+    """Add ``value_tier`` and ``persona_name`` as they were when each contact was decided.
 
-    Needs subscriber_id, as_of, value_tier, persona_name; returns those minus as_of,
-    one row per subscriber (point in time: later snapshots are ignored).
+    Needs subscriber_id and contacted_ts in `contacts`; subscriber_id, as_of, value_tier,
+    persona_name in `segments`. Each contact gets the subscriber's newest segments row with
+    ``as_of <= to_date(contacted_ts)`` (a row of the contact's own day counts); a contact
+    older than every segments row gets nulls. Rows keep their number and columns.
+
+    Point in time: a later snapshot, even one still before `as_of`, never relabels a
+    contact; a tier the treatment itself raised would otherwise credit the offer to the
+    segment it created. Segments after `as_of` are dropped before anything else.
     """
-    require_columns(segments, ("subscriber_id", "as_of", "value_tier", "persona_name"), "latest_segments")
-    newest_first = Window.partitionBy("subscriber_id").orderBy(F.col("as_of").desc())
+    require_columns(contacts, ("subscriber_id", "contacted_ts"), "with_segments_at_contact")
+    require_columns(
+        segments, ("subscriber_id", "as_of", "value_tier", "persona_name"), "with_segments_at_contact"
+    )
+    # An as-of join as one sort per subscriber instead of a range join: segments rows and
+    # contacts in one frame ordered by date (a segments row before a contact of the same
+    # day), each contact taking the last segments row seen. The pair travels as one struct
+    # so a null persona is never filled from an older row than the tier.
+    snapshots = segments.filter(F.col("as_of") <= F.lit(as_of)).select(
+        "subscriber_id",
+        F.col("as_of").alias("_event_date"),
+        F.lit(0).alias("_is_contact"),
+        F.struct("value_tier", "persona_name").alias("_segment"),
+    )
+    events = contacts.withColumn("_event_date", F.to_date("contacted_ts")).withColumn("_is_contact", F.lit(1))
+    so_far = (
+        Window.partitionBy("subscriber_id")
+        .orderBy("_event_date", "_is_contact")
+        .rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    )
     return (
-        segments.filter(F.col("as_of") <= F.lit(as_of))
-        .withColumn("_rn", F.row_number().over(newest_first))
-        .filter(F.col("_rn") == 1)
-        .select("subscriber_id", "value_tier", "persona_name")
+        events.unionByName(snapshots, allowMissingColumns=True)
+        .withColumn("_segment", F.last("_segment", ignorenulls=True).over(so_far))
+        .filter(F.col("_is_contact") == 1)
+        .select(
+            *contacts.columns,
+            F.col("_segment.value_tier").alias("value_tier"),
+            F.col("_segment.persona_name").alias("persona_name"),
+        )
     )
 
 
-def with_segment_labels(contacts: DataFrame, segments: DataFrame | None) -> DataFrame:
+def with_segment_labels(contacts: DataFrame, segments: DataFrame | None, as_of: date) -> DataFrame:
     """One row per contact and segment label it belongs to (adds ``segment``).
 
-    Every contact gets 'ALL'; one with a segments row (from `latest_segments`) also gets
-    'value_tier:<tier>' and 'persona:<persona_name>' (null labels are left out). The
-    contact is therefore counted once per label: 'ALL' rows hold the whole population.
+    Every contact gets 'ALL'; with `segments` (gold segments: subscriber_id, as_of,
+    value_tier, persona_name), a contact also gets 'value_tier:<tier>' and
+    'persona:<persona_name>' from the segments at the contact (`with_segments_at_contact`;
+    null labels are left out). The contact is therefore counted once per label: 'ALL' rows
+    hold the whole population.
     """
     labels = [F.lit(ALL_SEGMENTS)]
     if segments is not None:
-        contacts = contacts.join(segments, on="subscriber_id", how="left")
+        contacts = with_segments_at_contact(contacts, segments, as_of)
         labels += [
             F.concat(F.lit(VALUE_TIER_PREFIX), F.col("value_tier")),
             F.concat(F.lit(PERSONA_PREFIX), F.col("persona_name")),
@@ -164,18 +220,20 @@ def with_segment_labels(contacts: DataFrame, segments: DataFrame | None) -> Data
     return contacts.withColumn("segment", exploded)
 
 
+_GROUP_COLUMNS = ("subscriber_id", *KEYS, "group", "is_accepted", "contact_revenue")
+
+
 def aggregate_groups(labelled: DataFrame) -> DataFrame:
     """Per offer, channel, period and segment: counts, acceptances and revenue by group.
 
-    Needs subscriber_id, offer_id, channel, period, segment, group, is_accepted,
-    contact_revenue. Returns the keys plus n_t, n_c, k_t, k_c (contacts and acceptances,
-    long), revenue_t, revenue_c (sums), var_t, var_c (sample variance of revenue per
-    contact; null with fewer than 2 contacts) and subscribers_t, subscribers_c (distinct
-    subscribers: the unit the control group is drawn on).
+    Contact-level (the 'newcombe' and 'wald' methods). Needs subscriber_id, offer_id,
+    channel, period, segment, group, is_accepted, contact_revenue. Returns the keys plus
+    n_t, n_c, k_t, k_c (contacts and acceptances, long), revenue_t, revenue_c (sums),
+    var_t, var_c (sample variance of revenue per contact; null with fewer than 2 contacts)
+    and subscribers_t, subscribers_c (distinct subscribers: the unit the control group is
+    drawn on).
     """
-    require_columns(
-        labelled, ("subscriber_id", *KEYS, "group", "is_accepted", "contact_revenue"), "aggregate_groups"
-    )
+    require_columns(labelled, _GROUP_COLUMNS, "aggregate_groups")
     is_t = F.col("group") == "treatment"
     is_c = F.col("group") == "control"
     accepted = F.col("is_accepted").cast("long")
@@ -194,39 +252,100 @@ def aggregate_groups(labelled: DataFrame) -> DataFrame:
     )
 
 
-def _wilson(k: Column, n: Column, z: float) -> tuple[Column, Column]:
-    p = k / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2.0 * n)) / denom
-    half = z * F.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denom
-    return centre - half, centre + half
+def aggregate_subscribers(labelled: DataFrame) -> DataFrame:
+    """One row per offer, channel, period, segment, group and subscriber: the cluster totals.
+
+    Needs the columns of `aggregate_groups`. Returns the keys, group, subscriber_id and
+    n_i (contacts, long), k_i (acceptances, long), r_i (revenue, double).
+    """
+    require_columns(labelled, _GROUP_COLUMNS, "aggregate_subscribers")
+    return labelled.groupBy(*KEYS, "group", "subscriber_id").agg(
+        F.count(F.lit(1)).alias("n_i"),
+        F.sum(F.col("is_accepted").cast("long")).alias("k_i"),
+        F.sum(F.col("contact_revenue")).alias("r_i"),
+    )
 
 
-def with_uplift(groups: DataFrame, z: float, method: str = "newcombe") -> DataFrame:
+def _non_negative(variance: Column) -> Column:
+    # Clip rounding below zero; a null (one subscriber: no variance to estimate) stays null,
+    # which F.greatest would turn into 0 and so into a zero-width interval.
+    return F.when(variance < 0.0, F.lit(0.0)).otherwise(variance)
+
+
+def aggregate_clustered_groups(per_subscriber: DataFrame) -> DataFrame:
+    """Per offer, channel, period and segment: group totals and subscriber-clustered variances.
+
+    Needs the columns of `aggregate_subscribers`. Returns the keys plus n_t, n_c, k_t, k_c,
+    revenue_t, revenue_c, subscribers_t, subscribers_c (as `aggregate_groups`) and
+    rate_var_t, rate_var_c (delta-method variance of the accept rate sum k_i / sum n_i)
+    and rpc_var_t, rpc_var_c (of revenue per contact sum r_i / sum n_i); the variances are
+    null for a group with fewer than 2 subscribers. One aggregation over the per-subscriber
+    rows: the (co)variances come from ``var_samp`` / ``covar_samp`` (see
+    `cvo_spark.measure.intervals`), never from collecting subscribers.
+    """
+    require_columns(
+        per_subscriber, (*KEYS, "group", "subscriber_id", "n_i", "k_i", "r_i"), "aggregate_clustered_groups"
+    )
+    n_i, k_i, r_i = (F.col(c).cast("double") for c in ("n_i", "k_i", "r_i"))
+    aggs, variances = [], []
+    for g, name in (("t", "treatment"), ("c", "control")):
+        is_g = F.col("group") == name
+        n_g, k_g, r_g = (F.when(is_g, x) for x in (n_i, k_i, r_i))
+        aggs += [
+            F.sum(F.when(is_g, F.col("n_i")).otherwise(0)).alias(f"n_{g}"),
+            F.sum(F.when(is_g, F.col("k_i")).otherwise(0)).alias(f"k_{g}"),
+            F.sum(F.when(is_g, r_i).otherwise(0.0)).alias(f"revenue_{g}"),
+            F.sum(is_g.cast("long")).alias(f"subscribers_{g}"),
+            F.var_samp(n_g).alias(f"_snn_{g}"),
+            F.var_samp(k_g).alias(f"_skk_{g}"),
+            F.covar_samp(k_g, n_g).alias(f"_skn_{g}"),
+            F.var_samp(r_g).alias(f"_srr_{g}"),
+            F.covar_samp(r_g, n_g).alias(f"_srn_{g}"),
+        ]
+        m, total = F.col(f"subscribers_{g}").cast("double"), F.col(f"n_{g}").cast("double")
+        s_nn = F.col(f"_snn_{g}")
+        rate, rpc = F.col(f"k_{g}") / total, F.col(f"revenue_{g}") / total
+        rate_var = clustered_ratio_variance(m, total, F.col(f"_skk_{g}"), F.col(f"_skn_{g}"), s_nn, rate)
+        rpc_var = clustered_ratio_variance(m, total, F.col(f"_srr_{g}"), F.col(f"_srn_{g}"), s_nn, rpc)
+        # Guarded: under ANSI a division by zero contacts would fail the query, not give null.
+        variances += [
+            F.when(total > 0, _non_negative(rate_var)).alias(f"rate_var_{g}"),
+            F.when(total > 0, _non_negative(rpc_var)).alias(f"rpc_var_{g}"),
+        ]
+    grouped = per_subscriber.groupBy(*KEYS).agg(*aggs)
+    totals = [c for c in grouped.columns if not c.startswith("_")]
+    return grouped.select(*totals, *variances)
+
+
+def with_uplift(groups: DataFrame, z: float, method: str = "clustered") -> DataFrame:
     """Add accept rates, uplift and its interval, incremental revenue and its interval.
 
-    Needs the columns of `aggregate_groups`. Adds accept_rate_treatment,
+    Needs n_t, n_c, k_t, k_c, revenue_t, revenue_c and, for ``method='clustered'``, the
+    variances of `aggregate_clustered_groups` (rate_var_*, rpc_var_*), for 'newcombe' and
+    'wald' the var_t, var_c of `aggregate_groups`. Adds accept_rate_treatment,
     accept_rate_control, uplift, uplift_ci_low, uplift_ci_high, incremental_revenue,
     incremental_revenue_ci_low, incremental_revenue_ci_high; all null when either group is
-    empty (revenue interval also null when a group has a single contact).
+    empty (intervals also null when a group has a single subscriber, clustered, or a single
+    contact, for the contact-level revenue interval).
     """
-    if method not in ("newcombe", "wald"):
-        raise ValueError(f"method must be 'newcombe' or 'wald', got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     n_t, n_c, k_t, k_c = (F.col(c).cast("double") for c in ("n_t", "n_c", "k_t", "k_c"))
     both = (F.col("n_t") > 0) & (F.col("n_c") > 0)
     p_t, p_c = k_t / n_t, k_c / n_c
     diff = p_t - p_c
-    if method == "wald":
-        half = z * F.sqrt(p_t * (1.0 - p_t) / n_t + p_c * (1.0 - p_c) / n_c)
-        low, high = diff - half, diff + half
+    if method == "clustered":
+        low, high = normal_bounds(diff, F.col("rate_var_t") + F.col("rate_var_c"), z)
+        rpc_var = F.col("rpc_var_t") + F.col("rpc_var_c")
     else:
-        l_t, u_t = _wilson(k_t, n_t, z)
-        l_c, u_c = _wilson(k_c, n_c, z)
-        low = diff - F.sqrt((p_t - l_t) ** 2 + (u_c - p_c) ** 2)
-        high = diff + F.sqrt((u_t - p_t) ** 2 + (p_c - l_c) ** 2)
+        if method == "wald":
+            low, high = normal_bounds(diff, wald_variance(k_t, n_t) + wald_variance(k_c, n_c), z)
+        else:
+            low, high = newcombe_bounds(k_t, n_t, k_c, n_c, z)
+        rpc_var = F.col("var_t") / n_t + F.col("var_c") / n_c
     mean_diff = F.col("revenue_t") / n_t - F.col("revenue_c") / n_c
-    rev_half = z * n_t * F.sqrt(F.col("var_t") / n_t + F.col("var_c") / n_c)
     incremental = mean_diff * n_t
+    rev_low, rev_high = normal_bounds(mean_diff, rpc_var, z)
 
     def guarded(col: Column) -> Column:
         return F.when(both, col)
@@ -238,8 +357,8 @@ def with_uplift(groups: DataFrame, z: float, method: str = "newcombe") -> DataFr
         .withColumn("uplift_ci_low", guarded(low))
         .withColumn("uplift_ci_high", guarded(high))
         .withColumn("incremental_revenue", guarded(incremental))
-        .withColumn("incremental_revenue_ci_low", guarded(incremental - rev_half))
-        .withColumn("incremental_revenue_ci_high", guarded(incremental + rev_half))
+        .withColumn("incremental_revenue_ci_low", guarded(rev_low * n_t))
+        .withColumn("incremental_revenue_ci_high", guarded(rev_high * n_t))
     )
 
 
@@ -276,7 +395,7 @@ def campaign_results(
     confidence: float = 0.95,
     srm_alpha: float = 0.001,
     period: str = "month",
-    method: str = "newcombe",
+    method: str = "clustered",
 ) -> DataFrame:
     """The `campaign_results` rows for `as_of` (schema `CAMPAIGN_RESULTS_SCHEMA`).
 
@@ -285,19 +404,29 @@ def campaign_results(
     offer_history : silver offer_history (subscriber_id, offer_id, channel, contacted_ts,
         group, accepted, accepted_ts, revenue).
     segments : gold segments (subscriber_id, as_of, value_tier, persona_name) or None;
-        when given, rows per value tier and persona are added to the 'ALL' rows.
+        when given, rows per value tier and persona (as of each contact) are added to the
+        'ALL' rows.
     as_of : contacts and outcomes up to the end of this day count (point in time).
     expected_control_share : the planned control share the split is tested against.
+    method : interval method, one of `METHODS`: 'clustered' (by subscriber, the default),
+        or the contact-level 'newcombe' / 'wald'.
     """
-    contacts = filter_contacts_as_of(offer_history, as_of, period)
-    latest = latest_segments(segments, as_of) if segments is not None else None
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    labelled = filter_contacts_as_of(offer_history, as_of, period).transform(
+        with_segment_labels, segments, as_of
+    )
+    if method == "clustered":
+        groups = labelled.transform(aggregate_subscribers).transform(aggregate_clustered_groups)
+    else:
+        groups = labelled.transform(aggregate_groups)
     return (
-        contacts.transform(with_segment_labels, latest)
-        .transform(aggregate_groups)
-        .transform(with_uplift, z_value(confidence), method)
+        groups.transform(with_uplift, z_value(confidence), method)
         .transform(with_sample_ratio_check, expected_control_share, srm_alpha)
         .withColumn("as_of", F.lit(as_of))
         .withColumnRenamed("n_t", "contacted_treatment")
         .withColumnRenamed("n_c", "contacted_control")
+        .withColumnRenamed("subscribers_t", "subscribers_treatment")
+        .withColumnRenamed("subscribers_c", "subscribers_control")
         .select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in CAMPAIGN_RESULTS_SCHEMA.fields])
     )

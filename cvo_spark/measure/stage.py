@@ -30,7 +30,9 @@ def run(ctx: StageContext) -> StageResult:
         period=measure.period,
         method=measure.uplift_interval,
     )
-    ctx.store.overwrite_partition(results, "gold", "campaign_results", ctx.as_of)
+    # merge_schema: a lake written before the subscriber counts were added gains the columns
+    # (older partitions read null) instead of failing the write.
+    ctx.store.overwrite_partition(results, "gold", "campaign_results", ctx.as_of, merge_schema=True)
 
     # The written partition is small (offers x channels x periods x segments): summarise it.
     written = ctx.store.read("gold", "campaign_results").where(F.col("as_of") == F.lit(ctx.as_of))
