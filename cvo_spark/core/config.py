@@ -426,8 +426,11 @@ class StreamConfig(_Section):
 class MeasureConfig(_Section):
     """Campaign measurement (stage `measure`): uplift of treatment over control.
 
-    ``uplift_interval``: 'newcombe' (hybrid score, good coverage for small counts and rates
-    near 0) or 'wald' (difference of proportions, normal approximation). ``srm_alpha``: a
+    ``uplift_interval``: 'clustered' (the default: contacts summed per subscriber, the unit of
+    assignment, ratio estimator with its delta-method variance; right when subscribers are
+    contacted repeatedly), 'newcombe' (hybrid score, contact-level: good coverage for small
+    counts and rates near 0 when each subscriber is contacted once) or 'wald' (difference of
+    proportions, contact-level, normal approximation). ``srm_alpha``: a
     sample-ratio-mismatch chi-square p-value below it flags the row. ``period``: 'month'
     ('YYYY-MM'), 'week' (its Monday, 'YYYY-MM-DD') or 'all' (one period 'ALL' to date).
     """
@@ -435,7 +438,7 @@ class MeasureConfig(_Section):
     period: Literal["month", "week", "all"] = "month"
     confidence: float = Field(0.95, gt=0, lt=1)
     srm_alpha: float = Field(0.001, gt=0, lt=1)
-    uplift_interval: Literal["newcombe", "wald"] = "newcombe"
+    uplift_interval: Literal["clustered", "newcombe", "wald"] = "clustered"
 
 
 class Config(_Section):
