@@ -40,8 +40,8 @@ PERSONAS = ("Legacy Active", "Digital Active", "Socially Active 2", "Traditional
 
 def offer_rows(rows):
     """The 14 columns these tests set, then the decision-core columns (net_value, uplift,
-    uplift_source, expected_cost, contact_cost unset; probability 1)."""
-    return [(*r, None, None, None, None, None, 1.0) for r in rows]
+    uplift_source, expected_cost, contact_cost unset; probability 1; a decision id)."""
+    return [(*r, None, None, None, None, None, 1.0, f"d-{r[0]}-{r[4]}-{r[1]}") for r in rows]
 
 
 # ------------------------------------------------------------------------ pure checks
@@ -135,11 +135,12 @@ def test_csv_export_has_treatment_rows_only_and_a_file_per_channel(spark, tmp_pa
     base = tmp_path / "exports" / "2026-06-30"
     assert paths == {c: str(base / f"{c}.csv") for c in ("app", "banking", "sms")}
     assert sorted(p.name for p in base.iterdir()) == ["app.csv", "banking.csv", "sms.csv"]  # no Spark leftovers
-    header = "subscriber_id,channel,rank,offer_id,offer_type,price,valid_from,valid_to,reason_codes,as_of,run_id"
+    header = ("decision_id,subscriber_id,channel,rank,offer_id,offer_type,price,valid_from,valid_to,reason_codes,"
+              "as_of,run_id")
     sms = (base / "sms.csv").read_text().splitlines()
-    assert sms == [header, "a,sms,1,X,upsell,20000.0,2026-06-30,2026-06-30,up 42% | Gold tier,2026-06-30,r"]
+    assert sms == [header, "d-a-X-sms,a,sms,1,X,upsell,20000.0,2026-06-30,2026-06-30,up 42% | Gold tier,2026-06-30,r"]
     app = (base / "app.csv").read_text().splitlines()
-    assert [line.split(",")[2] for line in app[1:]] == ["1", "2"]  # ordered by rank
+    assert [line.split(",")[3] for line in app[1:]] == ["1", "2"]  # ordered by rank
     assert (base / "banking.csv").read_text().splitlines() == [header]  # empty, not stale
 
 
@@ -257,6 +258,22 @@ def test_stuck_feed_refuses_and_keeps_the_published_snapshot(spark, lake):
         write_usage(ctx, D2)
 
 
+def test_an_infeasible_minimum_volume_refuses_and_keeps_the_published_snapshot(spark, lake, tmp_path):
+    import yaml
+
+    catalog = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf" / "offers.yaml").read_text())
+    catalog["offers"][0]["min_daily_volume"] = 1_000_000  # more than the lake has subscribers
+    path = tmp_path / "offers.yaml"
+    path.write_text(yaml.safe_dump(catalog))
+    base = make_ctx(spark, lake, D2)
+    config = base.config.model_copy(update={"offers": base.config.offers.model_copy(
+        update={"catalog_file": str(path)})})
+    ctx = StageContext(spark, config, TableStore(spark, config), D2, "run-infeasible")
+    offer_id = catalog["offers"][0]["offer_id"]
+    assert_refused_and_untouched(spark, lake, ctx, "allocation",
+                                 f"infeasible: min_volume:{offer_id}: only ")
+
+
 def test_cli_refusal_prints_where_things_stand_then_one_error_line(spark, lake, tmp_path, capsys):
     import yaml
 
@@ -333,6 +350,11 @@ def test_override_publishes_records_it_and_exports_treatment_only(spark, lake):
             assert all(r["rank"] == 1 for r in rows)  # sms shows one offer
         exported_rows += len(rows)
     assert exported_rows == published.where(F.col("group") == "treatment").count() > 0
+    # The decision log holds every published row (treatment and control) under the same ids.
+    decisions = ctx.store.read("gold", "decisions").where(F.col("as_of") == F.lit(D2))
+    assert sorted(r["decision_id"] for r in decisions.collect()) == sorted(
+        r["decision_id"] for r in published.collect())
+    assert decisions.where((F.col("probability") != 1.0) | (F.col("source") != "batch")).count() == 0
     assert {p.name for p in (lake / "exports" / D2.isoformat()).iterdir()} == {
         "sms.jsonl", "ussd.jsonl", "app.jsonl", "ecommerce.jsonl", "banking.jsonl"}
     runs = ctx.store.read("gold", "runs").where(F.col("run_id") == ctx.run_id).collect()
@@ -350,7 +372,7 @@ def test_decision_audit_catches_each_broken_rule_independently_of_the_engine(spa
                     "channels": ["sms", "ussd", "app"]} for o in ("A", "B", "C", "D")]})
     row = lambda sid, ch, rank, offer, cost=0.0, group="treatment": (
         sid, ch, rank, D2, offer, "upsell", 20000.0, 1.0, 0.2, ["r"], group, D2, D2, "r", 10.0, 0.01, "model", cost,
-        0.0, 1.0)
+        0.0, 1.0, f"d-{sid}-{offer}-{ch}")
     good = [row("g", "sms", 1, "A", 100.0), row("g", "app", 1, "B")]
     bad = [
         row("many", "app", 1, "A"), row("many", "app", 2, "B"), row("many", "ussd", 1, "C"), row("many", "ussd", 2, "D"),

@@ -75,6 +75,9 @@ OFFERS_SCHEMA = StructType(
         StructField("expected_cost", DoubleType()),
         StructField("contact_cost", DoubleType()),
         StructField("probability", DoubleType()),
+        # Stable id of the decision (campaign, as_of, subscriber, offer, channel): exports and
+        # gold `decisions` carry it, so responses can be joined back to what was decided.
+        StructField("decision_id", StringType()),
     ]
 )
 
@@ -135,6 +138,14 @@ def _list(col: Column) -> Column:
 def base_persona(col: Column) -> Column:
     """Persona name without the number of a split persona ('Digital Active 2' -> 'Digital Active')."""
     return F.regexp_replace(col, r"\s+\d+$", "")
+
+
+def decision_id(campaign_id: str, as_of: date) -> Column:
+    """32 hex characters of sha2(campaign | as_of | subscriber_id | offer_id | channel): the
+    same decision gets the same id on a re-run (idempotent), another day or campaign another."""
+    key = F.concat_ws("|", F.lit(campaign_id), F.lit(as_of.isoformat()), F.col("subscriber_id"), F.col("offer_id"),
+                      F.col("channel"))
+    return F.substring(F.sha2(key, 256), 1, 32)
 
 
 def control_bucket(subscriber_id: Column, campaign_id: str) -> Column:
@@ -738,6 +749,7 @@ def select_offers(candidates: DataFrame, as_of: date, run_id: str, p: OfferParam
     kept = (
         kept.transform(with_reasons, p)
         .withColumn("probability", F.lit(1.0))
+        .withColumn("decision_id", decision_id(p.campaign_id, as_of))
         .withColumn("as_of", F.lit(as_of))
         .withColumn("valid_from", valid_from)
         .withColumn("valid_to", F.date_add(valid_from, F.col("validity_days") - 1))

@@ -322,12 +322,13 @@ def previous_snapshot(store: TableStore, as_of: date) -> tuple[DataFrame | None,
 # ---------------------------------------------------------------------------- publish + export
 def publish_snapshot(store: TableStore, staged: DataFrame, as_of: date) -> None:
     """Replace the `as_of` partition of gold `offers` with `staged` in ONE Delta commit."""
-    store.overwrite_partition(staged, "gold", "offers", as_of)
+    # mergeSchema: a lake published before the decision-core columns takes them on.
+    store.overwrite_partition(staged, "gold", "offers", as_of, merge_schema=True)
 
 
 def _export_frame(offers: DataFrame, fmt: str) -> DataFrame:
-    cols = ["subscriber_id", "channel", "rank", "offer_id", "offer_type", "price", "valid_from", "valid_to",
-            "reason_codes", "as_of", "run_id"]
+    cols = ["decision_id", "subscriber_id", "channel", "rank", "offer_id", "offer_type", "price", "valid_from",
+            "valid_to", "reason_codes", "as_of", "run_id"]
     df = offers.where(F.col("group") == "treatment").select(*cols)
     if fmt == "csv":  # CSV has no arrays
         df = df.withColumn("reason_codes", F.array_join("reason_codes", " | "))
@@ -510,3 +511,36 @@ def audit_decisions(
         listed("volume", off_volume, "every offer within its daily volume bounds"),
         CheckResult("consent", without_consent == 0, f"{without_consent:,} rows to a channel without consent"),
     ]
+
+
+# ---------------------------------------------------------------------------- decision log
+DECISIONS_COLUMNS = (
+    "decision_id", "subscriber_id", "offer_id", "channel", "group", "probability", "model_versions", "source",
+    "campaign_id", "net_value", "expected_cost", "valid_from", "valid_to", "run_id", "as_of",
+)
+
+
+def decision_rows(published: DataFrame, scores: DataFrame, campaign_id: str, uplift_version: str | None) -> DataFrame:
+    """gold `decisions` rows of a published batch: one per offers row (treatment and control).
+
+    Needs the published offers (OFFERS_SCHEMA) and the as_of scores (subscriber_id,
+    model_versions). ``model_versions`` is the scores' map plus ``uplift`` when the row's
+    uplift came from the model; ``probability`` is the offers row's (invariant 9);
+    ``source`` 'batch'.
+    """
+    require_columns(scores, ("subscriber_id",), "decision_rows(scores)")
+    if "model_versions" not in scores.columns:  # scores written before versions were kept
+        scores = scores.withColumn("model_versions", F.lit(None).cast("map<string,string>"))
+    versions = F.coalesce(F.col("model_versions"), F.create_map().cast("map<string,string>"))
+    if uplift_version is not None:
+        uplift = F.when(F.col("uplift_source") == "model",
+                        F.create_map(F.lit("uplift"), F.lit(uplift_version))).otherwise(
+            F.create_map().cast("map<string,string>"))
+        versions = F.map_concat(versions, uplift)
+    return (
+        published.join(scores.select("subscriber_id", "model_versions"), on="subscriber_id", how="left")
+        .withColumn("model_versions", versions)
+        .withColumn("source", F.lit("batch"))
+        .withColumn("campaign_id", F.lit(campaign_id))
+        .select(*DECISIONS_COLUMNS)
+    )

@@ -31,6 +31,7 @@ from cvo_spark.offers.engine import OfferParams, build_offers
 from cvo_spark.offers.publish import (
     audit_decisions,
     check_allocation,
+    decision_rows,
     decide,
     export_channels,
     newest_event_dates,
@@ -190,7 +191,7 @@ def run(ctx: StageContext) -> StageResult:
         offer_scores=optional_gold(ctx, "offer_scores", as_of), triggers=optional_gold(ctx, "trigger_offers"),
     )
     offers = batch.offers
-    ctx.store.overwrite_partition(offers, "gold", "offers_staging", as_of)
+    ctx.store.overwrite_partition(offers, "gold", "offers_staging", as_of, merge_schema=True)
     staged = ctx.store.read("gold", "offers_staging").where(F.col("as_of") == F.lit(as_of))
 
     checks_cfg = config.offers.checks
@@ -234,6 +235,13 @@ def run(ctx: StageContext) -> StageResult:
 
     publish_snapshot(ctx.store, staged, as_of)
     published = ctx.store.read("gold", "offers").where(F.col("as_of") == F.lit(as_of))
+    # The decision log (DESIGN `decisions`): what was decided, with which models, by what chance.
+    offer_scores = optional_gold(ctx, "offer_scores", as_of)
+    uplift_version = offer_scores.select("model_version").first()["model_version"] if offer_scores else None
+    ctx.store.overwrite_partition(
+        decision_rows(published, scores, config.offers.campaign_id, uplift_version), "gold", "decisions", as_of,
+        merge_schema=True,
+    )
     export_channels(published, exports_root(config), as_of, catalog.channels, config.offers.export_format)
     row_counts = {
         "offers": int(summary["rows"]),
