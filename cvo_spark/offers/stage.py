@@ -31,8 +31,8 @@ from cvo_spark.offers.engine import OfferParams, build_offers
 from cvo_spark.offers.publish import (
     audit_decisions,
     check_allocation,
-    decision_rows,
     decide,
+    decision_rows,
     export_channels,
     newest_event_dates,
     previous_snapshot,
