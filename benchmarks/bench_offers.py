@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cvo_spark.core.session import get_spark
 from cvo_spark.core.catalog import load_catalog, offer_channels_frame, offers_frame
+from cvo_spark.offers.stage import allocation_constraints
 from cvo_spark.offers.engine import (
     OfferParams,
     build_offers,
@@ -170,12 +171,15 @@ def main() -> None:
     ap.add_argument("--as-of", type=date.fromisoformat, default=AS_OF)
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--out", default=None, help="also write the figures as JSON here")
+    ap.add_argument("--engine", choices=("allocation", "ranking"), default="allocation",
+                    help="allocation: today's default (the shipped catalog's limits); ranking: per-channel slots")
     args = ap.parse_args()
 
     spark = get_spark("bench_offers", "local[*]", args.partitions, "ERROR", {"spark.ui.enabled": "false"},
                       show_progress=False)
     catalog = load_catalog(CATALOG)
-    p = OfferParams()
+    p = OfferParams(allocate=args.engine == "allocation")
+    constraints = allocation_constraints(catalog, {}, args.as_of)
     cat_offers, cat_channels = offers_frame(spark, catalog, 7), offer_channels_frame(spark, catalog)
     figures: dict[str, object] = {"catalog_offers": len(catalog.offers), "channels": len(catalog.channels)}
 
@@ -185,8 +189,12 @@ def main() -> None:
     f, s, sc, hist = inputs(args.subscribers)
     n = f.count()  # materialises the cached synthetic population outside the timed part
     started = time.perf_counter()
-    offers = build_offers(f, s, sc, hist, cat_offers, cat_channels, args.as_of, "bench", p).offers
-    offer_rows = offers.count()
+    batch = build_offers(f, s, sc, hist, cat_offers, cat_channels, args.as_of, "bench", p, constraints=constraints)
+    offer_rows = batch.offers.count()
+    if batch.allocation is not None:
+        figures["allocation"] = {"solver_passes": batch.allocation.iterations, "use": batch.allocation.usage,
+                                 "shadow_prices": batch.allocation.prices}
+    batch.release()
     wall = time.perf_counter() - started
     figures.update({
         "subscribers": n, "pairs_scored": n * len(catalog.offers), "offer_rows": offer_rows,
@@ -201,10 +209,11 @@ def main() -> None:
     if m != n and not args.lake:
         f, s, sc, hist = inputs(m)
     contacts, rejects = contact_history(hist, args.as_of, p.contact_window_days, p.cooldown_days_after_reject)
-    cands = candidate_offers(subscriber_profiles(f, s, sc), cat_offers, cat_channels, contacts, rejects, p,
-                             keep_excluded=True)
+    # The tier-rule comparison is of today's per-channel ranking (its own expected value model).
+    cands = candidate_offers(subscriber_profiles(f, s, sc), cat_offers, cat_channels, contacts, rejects,
+                             OfferParams(allocate=False), keep_excluded=True)
     started = time.perf_counter()
-    cmp = compare_with_tier_rule(cands, p)
+    cmp = compare_with_tier_rule(cands, OfferParams(allocate=False))
     figures["comparison"] = {**cmp, "seconds": round(time.perf_counter() - started, 1),
                              "population": "lake" if args.lake else f"synthetic {m:,}"}
     print(f"value: engine Rp {cmp['engine_ev_per_subscriber']:,.0f} vs tier rule Rp "
