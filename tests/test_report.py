@@ -172,6 +172,9 @@ def build_gold_lake(
         [(AS_OF, x / 4, y) for x, y in ((1, 0.05), (2, 0.15), (3, 0.385), (4, 1.0))],
         _schema(("as_of", DT), ("account_share", D), ("revenue_share", D)),
     )
+    CHURN_GATE = (
+        "not promoted: ROC-AUC gain over champion v1 +0.004 (paired 95% CI -0.010 to +0.018) includes 0"
+    )
     ev_schema = _schema(
         ("trained_at", TS),
         ("as_of", DT),
@@ -190,6 +193,9 @@ def build_gold_lake(
             (t0, AS_OF, "upsell", "baseline", "roc_auc", 0.604, "3", "r1", "baseline"),
             (t0, AS_OF, "churn", "gbt", "roc_auc", 0.995, "2", "r2", "near perfect"),
             (t0, AS_OF, "churn", "gbt", "accuracy", 1.0, "2", "r2", ""),
+            # The champion gate's verdicts, as train records them.
+            (t0, AS_OF, "upsell", "gbt", "promoted", 1.0, "3", "r1", "champion: first qualifying version"),
+            (t0, AS_OF, "churn", "gbt", "promoted", 0.0, "2", "r2", CHURN_GATE),
             (t0, AS_OF, "clv", "bgnbd", "mae", 12_345.6, "1", "r3", "off by this much on average"),
             # An older training run must not show.
             (datetime(2026, 5, 1), date(2026, 5, 1), "upsell", "gbt", "roc_auc", 0.5, "1", "r0", "OLD RUN"),
@@ -465,6 +471,9 @@ def test_models_section_reads_metrics_honestly(report_data, report_html):
     assert "100% accuracy is a leak to investigate" in report_html
     assert "Cumulative lift: upsell" in report_html and "Calibration: upsell" in report_html
     assert "0.781" in report_html and "12,346" in report_html
+    # The gate's own reason, not a second opinion, says which model scores each target.
+    assert "Which model scores subscribers" in report_html
+    assert "(paired 95% CI -0.010 to +0.018) includes 0" in report_html
 
 
 def test_roi_scenarios_by_hand(spark, gold_store, report_data):
@@ -558,7 +567,7 @@ def test_report_stage_writes_file_and_summary(spark, gold_store, tmp_path, capsy
     assert "revenue (3 months): Rp 1,234,567" in printed
     assert "72.9% of revenue" in printed
     assert "personas found: 2" in printed
-    assert "churn 0.995" in printed and "upsell 0.781" in printed
+    assert "churn 0.995 (not promoted)" in printed and "upsell 0.781 (champion)" in printed
     assert "average predicted CLV (12 months): Rp 566,667 over 4 scored subscribers" in printed  # nulls skipped
     assert "treatment 3, control 1" in printed
     assert "publish status: refused: distribution shift" in printed

@@ -158,6 +158,9 @@ def test_train_score_end_to_end(lake):
     curves = ctx.store.read("gold", "model_curves").where(F.col("as_of") == F.lit(AS_OF))
     assert curves.where("curve = 'lift' AND target = 'churn'").count() == 10
     assert first.checks["churn_registry"] == "v1 champion"
+    assert first.checks["churn_gate"].startswith("champion: first qualifying version: beats the baseline")
+    assert m1[("churn", "gbt", "promoted")]["value"] == 1.0
+    assert m1[("churn", "gbt", "promoted")]["reading"] == first.checks["churn_gate"]
 
     # MLflow: artefacts and the model are there.
     mlflow_client = mlflow_store.client()
@@ -169,10 +172,21 @@ def test_train_score_end_to_end(lake):
     # Same seed, same data: same metrics; the re-trained version does not displace the champion.
     second = train.run(ctx)
     m2 = _metrics(ctx)
-    assert set(m2) == set(m1)  # the as_of partition was replaced, not appended to
+    # The as_of partition was replaced, not appended to; the re-run adds the comparison with v1.
+    gain_rows = {"roc_auc_gain_over_champion", "gain_over_champion_ci_low", "gain_over_champion_ci_high"}
+    assert set(m2) == set(m1) | {(t, "gbt", g) for t in ("upsell", "cross_sell", "churn") for g in gain_rows}
     for key, row in m1.items():
-        assert m2[key]["value"] == pytest.approx(row["value"], rel=1e-9, nan_ok=True), key
+        if key[2] != "promoted":
+            assert m2[key]["value"] == pytest.approx(row["value"], rel=1e-9, nan_ok=True), key
     assert second.checks["churn_registry"] == "v2 challenger"
+    # Identical scores: a gain of exactly 0 with a zero-width interval, which does not exclude 0.
+    assert m2[("churn", "gbt", "roc_auc_gain_over_champion")]["value"] == 0.0
+    assert m2[("churn", "gbt", "promoted")]["value"] == 0.0
+    assert second.checks["churn_gate"] == (
+        "not promoted: ROC-AUC gain over champion v1 +0.000 (paired 95% CI +0.000 to +0.000) includes 0 "
+        "(not a significant improvement); champion v1 stays"
+    )
+    assert str(mlflow_store.version_by_alias("cvo_churn_baseline", "current").version) == "2"
     assert str(mlflow_store.version_by_alias("cvo_churn", "champion").version) == "1"
 
     # Score: one row per feature row, calibrated probabilities, reasons, versions; idempotent.
@@ -219,3 +233,34 @@ def test_train_score_end_to_end(lake):
         .collect()
     )
     assert after == before
+
+    # No champion for churn (as when no version qualified): score falls back on the baseline
+    # registered beside the newest training, and the `runs` row says so and why.
+    from cvo_spark.pipeline import run_stage
+
+    mlflow_store.client().delete_registered_model_alias("cvo_churn", "champion")
+    run_stage(ctx, "score")
+    runs = ctx.store.read("gold", "runs").where("stage = 'score' AND status = 'succeeded'")
+    checks = runs.orderBy(F.col("started_at").desc()).first()["checks"]
+    # The churn baseline (ROC-AUC 0.58 here) is itself not shown better than chance: said, not hidden.
+    assert checks["churn_model"].startswith(
+        "baseline v2 (itself NOT shown better than chance: do not use to rank): no champion "
+        "(v2 not promoted: ROC-AUC gain over champion v1 +0.000"
+    )
+    assert checks["upsell_model"] == "champion v1"
+    fallback = ctx.store.read("gold", "scores").where(F.col("as_of") == F.lit(AS_OF))
+    versions = {"upsell": "1", "cross_sell": "1", "churn": "baseline-2", "clv": "1"}
+    assert fallback.first()["model_versions"] == versions
+    # The baseline's own probabilities and reasons, not the GBT's.
+    fb = fallback.agg(
+        F.min("p_churn").alias("lo"),
+        F.max("p_churn").alias("hi"),
+        F.avg((F.size("reasons_churn") > 0).cast("double")).alias("with_reasons"),
+    ).first()
+    assert 0.0 <= fb["lo"] and fb["hi"] <= 1.0 and fb["with_reasons"] > 0.5
+    old_p = {r["subscriber_id"]: r["p_churn"] for r in before}
+    changed = sum(
+        r["p_churn"] != old_p[r["subscriber_id"]]
+        for r in fallback.select("subscriber_id", "p_churn").collect()
+    )
+    assert changed > n_features / 2

@@ -2,8 +2,10 @@
 
 Classification: ROC-AUC and PR-AUC (MLlib `BinaryClassificationEvaluator`), a confidence
 interval for the AUC (DeLong, DeLong & Clarke-Pearson 1988, computed in Spark; Hanley &
-McNeil 1982 on request), lift and capture in the top decile, Brier score, accuracy at 0.5,
-a 10-bin calibration table and a cumulative lift curve.
+McNeil 1982 on request), the paired DeLong interval of the difference of two models' AUCs
+on the same rows (`delong_paired_difference`, what the champion gate tests), lift and
+capture in the top decile, Brier score, accuracy at 0.5, a 10-bin calibration table and a
+cumulative lift curve.
 Regression (CLV): MAE, RMSE, R^2 and WAPE. MAPE is never computed: actual revenue is
 often zero, where it is undefined.
 
@@ -136,6 +138,90 @@ def delong_auc_interval(
         return (float("nan"), float("nan"))
     se = math.sqrt(variance)
     return (max(0.0, auc - z * se), min(1.0, auc + z * se))
+
+
+@dataclass(frozen=True)
+class AucDifference:
+    """ROC-AUC of model a minus model b on the same rows, with its paired 95% interval."""
+
+    auc_a: float
+    auc_b: float
+    diff: float
+    low: float
+    high: float
+
+    def excludes_zero(self) -> bool:
+        """True when the whole interval lies above 0 (a NaN interval excludes nothing)."""
+        return bool(math.isfinite(self.low) and self.low > 0)
+
+
+def _placements(rows: DataFrame, score_col: str) -> DataFrame:
+    """``<score_col>, _v10, _v01`` per distinct score of `rows` (which need ``y`` 0/1).
+
+    The DeLong placements of `delong_auc_variance` (ties count half), one row per
+    distinct score so they can be joined back to the rows that carry that score.
+    """
+    per_score = rows.groupBy(score_col).agg(F.sum("y").alias("pos"), F.sum(1.0 - F.col("y")).alias("neg"))
+    upto = Window.orderBy(score_col).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    whole = Window.orderBy(score_col).rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    pos, neg = F.col("pos"), F.col("neg")
+    n1, n0 = F.sum(pos).over(whole), F.sum(neg).over(whole)
+    return per_score.select(
+        F.col(score_col),
+        # Guarded: under ANSI a division by an empty class would fail the query, not give null.
+        F.when(n0 > 0, (F.sum(neg).over(upto) - neg + 0.5 * neg) / n0).alias("_v10"),
+        F.when(n1 > 0, (n1 - F.sum(pos).over(upto) + 0.5 * pos) / n1).alias("_v01"),
+    )
+
+
+def delong_paired_difference(
+    df: DataFrame, label_col: str, score_a: str, score_b: str, z: float = 1.96
+) -> AucDifference:
+    """AUC(a) - AUC(b) on the same rows, with DeLong's interval for two correlated AUCs.
+
+    Needs `label_col` (1/0) and the two score columns on one row per subscriber (rows
+    with a null in any of them are left out). DeLong, DeLong & Clarke-Pearson (1988):
+    each row gets its placement under each model (`_placements`, joined back by score);
+    var(diff) = var(V10_a - V10_b) / positives + var(V01_a - V01_b) / negatives, sample
+    variances of the per-row differences, so the covariance of two models scored on the
+    same subscribers is accounted for (a challenger and a champion ranking alike have a
+    narrow interval for their difference). Aggregated in Spark; two rows reach the driver.
+    NaN interval with fewer than two of either class; a model against itself gives
+    diff 0 with a zero-width interval (which does not exclude 0).
+    """
+    require_columns(df, [label_col, score_a, score_b], "delong_paired_difference")
+    rows = df.select(
+        F.col(label_col).cast("double").alias("y"),
+        F.col(score_a).cast("double").alias("_a"),
+        F.col(score_b).cast("double").alias("_b"),
+    ).dropna()
+    pa = _placements(rows, "_a").withColumnsRenamed({"_v10": "_a10", "_v01": "_a01"})
+    pb = _placements(rows, "_b").withColumnsRenamed({"_v10": "_b10", "_v01": "_b01"})
+    placed = rows.join(pa, on="_a", how="inner").join(pb, on="_b", how="inner")
+    # A positive's placement is its V10, a negative's its V01: one column per model.
+    va = F.when(F.col("y") == 1.0, F.col("_a10")).otherwise(F.col("_a01"))
+    vb = F.when(F.col("y") == 1.0, F.col("_b10")).otherwise(F.col("_b01"))
+    per_class = {
+        r["y"]: r
+        for r in placed.groupBy("y")
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.avg(va).alias("ma"),
+            F.avg(vb).alias("mb"),
+            F.var_samp(va - vb).alias("var_d"),
+        )
+        .collect()
+    }
+    pos, neg = per_class.get(1.0), per_class.get(0.0)
+    nan = float("nan")
+    if pos is None or neg is None:
+        return AucDifference(nan, nan, nan, nan, nan)
+    auc_a, auc_b = float(pos["ma"]), float(pos["mb"])
+    diff = auc_a - auc_b
+    if pos["n"] < 2 or neg["n"] < 2:
+        return AucDifference(auc_a, auc_b, diff, nan, nan)
+    se = math.sqrt(max(float(pos["var_d"]), 0.0) / pos["n"] + max(float(neg["var_d"]), 0.0) / neg["n"])
+    return AucDifference(auc_a, auc_b, diff, diff - z * se, diff + z * se)
 
 
 def is_no_better_than_chance(auc: float, ci_low: float) -> bool:

@@ -6,11 +6,14 @@ artefacts under ``<lake>/mlartifacts`` (the experiment is created with that
 artifact_location). Config's `mlflow.tracking_uri` / `registry_uri` override both.
 
 Registry rules: each target has a registered model ``<prefix>_<target>``. A newly trained
-version gets the alias ``challenger``; it takes ``champion`` only when it beats the
-current champion on the same out-of-time data by the promotion metric (strictly: a
-re-run with the same seed and data does not displace the champion). The first version
-of a model is champion by default, unless its out-of-time ROC-AUC is at chance level
-(`REJECTED`: no alias at all). `score` always loads ``@champion``.
+version gets the alias ``challenger``; it takes ``champion`` only when it passes the gate.
+Propensity models: `cvo_spark.models.champion_gate` (better than chance as the report reads
+it, beats the baseline beside it, and over an existing champion a ROC-AUC gain whose paired
+DeLong interval excludes 0); a version that does not qualify gets no alias (`REJECTED`).
+CLV and uplift: strictly better on their metric (a re-run with the same seed and data does
+not displace the champion). Each propensity training also registers its
+logistic-regression baseline as ``<prefix>_<target>_baseline@current``: `score` loads
+``@champion`` and falls back on that baseline, saying so, when a target has no champion.
 
 What `train` logs: each target gets one MLflow run (parameters, metrics, feature list,
 snapshot dates, importance / lift / calibration charts, the model with its signature) and a
@@ -35,6 +38,7 @@ import mlflow.pyfunc
 import mlflow.spark
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -42,12 +46,17 @@ from cvo_spark.core.config import Config
 from cvo_spark.core.errors import CvoError
 from cvo_spark.models import clv as clv_lib
 from cvo_spark.models import evaluation as ev
+from cvo_spark.models.champion_gate import ChampionComparison, promotion_decision, qualification_failure
 from cvo_spark.models.labels import EVALUATION
 from cvo_spark.models.propensity import FEATURE_LABELS, regression_predictions, with_scores
-from cvo_spark.models.training import ClvFit, TargetFit, clv_evaluation_frame, evaluate_model
+from cvo_spark.models.training import ClvFit, TargetFit, clv_evaluation_frame
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+#: Alias of the newest baseline version in ``<prefix>_<target>_baseline``.
+CURRENT = "current"
+#: Model-version tag with the champion gate's one-line reason.
+REASON_TAG = "promotion_reason"
 #: Per-run JSON with the feature list, snapshot dates, reason-code statistics, CLV parameters.
 META_FILE = "model_meta.json"
 
@@ -124,9 +133,9 @@ def beats(new: float, incumbent: float | None, higher_is_better: bool = True) ->
     return new > incumbent if higher_is_better else new < incumbent
 
 
-def champion_trained_after(name: str, as_of: str | None) -> str | None:
-    """The champion's training as_of when it is later than `as_of` (ISO dates), else None."""
-    current = version_by_alias(name, CHAMPION) if as_of else None
+def champion_trained_after(name: str, as_of: str | None, alias: str = CHAMPION) -> str | None:
+    """The `alias` holder's training as_of when it is later than `as_of` (ISO dates), else None."""
+    current = version_by_alias(name, alias) if as_of else None
     trained = (current.tags or {}).get("as_of") if current is not None else None
     return trained if trained is not None and trained > as_of else None
 
@@ -143,14 +152,16 @@ def assign_aliases(
     higher_is_better: bool = True,
     promotable: bool = True,
     as_of: str | None = None,
+    better: bool | None = None,
 ) -> str:
     """Give the new `version` its alias; returns 'champion', 'challenger' or 'rejected'.
 
-    A version that is not `promotable` (a classifier whose out-of-time ROC-AUC is under
-    `cvo_spark.models.evaluation.CHANCE_AUC`) gets no alias, even when there is no champion yet:
-    scoring then stops with a clear error rather than rank subscribers by noise. Otherwise the first
-    version becomes champion, and a later one is challenger, promoted only when it
-    `beats` the champion's metric on the same evaluation data, and never over a champion
+    A version that is not `promotable` (it does not pass the gate's absolute test, e.g. a
+    classifier the report calls no better than chance) gets no alias, even when there is no
+    champion yet. Otherwise the first version becomes champion, and a later one is
+    challenger, promoted only when it is `better` (the caller's verdict, e.g.
+    `cvo_spark.models.champion_gate.promotion_decision`) or, when `better` is None, when it
+    `beats` the champion's metric on the same evaluation data; never over a champion
     trained for a date after `as_of` (ISO date of the new version's training).
     """
     c = client()
@@ -163,7 +174,8 @@ def assign_aliases(
         # champion stays.
         c.set_registered_model_alias(name, CHALLENGER, str(version))
         return CHALLENGER
-    if current is None or beats(new_metric, champion_metric, higher_is_better):
+    wins = better if better is not None else beats(new_metric, champion_metric, higher_is_better)
+    if current is None or wins:
         c.set_registered_model_alias(name, CHAMPION, str(version))
         if version_by_alias(name, CHALLENGER) is not None:
             c.delete_registered_model_alias(name, CHALLENGER)
@@ -184,11 +196,13 @@ def spark_pip_requirements(with_xgboost: bool = False) -> list[str]:
     return pins
 
 
-def log_spark_model(model, registered: str, signature, with_xgboost: bool = False) -> str:
+def log_spark_model(
+    model, registered: str, signature, with_xgboost: bool = False, artifact_path: str = "model"
+) -> str:
     """Log a fitted `PipelineModel` with the MLflow spark flavour and register it; returns the version."""
     info = mlflow.spark.log_model(
         model,
-        artifact_path="model",
+        artifact_path=artifact_path,
         registered_model_name=registered,
         signature=signature,
         pip_requirements=spark_pip_requirements(with_xgboost),
@@ -355,17 +369,46 @@ def finite_metrics(metrics: dict[str, float], prefix: str = "") -> dict[str, flo
 
 log = logging.getLogger(__name__)
 
-def _champion_metric(name: str, evaluation: DataFrame, target: str, metric: str) -> float | None:
-    """The current champion's `metric` on this run's evaluation rows (None: no usable champion).
 
-    A champion that cannot score these rows (e.g. trained on a feature list that no longer
-    exists) is treated as absent, so the new version can replace it; the log says so.
+def baseline_name(prefix: str, target: str) -> str:
+    """Registered name of a target's logistic-regression baseline."""
+    return registered_name(prefix, f"{target}_baseline")
+
+
+def latest_version(name: str):
+    """The newest version of registered model `name`, or None."""
+    try:
+        versions = client().search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    return max(versions, key=lambda v: int(v.version), default=None)
+
+
+def _champion_comparison(
+    name: str, evaluation: DataFrame, fit: TargetFit, as_of: str
+) -> ChampionComparison | None:
+    """The current champion judged beside `fit.model` on this run's evaluation rows (None: no usable champion).
+
+    Both models score the same rows, so their ROC-AUCs are compared paired
+    (`evaluation.delong_paired_difference`). A champion that cannot score these rows (e.g.
+    trained on a feature list that no longer exists) is treated as absent, so the new
+    version can replace it; the log says so.
     """
     model, mv = load_spark_model(name)
     if model is None:
         return None
+    label = f"label_{fit.target}"
     try:
-        metrics, _, _ = evaluate_model(model, evaluation, target)
+        both = with_scores(fit.model, evaluation, fit.target, "_p_new")
+        both = with_scores(model, both, fit.target, "_p_champion").select(
+            "subscriber_id", label, "_p_new", "_p_champion"
+        )
+        both = both.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            metrics = ev.binary_metrics(both, label, "_p_champion")
+            gain = ev.delong_paired_difference(both, label, "_p_new", "_p_champion")
+        finally:
+            both.unpersist()
     except Exception as err:  # noqa: BLE001 - any scoring failure means "cannot compare"
         log.warning(
             "champion %s v%s cannot score the evaluation rows (%s); treating it as absent",
@@ -374,7 +417,45 @@ def _champion_metric(name: str, evaluation: DataFrame, target: str, metric: str)
             str(err).splitlines()[0],
         )
         return None
-    return metrics.get(metric)
+    return ChampionComparison(str(mv.version), metrics, gain, champion_trained_after(name, as_of))
+
+
+@dataclass(frozen=True)
+class TargetLog:
+    """What `log_target` registered and decided for one target."""
+
+    version: str
+    run_id: str
+    status: str  # 'champion' | 'challenger' | 'rejected'
+    reason: str  # the champion gate's one line
+    champion: ChampionComparison | None  # the champion it was compared with, if any
+    baseline_version: str
+
+
+def _log_baseline(fit: TargetFit, prefix: str, sample: DataFrame, as_of: str) -> str:
+    """Register the baseline fitted beside `fit` (in the active run); it becomes ``@current``.
+
+    ``@current`` moves to it unless the current baseline was trained for a later date (a
+    back-fill must not replace what a later date's scoring falls back on).
+    """
+    from mlflow.models import infer_signature
+
+    name = baseline_name(prefix, fit.target)
+    out = with_scores(fit.baseline_model, sample, fit.target, "p").select("p")
+    signature = infer_signature(sample.toPandas(), out.toPandas())
+    version = log_spark_model(fit.baseline_model, name, signature, artifact_path="baseline_model")
+    chance = ev.is_no_better_than_chance(
+        fit.baseline_metrics.get("roc_auc", float("nan")),
+        fit.baseline_metrics.get("auc_ci_low", float("nan")),
+    )
+    tag_version(
+        name,
+        version,
+        {"model_kind": "baseline", "as_of": as_of, "better_than_chance": "0" if chance else "1"},
+    )
+    if champion_trained_after(name, as_of, CURRENT) is None:
+        client().set_registered_model_alias(name, CURRENT, str(version))
+    return version
 
 
 def log_target(
@@ -384,18 +465,22 @@ def log_target(
     as_of: date,
     run_id: str,
     snapshots: Sequence[date],
-) -> tuple[str, str, str]:
-    """Log one target's run (params, metrics, meta, charts, model), register it, set its alias.
+) -> TargetLog:
+    """Log one target's run (params, metrics, meta, charts, model and baseline), register both, gate.
 
-    Returns (version, run_id, 'champion' | 'challenger').
+    The new version's alias follows `champion_gate.promotion_decision`; its reason is
+    recorded as the run tag and version tag ``promotion_reason`` and comes back in the
+    `TargetLog`.
     """
-    import mlflow
     from mlflow.models import infer_signature
 
     cfg = config.models
-    name = registered_name(config.mlflow.model_prefix, fit.target)
+    prefix = config.mlflow.model_prefix
+    name = registered_name(prefix, fit.target)
     evaluation = frame.where(F.col("split") == EVALUATION)
-    champion_metric = _champion_metric(name, evaluation, fit.target, cfg.promote_metric)
+    champion = _champion_comparison(name, evaluation, fit, as_of.isoformat())
+    decision = promotion_decision(fit.metrics, fit.baseline_metrics, champion, cfg.promote_metric)
+    qualifies = qualification_failure(fit.metrics, fit.baseline_metrics, cfg.promote_metric) is None
     with mlflow.start_run(run_name=f"{fit.target} {as_of}") as run:
         mlflow.set_tags({"target": fit.target, "as_of": as_of.isoformat(), "cvo_run_id": run_id})
         mlflow.log_params(
@@ -421,6 +506,7 @@ def log_target(
                 "features": fit.features,
                 "snapshot_dates": [d.isoformat() for d in snapshots],
                 "reason_stats": fit.stats,
+                "baseline_reason_stats": fit.baseline_stats,
                 "as_of": as_of.isoformat(),
             },
             META_FILE,
@@ -432,30 +518,43 @@ def log_target(
             sample.toPandas(), with_scores(fit.model, sample, fit.target, "p").select("p").toPandas()
         )
         version = log_spark_model(fit.model, name, signature, with_xgboost=fit.engine == "xgboost")
-        # The gate is the point estimate: a small evaluation half often has an interval
-        # reaching 0.5 (reported as "not shown better than chance") for a model that does
-        # rank; an AUC under CHANCE_AUC ranks no better than a coin and never scores anyone.
-        auc = fit.metrics.get("roc_auc", float("nan"))
-        promotable = math.isfinite(auc) and auc >= ev.CHANCE_AUC
+        baseline_version = _log_baseline(fit, prefix, sample, as_of.isoformat())
         status = assign_aliases(
+            name, version, None, None, promotable=qualifies, as_of=as_of.isoformat(), better=decision.promote
+        )
+        reason = decision.reason
+        if (status == CHAMPION) != decision.promote:
+            # Only the registry's own back-fill guard can overrule the gate (a champion
+            # trained for a later date that could not score these rows).
+            reason = "not promoted: the champion was trained for a later date (a back-fill); it stays"
+        if status != CHAMPION:
+            log.warning("%s v%s %s: %s", name, version, status, reason)
+        if champion is not None:
+            gain = champion.gain
+            mlflow.log_metrics(
+                finite_metrics(
+                    {
+                        f"champion_{cfg.promote_metric}": champion.metrics.get(
+                            cfg.promote_metric, float("nan")
+                        ),
+                        "auc_gain_over_champion": gain.diff,
+                        "auc_gain_ci_low": gain.low,
+                        "auc_gain_ci_high": gain.high,
+                    }
+                )
+            )
+        mlflow.set_tags({"registry_status": status, REASON_TAG: reason[:5000]})
+        tag_version(
             name,
             version,
-            fit.metrics.get(cfg.promote_metric),
-            champion_metric,
-            promotable=promotable,
-            as_of=as_of.isoformat(),
+            {
+                "model_kind": "gbt",
+                "engine": fit.engine,
+                "as_of": as_of.isoformat(),
+                REASON_TAG: reason[:5000],
+            },
         )
-        if not promotable:
-            log.warning(
-                "%s v%s has out-of-time ROC-AUC %.3f < %.2f (chance): not promoted", name, version, auc, ev.CHANCE_AUC
-            )
-        if champion_metric is not None:
-            mlflow.log_metric(f"champion_{cfg.promote_metric}", champion_metric)
-        mlflow.set_tag("registry_status", status)
-        tag_version(
-            name, version, {"model_kind": "gbt", "engine": fit.engine, "as_of": as_of.isoformat()}
-        )
-        return version, run.info.run_id, status
+        return TargetLog(version, run.info.run_id, status, reason, champion, baseline_version)
 
 
 def log_clv(

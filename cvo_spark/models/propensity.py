@@ -337,6 +337,22 @@ def gbt_importances(model: PipelineModel, features: Sequence[str]) -> dict[str, 
     raise ValueError("pipeline has no tree-ensemble stage with feature importances")
 
 
+def linear_importances(model: PipelineModel, features: Sequence[str], train: DataFrame) -> dict[str, float]:
+    """Importances (sum 1) of the logistic-regression stage of a fitted baseline pipeline.
+
+    |coefficient| x training standard deviation per feature: the change in log-odds for a
+    one-standard-deviation move, so `with_reason_codes` weighs a baseline's reasons the way
+    that model scores (used when the baseline scores for want of a champion). Needs
+    `features` in `train`; one row of aggregates reaches the driver.
+    """
+    require_columns(train, list(features), "linear_importances")
+    coefs = next(s.coefficients.toArray() for s in model.stages if hasattr(s, "coefficients"))
+    row = train.agg(*[F.stddev_pop(c).alias(f"s{i}") for i, c in enumerate(features)]).first()
+    raw = {f: abs(float(coefs[i])) * float(row[f"s{i}"] or 0.0) for i, f in enumerate(features)}
+    total = sum(raw.values()) or 1.0
+    return {f: v / total for f, v in raw.items()}
+
+
 #: Significant digits kept of the reason statistics. A sum over partitions depends on the
 #: order the partial sums meet in (local mode vs a cluster), in the last bits; rounded,
 #: the same data gives the same statistics and so the same reason order.

@@ -6,9 +6,12 @@ contacted and if not, their difference, the uplift) with the uplift champion
 
 Reads the gold `features` partition for ``as_of`` (written by stage `features`), loads
 ``<prefix>_<target>@champion`` for upsell, cross-sell and churn (Spark `PipelineModel`s
-that end in their isotonic calibrator) and for CLV, adds calibrated probabilities,
+that end in their isotonic calibrator; a target with no champion is scored by its
+logistic-regression baseline, ``<prefix>_<target>_baseline@current``, and the checks
+``<target>_model`` say which model scored and why) and for CLV, adds calibrated probabilities,
 reason codes and the 12-month CLV, and replaces the ``as_of`` partition of gold
-`scores` (idempotent, invariant 2). Every row carries the versions that scored it.
+`scores` (idempotent, invariant 2). Every row carries the versions that scored it
+(``baseline-<n>`` for a baseline).
 
 Scores are deterministic: the same features and champions give the same rows.
 """
@@ -23,6 +26,7 @@ from cvo_spark.core.errors import MissingTableError
 from cvo_spark.core.stage import StageContext, StageResult
 from cvo_spark.models import clv as clv_lib
 from cvo_spark.models import mlflow_store
+from cvo_spark.models.champion_gate import fallback_note
 from cvo_spark.models.labels import TARGETS
 from cvo_spark.models.propensity import (
     regression_predictions,
@@ -51,16 +55,35 @@ SCORES_SCHEMA = StructType(
 DAYS_PER_MONTH = 365.25 / 12
 
 
-def _champion(prefix: str, target: str):
+def _scoring_model(prefix: str, target: str):
+    """(PipelineModel, version label, meta, check) of the model that scores `target`.
+
+    The champion when there is one (check ``champion v<n>``). Otherwise the baseline
+    registered beside the newest training (``<prefix>_<target>_baseline@current``), its
+    version labelled ``baseline-<n>`` and its meta's reason statistics its own; the check
+    says so and quotes the gate's reason for the newest version not being champion. Raises
+    `MissingModelError` only when neither exists (the train stage never ran).
+    """
     name = mlflow_store.registered_name(prefix, target)
     model, mv = mlflow_store.load_spark_model(name)
+    if model is not None:
+        meta = mlflow_store.load_run_json(mv.run_id, mlflow_store.META_FILE)
+        return model, str(mv.version), meta, f"champion v{mv.version}"
+    base_name = mlflow_store.baseline_name(prefix, target)
+    model, mv = mlflow_store.load_spark_model(base_name, mlflow_store.CURRENT)
     if model is None:
         raise mlflow_store.MissingModelError(
-            f"no champion model {name}@champion: run the train stage first (a version whose out-of-time "
-            "ROC-AUC is at chance level is never promoted; see model_evaluations)"
+            f"no model to score {target}: neither {name}@champion nor {base_name}@{mlflow_store.CURRENT}; "
+            "run the train stage first"
         )
     meta = mlflow_store.load_run_json(mv.run_id, mlflow_store.META_FILE)
-    return model, str(mv.version), meta
+    meta = {**meta, "reason_stats": meta.get("baseline_reason_stats", [])}
+    newest = mlflow_store.latest_version(name)
+    reason = (newest.tags or {}).get(mlflow_store.REASON_TAG) if newest is not None else None
+    if newest is not None and reason:
+        reason = f"v{newest.version} {reason}"
+    chance_free = (mv.tags or {}).get("better_than_chance") == "1"
+    return model, f"baseline-{mv.version}", meta, fallback_note(reason, str(mv.version), chance_free)
 
 
 def score_propensities(features: DataFrame, champions: dict, top_k: int) -> DataFrame:
@@ -92,7 +115,10 @@ def run(ctx: StageContext) -> StageResult:
         ctx.config.mlflow.registry_uri,
     )
     prefix = ctx.config.mlflow.model_prefix
-    champions = {t: _champion(prefix, t) for t in TARGETS}
+    # A target without a champion is scored by its baseline, and the checks say so:
+    # a run never stops for want of a champion (only for want of any trained model).
+    chosen = {t: _scoring_model(prefix, t) for t in TARGETS}
+    champions = {t: (model, version, meta) for t, (model, version, meta, _) in chosen.items()}
     scored = score_propensities(features, champions, cfg.reason_codes)
 
     clv_name = mlflow_store.registered_name(prefix, "clv")
@@ -142,6 +168,7 @@ def run(ctx: StageContext) -> StageResult:
         checks={
             **offer_score_checks,
             **{f"mean_p_{t}": f"{stats[t]:.4f}" for t in TARGETS},
+            **{f"{t}_model": note for t, (_, _, _, note) in chosen.items()},
             "mean_clv_12m": f"{stats['clv']:.0f}",
             "model_versions": ", ".join(f"{t}=v{v}" for t, (_, v, _) in champions.items())
             + f", clv=v{clv_version}",

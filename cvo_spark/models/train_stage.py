@@ -27,9 +27,13 @@ Data design (invariant 1, 7):
 
 The fitting lives in `cvo_spark.models.training`, the MLflow logging and champion/challenger
 decision in `cvo_spark.models.mlflow_store`; this module wires them and writes the tables.
-MLflow: one run per target, the GBT (or CLV model) registered as ``<prefix>_<target>``;
-it becomes challenger and is promoted to champion only when it beats the champion on
-this run's evaluation half. Tables: `model_evaluations` and
+MLflow: one run per target, the GBT (or CLV model) registered as ``<prefix>_<target>``
+and the propensity baseline as ``<prefix>_<target>_baseline@current``. A propensity
+version becomes champion only through `cvo_spark.models.champion_gate` (better than chance
+as the report reads it, beats its baseline, and over a champion a gain whose paired
+interval excludes 0); the reason is in the checks (``<target>_gate``) and in
+`model_evaluations` (metric ``promoted``). CLV becomes champion when it beats the
+champion on this run's evaluation half. Tables: `model_evaluations` and
 `model_curves` are rewritten for the as_of (overwrite_partition), so a re-run for the
 same date leaves one set of rows (invariant 2).
 """
@@ -54,6 +58,7 @@ from pyspark.sql.types import (
 from cvo_spark.core.stage import StageContext, StageResult
 from cvo_spark.models import evaluation as ev
 from cvo_spark.models import mlflow_store
+from cvo_spark.models.champion_gate import gate_rows
 from cvo_spark.models.labels import (
     TARGETS,
     TRAIN,
@@ -173,13 +178,19 @@ def run(ctx: StageContext) -> StageResult:
                 engine=ENGINE_KIND[cfg.engine],
                 xgboost_workers=cfg.xgboost_workers,
             )
-            version, run_id, status = log_target(fit, frame, ctx.config, ctx.as_of, ctx.run_id, snapshots)
-            eval_rows += [(target, *r) for r in propensity_rows(fit, version, run_id)]
+            logged = log_target(fit, frame, ctx.config, ctx.as_of, ctx.run_id, snapshots)
+            eval_rows += [(target, *r) for r in propensity_rows(fit, logged.version, logged.run_id)]
+            promoted = logged.status == mlflow_store.CHAMPION
+            eval_rows += [
+                (target, *r)
+                for r in gate_rows(promoted, logged.reason, logged.champion, logged.version, logged.run_id)
+            ]
             curves += ev.curve_rows(target, fit.lift, fit.calibration)
             checks[f"{target}_roc_auc"] = (
                 f"{fit.metrics['roc_auc']:.3f} (baseline {fit.baseline_metrics['roc_auc']:.3f})"
             )
-            checks[f"{target}_registry"] = f"v{version} {status}"
+            checks[f"{target}_registry"] = f"v{logged.version} {logged.status}"
+            checks[f"{target}_gate"] = logged.reason
         clv_fit = fit_clv_target(silver, frame, snapshots[-1], cfg, features)
         version, run_id, status = log_clv(clv_fit, frame, silver, ctx.config, ctx.as_of, ctx.run_id, snapshots)
         for kind, m, ver in (

@@ -28,6 +28,7 @@ from cvo_spark.models.propensity import (
     build_regressor,
     fit_calibrated,
     gbt_importances,
+    linear_importances,
     reason_stats,
     regression_predictions,
     with_scores,
@@ -52,6 +53,10 @@ class TargetFit:
     importances: dict[str, float] = field(default_factory=dict)
     stats: list[dict] = field(default_factory=list)
     engine: str = "gbt"  # the boosting classifier kind: 'gbt' (MLlib) or 'xgboost'
+    # The logistic-regression baseline, kept so `score` can fall back on it when no
+    # version qualifies as champion, with reason statistics of its own coefficients.
+    baseline_model: PipelineModel | None = None
+    baseline_stats: list[dict] = field(default_factory=list)
 
 
 def with_stable_layout(frame: DataFrame, partitions: int) -> DataFrame:
@@ -98,7 +103,8 @@ def fit_target(
 ) -> TargetFit:
     """Fit, calibrate and judge the boosted model and its baseline for one target on a split frame.
 
-    Needs `split`, ``label_<target>``, subscriber_id and `features`. `engine` is the
+    Needs `split`, ``label_<target>``, subscriber_id and `features`. Both fitted models come
+    back (the baseline is what `score` uses when no version qualifies as champion). `engine` is the
     boosting classifier kind ('gbt': MLlib, 'xgboost': xgboost.spark). Raises
     `ModelQualityError` (via `evaluation.check_honesty`) when either model looks too good
     to be true on the evaluation half.
@@ -127,6 +133,7 @@ def fit_target(
     base_metrics, base_lift, _ = evaluate_model(base, evaluation, target)
     ev.check_honesty(f"{target} baseline", base_metrics, auc_ceiling)
     importances = gbt_importances(gbt, features)
+    base_importances = linear_importances(base, features, train)
     return TargetFit(
         target,
         list(features),
@@ -139,6 +146,8 @@ def fit_target(
         importances,
         reason_stats(train, features, label, importances),
         engine,
+        base,
+        reason_stats(train, features, label, base_importances),
     )
 
 

@@ -387,9 +387,36 @@ def section_models(d: dict) -> str:
         ("What it means", _metric_text, None),
     ])  # fmt: skip
     trained = ", ".join(sorted({str(r["trained_at"])[:19] for r in ev}))
-    out = [guide, _note(f"Training run(s): {esc(trained)}"), table]
+    out = [guide, _note(f"Training run(s): {esc(trained)}"), table, _gate_table(ev)]
     out.append(_na(curves) if isinstance(curves, Unavailable) else _curve_charts(curves))
     return "".join(out)
+
+
+def _gate_table(ev: list[dict]) -> str:
+    """Which trained version scores subscribers, and the champion gate's reason (metric 'promoted').
+
+    The reason is the train stage's own (`cvo_spark.models.champion_gate`), so the report
+    and the registry cannot disagree on whether a model may rank subscribers.
+    """
+    rows = sorted((r for r in ev if r["metric"] == "promoted"), key=lambda r: r["target"])
+    if not rows:
+        return ""
+    columns = [
+        ("Target", "target", None),
+        ("Version", "model_version", None),
+        ("Champion", lambda r: "yes" if r["value"] == 1.0 else "no", None),
+        ("Why", "reading", None),
+    ]
+    return (
+        "<h3>Which model scores subscribers</h3>"
+        + _note(
+            "A trained version becomes champion, and scores subscribers, only when the report would let it "
+            "rank (better than chance, interval above 0.50), it beats its baseline on the same rows, and any "
+            "gain over the current champion has a paired 95% interval above 0. Otherwise the current champion "
+            "stays; with no champion the baseline scores, and the score run's checks say so."
+        )
+        + records_table(rows, columns)
+    )
 
 
 def section_offers(d: dict) -> str:

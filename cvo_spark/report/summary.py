@@ -64,7 +64,19 @@ def _models(g: dict) -> list[str]:
         .orderBy("target")
         .collect()
     )
-    auc = ", ".join(f"{r['target']} {fmt_num(r['value'], 3)}" for r in rows) or "none recorded"
+    # The champion gate's verdict per target, as train recorded it (metric 'promoted').
+    gate = {
+        r["target"]: "champion" if r["value"] == 1.0 else "not promoted"
+        for r in ev.where(F.col("metric") == "promoted").select("target", "value").collect()
+    }
+    auc = (
+        ", ".join(
+            f"{r['target']} {fmt_num(r['value'], 3)}"
+            + (f" ({gate[r['target']]})" if r["target"] in gate else "")
+            for r in rows
+        )
+        or "none recorded"
+    )
     lines = [f"  models (out-of-time ROC-AUC; 0.5 = chance): {auc}"]
     qini = {
         r["metric"]: r["value"]
