@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import date, datetime
+from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
@@ -257,7 +258,9 @@ def test_stream_process_killed_mid_run_then_restarted_loses_and_duplicates_nothi
 
     stream = {"watermark_minutes": 60, "suppress_minutes": 720, "max_files_per_trigger": 1, "trigger_seconds": 1}
     offers = {"contact_window_days": 7, "max_contacts_per_channel": 3,
-              "allocation": {"quiet_hours_start": 0, "quiet_hours_end": 0}}  # as make_ctx: quiet hours off
+              "allocation": {"quiet_hours_start": 0, "quiet_hours_end": 0},  # as make_ctx: quiet hours off
+              # The stream reads the catalog's channel kinds (push channels keep quiet hours).
+              "catalog_file": str(Path(__file__).resolve().parents[1] / "conf" / "offers.yaml")}
     ctx = make_ctx(spark, tmp_path, max_files_per_trigger=1, trigger_seconds=1)
     seed_lake(ctx)
     later = [  # one file each, in time order (none is late); S3 (control) and S6 (no offers) get nothing
