@@ -181,10 +181,6 @@ def _price_maps(constraints: Sequence[Constraint], prices: Mapping[str, float]) 
     return per_cost, per_unit, per_contact
 
 
-def _lookup(m: Mapping[str, float], key: Column) -> Column:
-    return F.coalesce(_map(m)[key], F.lit(0.0)) if m else F.lit(0.0)
-
-
 # ---------------------------------------------------------------------------- per subscriber
 def actions_by_subscriber(actions: DataFrame) -> DataFrame:
     """One row per subscriber: ``subscriber_id, group, push_left, actions`` (array of

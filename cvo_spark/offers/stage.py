@@ -183,12 +183,15 @@ def run(ctx: StageContext) -> StageResult:
     history = ctx.store.read("silver", "offer_history")
     consents = ctx.store.read("silver", "consents") if ctx.store.exists("silver", "consents") else None
     constraints = allocation_constraints(catalog, budget_spend(history, catalog, as_of), as_of)
+    # Optional gold inputs, looked up once: the batch, the audit and the decision log share them.
+    offer_scores = optional_gold(ctx, "offer_scores", as_of)
+    triggers = optional_gold(ctx, "trigger_offers")
 
     batch = build_offers(
         features, segments, scores, history,
         offers_frame(ctx.spark, catalog, config.offers.validity_days), offer_channels_frame(ctx.spark, catalog),
         as_of, ctx.run_id, params, constraints=constraints, alloc=allocation_params(config), consents=consents,
-        offer_scores=optional_gold(ctx, "offer_scores", as_of), triggers=optional_gold(ctx, "trigger_offers"),
+        offer_scores=offer_scores, triggers=triggers,
     )
     offers = batch.offers
     ctx.store.overwrite_partition(offers, "gold", "offers_staging", as_of, merge_schema=True)
@@ -228,7 +231,7 @@ def run(ctx: StageContext) -> StageResult:
             max_push_contacts=config.offers.allocation.max_push_contacts,
             contact_window_days=config.offers.contact_window_days,
             consent_allowed=params.consent_when_missing,
-            triggers=optional_gold(ctx, "trigger_offers"),
+            triggers=triggers,
         )
         batch.release()
     checks = decide(results, ctx.overrides)  # raises PublishRefused; `offers` untouched
@@ -236,7 +239,6 @@ def run(ctx: StageContext) -> StageResult:
     publish_snapshot(ctx.store, staged, as_of)
     published = ctx.store.read("gold", "offers").where(F.col("as_of") == F.lit(as_of))
     # The decision log (DESIGN `decisions`): what was decided, with which models, by what chance.
-    offer_scores = optional_gold(ctx, "offer_scores", as_of)
     uplift_version = offer_scores.select("model_version").first()["model_version"] if offer_scores else None
     ctx.store.overwrite_partition(
         decision_rows(published, scores, config.offers.campaign_id, uplift_version), "gold", "decisions", as_of,
