@@ -181,9 +181,11 @@ def main() -> None:
     )
     s = bench_spark(frame, args.iters, args.depth, args.seed)
     g = bench_lightgbm(frame, args.iters, args.depth, args.seed)
-    x = bench_xgboost_spark(frame, args.iters, args.depth, args.seed, args.xgboost_workers) if (
-        args.xgboost_workers
-    ) else None
+    x = (
+        bench_xgboost_spark(frame, args.iters, args.depth, args.seed, args.xgboost_workers)
+        if (args.xgboost_workers)
+        else None
+    )
     xs = (lambda k, f: f"{x[k]:>16{f}}") if x else (lambda k, f: f"{'-':>16}")
     print(f"{'':28}{'Spark MLlib GBT':>18}{'LightGBM':>12}{'xgboost.spark':>16}")
     print(

@@ -59,47 +59,84 @@ def _pick(values: tuple[str, ...], u: Column) -> Column:
     return F.element_at(F.array(*[F.lit(v) for v in values]), (F.floor(u * len(values)) + 1).cast("int"))
 
 
-def synth_inputs(spark: SparkSession, n: int, partitions: int) -> tuple[DataFrame, DataFrame, DataFrame, DataFrame]:
+def synth_inputs(
+    spark: SparkSession, n: int, partitions: int
+) -> tuple[DataFrame, DataFrame, DataFrame, DataFrame]:
     """features, segments, scores (docs/tables.md columns used by the engine) and offer_history."""
     base = spark.range(0, n, numPartitions=partitions).select(
-        F.col("id"), F.format_string("62%010d", F.col("id")).alias("subscriber_id"))
+        F.col("id"), F.format_string("62%010d", F.col("id")).alias("subscriber_id")
+    )
     k = F.col("id")
     los = F.floor(_u(k, 1) * 2000).cast("int")
     arpu = 5_000.0 + 195_000.0 * _u(k, 2) * _u(k, 2)
     people = base.select(
-        "subscriber_id", los.alias("length_of_stay_days"), arpu.alias("arpu_3m"),
+        "subscriber_id",
+        los.alias("length_of_stay_days"),
+        arpu.alias("arpu_3m"),
         F.when(_u(k, 3) < 0.8, "prepaid").otherwise("postpaid").alias("payment_type"),
-        (_u(k, 4) * 1.2 - 0.4).alias("data_trend_pct"), (_u(k, 5) * 0.8 - 0.4).alias("voice_trend_pct"),
-        (_u(k, 6) * 0.8 - 0.4).alias("revenue_trend_pct"), F.floor(_u(k, 7) * 5).cast("long").alias("quota_low_count"),
-        _u(k, 8).alias("voice_share"), (_u(k, 9) * 0.4).alias("digital_share"),
+        (_u(k, 4) * 1.2 - 0.4).alias("data_trend_pct"),
+        (_u(k, 5) * 0.8 - 0.4).alias("voice_trend_pct"),
+        (_u(k, 6) * 0.8 - 0.4).alias("revenue_trend_pct"),
+        F.floor(_u(k, 7) * 5).cast("long").alias("quota_low_count"),
+        _u(k, 8).alias("voice_share"),
+        (_u(k, 9) * 0.4).alias("digital_share"),
         _pick(PERSONAS, _u(k, 10)).alias("persona_name"),
-        (_u(k, 11) * 0.5).alias("p_upsell"), (_u(k, 12) * 0.4).alias("p_cross_sell"),
+        (_u(k, 11) * 0.5).alias("p_upsell"),
+        (_u(k, 12) * 0.4).alias("p_cross_sell"),
         (F.pow(_u(k, 13), 4) * 0.5).alias("p_churn"),  # ~16% at churn risk (>= 0.25)
     ).cache()
-    features = people.select("subscriber_id", "payment_type", "length_of_stay_days", "arpu_3m", "data_trend_pct",
-                             "voice_trend_pct", "revenue_trend_pct", "quota_low_count", "voice_share", "digital_share")
-    tier = (F.when((F.col("arpu_3m") >= 150_000) & (F.col("length_of_stay_days") >= 180), "Priority")
-            .when((F.col("arpu_3m") >= 50_000) & (F.col("length_of_stay_days") >= 90), "Gold").otherwise("Mass"))
+    features = people.select(
+        "subscriber_id",
+        "payment_type",
+        "length_of_stay_days",
+        "arpu_3m",
+        "data_trend_pct",
+        "voice_trend_pct",
+        "revenue_trend_pct",
+        "quota_low_count",
+        "voice_share",
+        "digital_share",
+    )
+    tier = (
+        F.when((F.col("arpu_3m") >= 150_000) & (F.col("length_of_stay_days") >= 180), "Priority")
+        .when((F.col("arpu_3m") >= 50_000) & (F.col("length_of_stay_days") >= 90), "Gold")
+        .otherwise("Mass")
+    )
     segments = people.select(
-        "subscriber_id", tier.alias("value_tier"),
+        "subscriber_id",
+        tier.alias("value_tier"),
         ((F.col("length_of_stay_days") > 180) & (F.col("arpu_3m") > 100_000)).alias("is_high_value"),
-        F.when(F.col("length_of_stay_days") < 90, "new").otherwise("base").alias("lifecycle"), "persona_name")
+        F.when(F.col("length_of_stay_days") < 90, "new").otherwise("base").alias("lifecycle"),
+        "persona_name",
+    )
     scores = people.select(
-        "subscriber_id", "p_upsell", "p_cross_sell", "p_churn",
+        "subscriber_id",
+        "p_upsell",
+        "p_cross_sell",
+        "p_churn",
         (F.col("arpu_3m") * 12 * (1 - F.col("p_churn"))).alias("clv_12m"),
         F.array(F.lit("arpu_3m"), F.lit("data_trend_pct")).alias("reasons_upsell"),
         F.array(F.lit("digital_share")).alias("reasons_cross_sell"),
-        F.array(F.lit("recency_days"), F.lit("revenue_trend_pct")).alias("reasons_churn"))
+        F.array(F.lit("recency_days"), F.lit("revenue_trend_pct")).alias("reasons_churn"),
+    )
     offer_ids = tuple(o.offer_id for o in load_catalog(CATALOG).offers)
-    contacts = spark.range(0, int(n * 0.6), numPartitions=partitions).select(
-        F.format_string("62%010d", F.floor(_u(F.col("id"), 20) * n).cast("long")).alias("subscriber_id"),
-        _pick(offer_ids, _u(F.col("id"), 21)).alias("offer_id"),
-        _pick(CHANNELS, _u(F.col("id"), 22)).alias("channel"),
-        (F.lit(AS_OF + timedelta(days=1)).cast("timestamp")
-         - F.make_interval(secs=F.floor(_u(F.col("id"), 23) * 14 * 86400).cast("int"))).alias("contacted_ts"),
-        F.when(_u(F.col("id"), 24) < 0.1, "control").otherwise("treatment").alias("group"),
-        (_u(F.col("id"), 25) < 0.15).alias("accepted"),
-    ).withColumn("accepted_ts", F.when(F.col("accepted"), F.col("contacted_ts") + F.expr("INTERVAL 2 HOURS")))
+    contacts = (
+        spark.range(0, int(n * 0.6), numPartitions=partitions)
+        .select(
+            F.format_string("62%010d", F.floor(_u(F.col("id"), 20) * n).cast("long")).alias("subscriber_id"),
+            _pick(offer_ids, _u(F.col("id"), 21)).alias("offer_id"),
+            _pick(CHANNELS, _u(F.col("id"), 22)).alias("channel"),
+            (
+                F.lit(AS_OF + timedelta(days=1)).cast("timestamp")
+                - F.make_interval(secs=F.floor(_u(F.col("id"), 23) * 14 * 86400).cast("int"))
+            ).alias("contacted_ts"),
+            F.when(_u(F.col("id"), 24) < 0.1, "control").otherwise("treatment").alias("group"),
+            (_u(F.col("id"), 25) < 0.15).alias("accepted"),
+        )
+        .withColumn(
+            "accepted_ts", F.when(F.col("accepted"), F.col("contacted_ts") + F.expr("INTERVAL 2 HOURS"))
+        )
+    )
     return features, segments, scores, contacts
 
 
@@ -108,7 +145,10 @@ def read_inputs(spark: SparkSession, lake: str, as_of: date):
     from cvo_spark.core.io import TableStore
 
     store = TableStore(spark, parse_config({"lake": lake}))
-    gold = [store.read("gold", t).where(F.col("as_of") == F.lit(as_of)) for t in ("features", "segments", "scores")]
+    gold = [
+        store.read("gold", t).where(F.col("as_of") == F.lit(as_of))
+        for t in ("features", "segments", "scores")
+    ]
     return (*gold, store.read("silver", "offer_history"))
 
 
@@ -129,15 +169,21 @@ def compare_with_tier_rule(candidates: DataFrame, p: OfferParams) -> dict[str, f
     eligible = (
         candidates.where(F.col("exclusion_reason").isNull() | F.col("exclusion_reason").startswith("ranked "))
         .withColumn("is_treatment", control_bucket(F.col("subscriber_id"), p.campaign_id) >= p.control_share)
-        .select("subscriber_id", "channel", "value_tier", "offer_id", "rank", "expected_value", "is_treatment")
+        .select(
+            "subscriber_id", "channel", "value_tier", "offer_id", "rank", "expected_value", "is_treatment"
+        )
         .cache()
     )
     contacts = eligible.where((F.col("rank") == 1) & F.col("is_treatment")).select(
-        "subscriber_id", "channel", "value_tier", F.col("expected_value").alias("engine_ev"))
-    tier_totals = eligible.groupBy("channel", "value_tier", "offer_id").agg(F.sum("expected_value").alias("total"))
+        "subscriber_id", "channel", "value_tier", F.col("expected_value").alias("engine_ev")
+    )
+    tier_totals = eligible.groupBy("channel", "value_tier", "offer_id").agg(
+        F.sum("expected_value").alias("total")
+    )
     best = Window.partitionBy("channel", "value_tier").orderBy(F.col("total").desc(), F.col("offer_id"))
     tier_rank = tier_totals.withColumn("tier_rank", F.row_number().over(best)).select(
-        "channel", "value_tier", "offer_id", "tier_rank")
+        "channel", "value_tier", "offer_id", "tier_rank"
+    )
     first_eligible = Window.partitionBy("subscriber_id", "channel").orderBy("tier_rank")
     rule_ev = (
         eligible.join(tier_rank, on=["channel", "value_tier", "offer_id"], how="inner")
@@ -147,8 +193,12 @@ def compare_with_tier_rule(candidates: DataFrame, p: OfferParams) -> dict[str, f
     )
     row = (
         contacts.join(rule_ev, on=["subscriber_id", "channel"], how="left")
-        .agg(F.count(F.lit(1)).alias("contacts"), F.countDistinct("subscriber_id").alias("subscribers"),
-             F.sum("engine_ev").alias("engine"), F.sum(F.coalesce(F.col("rule_ev"), F.lit(0.0))).alias("rule"))
+        .agg(
+            F.count(F.lit(1)).alias("contacts"),
+            F.countDistinct("subscriber_id").alias("subscribers"),
+            F.sum("engine_ev").alias("engine"),
+            F.sum(F.coalesce(F.col("rule_ev"), F.lit(0.0))).alias("rule"),
+        )
         .first()
     )
     eligible.unpersist()
@@ -171,12 +221,22 @@ def main() -> None:
     ap.add_argument("--as-of", type=date.fromisoformat, default=AS_OF)
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--out", default=None, help="also write the figures as JSON here")
-    ap.add_argument("--engine", choices=("allocation", "ranking"), default="allocation",
-                    help="allocation: today's default (the shipped catalog's limits); ranking: per-channel slots")
+    ap.add_argument(
+        "--engine",
+        choices=("allocation", "ranking"),
+        default="allocation",
+        help="allocation: today's default (the shipped catalog's limits); ranking: per-channel slots",
+    )
     args = ap.parse_args()
 
-    spark = get_spark("bench_offers", "local[*]", args.partitions, "ERROR", {"spark.ui.enabled": "false"},
-                      show_progress=False)
+    spark = get_spark(
+        "bench_offers",
+        "local[*]",
+        args.partitions,
+        "ERROR",
+        {"spark.ui.enabled": "false"},
+        show_progress=False,
+    )
     catalog = load_catalog(CATALOG)
     p = OfferParams(allocate=args.engine == "allocation")
     constraints = allocation_constraints(catalog, {}, args.as_of)
@@ -184,41 +244,71 @@ def main() -> None:
     figures: dict[str, object] = {"catalog_offers": len(catalog.offers), "channels": len(catalog.channels)}
 
     def inputs(n: int):
-        return read_inputs(spark, args.lake, args.as_of) if args.lake else synth_inputs(spark, n, args.partitions)
+        return (
+            read_inputs(spark, args.lake, args.as_of)
+            if args.lake
+            else synth_inputs(spark, n, args.partitions)
+        )
 
     f, s, sc, hist = inputs(args.subscribers)
     n = f.count()  # materialises the cached synthetic population outside the timed part
     started = time.perf_counter()
-    batch = build_offers(f, s, sc, hist, cat_offers, cat_channels, args.as_of, "bench", p, constraints=constraints)
+    batch = build_offers(
+        f, s, sc, hist, cat_offers, cat_channels, args.as_of, "bench", p, constraints=constraints
+    )
     offer_rows = batch.offers.count()
     if batch.allocation is not None:
-        figures["allocation"] = {"solver_passes": batch.allocation.iterations, "use": batch.allocation.usage,
-                                 "shadow_prices": batch.allocation.prices}
+        figures["allocation"] = {
+            "solver_passes": batch.allocation.iterations,
+            "use": batch.allocation.usage,
+            "shadow_prices": batch.allocation.prices,
+        }
     batch.release()
     wall = time.perf_counter() - started
-    figures.update({
-        "subscribers": n, "pairs_scored": n * len(catalog.offers), "offer_rows": offer_rows,
-        "wall_seconds": round(wall, 1), "pairs_per_second": round(n * len(catalog.offers) / wall),
-        "offer_rows_per_second": round(offer_rows / wall),
-    })
-    print(f"offers: {n:,} subscribers x {len(catalog.offers)} offers x {len(catalog.channels)} channels -> "
-          f"{offer_rows:,} rows in {wall:.1f}s ({figures['pairs_per_second']:,} pairs/s, "
-          f"{figures['offer_rows_per_second']:,} rows/s)", flush=True)
+    figures.update(
+        {
+            "subscribers": n,
+            "pairs_scored": n * len(catalog.offers),
+            "offer_rows": offer_rows,
+            "wall_seconds": round(wall, 1),
+            "pairs_per_second": round(n * len(catalog.offers) / wall),
+            "offer_rows_per_second": round(offer_rows / wall),
+        }
+    )
+    print(
+        f"offers: {n:,} subscribers x {len(catalog.offers)} offers x {len(catalog.channels)} channels -> "
+        f"{offer_rows:,} rows in {wall:.1f}s ({figures['pairs_per_second']:,} pairs/s, "
+        f"{figures['offer_rows_per_second']:,} rows/s)",
+        flush=True,
+    )
 
     m = args.compare_subscribers if not args.lake else None
     if m != n and not args.lake:
         f, s, sc, hist = inputs(m)
     contacts, rejects = contact_history(hist, args.as_of, p.contact_window_days, p.cooldown_days_after_reject)
     # The tier-rule comparison is of today's per-channel ranking (its own expected value model).
-    cands = candidate_offers(subscriber_profiles(f, s, sc), cat_offers, cat_channels, contacts, rejects,
-                             OfferParams(allocate=False), keep_excluded=True)
+    cands = candidate_offers(
+        subscriber_profiles(f, s, sc),
+        cat_offers,
+        cat_channels,
+        contacts,
+        rejects,
+        OfferParams(allocate=False),
+        keep_excluded=True,
+    )
     started = time.perf_counter()
     cmp = compare_with_tier_rule(cands, OfferParams(allocate=False))
-    figures["comparison"] = {**cmp, "seconds": round(time.perf_counter() - started, 1),
-                             "population": "lake" if args.lake else f"synthetic {m:,}"}
-    print(f"value: engine Rp {cmp['engine_ev_per_subscriber']:,.0f} vs tier rule Rp "
-          f"{cmp['tier_rule_ev_per_subscriber']:,.0f} expected value per contacted treatment subscriber "
-          f"({cmp['lift_pct']:+.1f}%, {cmp['contacted_treatment_subscribers']:,} subscribers)", flush=True)
+    figures["comparison"] = {
+        **cmp,
+        "seconds": round(time.perf_counter() - started, 1),
+        "population": "lake" if args.lake else f"synthetic {m:,}",
+    }
+    print(
+        f"value: engine Rp {cmp['engine_ev_per_subscriber']:,.0f} vs tier rule Rp "
+        f"{cmp['tier_rule_ev_per_subscriber']:,.0f} expected value per contacted treatment subscriber "
+        f"({cmp['lift_pct']:+.1f}%, {cmp['contacted_treatment_subscribers']:,} subscribers)",
+        flush=True,
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2, default=str))
     print(json.dumps(figures, indent=2, default=str))

@@ -125,7 +125,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     config = _config(args)
     spark = _spark(config)
-    counts = write_bronze(spark, args.out, args.subscribers, args.days, args.seed, args.end_date or DEFAULT_END_DATE)
+    counts = write_bronze(
+        spark, args.out, args.subscribers, args.days, args.seed, args.end_date or DEFAULT_END_DATE
+    )
     for name, n in counts.items():
         print(f"{name:>16}: {n:,} rows")
     return 0
@@ -154,7 +156,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             print_summary(ctx)
         except Exception as err:  # noqa: BLE001 - the refusal is the message that matters
-            log.warning("summary not printed: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
+            log.warning(
+                "summary not printed: %s", str(err).splitlines()[0] if str(err) else type(err).__name__
+            )
         raise
     print_summary(ctx)
     return 0
@@ -170,9 +174,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     bronze = ctx.store.ref("bronze", "subscribers").path
     if bronze is None:
         raise ConfigError("demo: tables.bronze must be a folder under the lake, not a catalog schema")
-    print(f"cvo: demo - generating {args.subscribers:,} subscribers x {args.days} days into {Path(bronze).parent}",
-          file=sys.stderr)
-    write_bronze(ctx.spark, str(Path(bronze).parent), args.subscribers, args.days, args.seed, DEFAULT_END_DATE)
+    print(
+        f"cvo: demo - generating {args.subscribers:,} subscribers x {args.days} days into {Path(bronze).parent}",
+        file=sys.stderr,
+    )
+    write_bronze(
+        ctx.spark, str(Path(bronze).parent), args.subscribers, args.days, args.seed, DEFAULT_END_DATE
+    )
     run_pipeline(ctx)
     print_summary(ctx)
     return 0

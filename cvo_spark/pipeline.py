@@ -79,7 +79,9 @@ def run_stage(ctx: StageContext, stage: str) -> StageResult:
     try:
         result = module.run(ctx)
     except PublishRefused as err:
-        record_run(ctx, stage, "refused", StageResult(checks=getattr(err, "checks", {}), message=str(err)), started)
+        record_run(
+            ctx, stage, "refused", StageResult(checks=getattr(err, "checks", {}), message=str(err)), started
+        )
         raise
     except CvoError as err:
         record_run(ctx, stage, "failed", StageResult(message=str(err)), started)

@@ -82,7 +82,9 @@ else:
 # COMMAND ----------
 
 report.show(gold["persona_k_selection"], display)
-report.show(profiles if isinstance(profiles, report.Unavailable) else report.persona_profiles(profiles), display)
+report.show(
+    profiles if isinstance(profiles, report.Unavailable) else report.persona_profiles(profiles), display
+)
 if not isinstance(profiles, report.Unavailable):
     display(report.persona_by_tier(profiles))
 

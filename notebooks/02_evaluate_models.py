@@ -82,4 +82,8 @@ report.show(curves, display)
 if isinstance(scores, report.Unavailable):
     report.show(scores)
 else:
-    display(scores.select("p_upsell", "p_cross_sell", "p_churn", "clv_12m").summary("count", "mean", "25%", "50%", "75%", "max"))
+    display(
+        scores.select("p_upsell", "p_cross_sell", "p_churn", "clv_12m").summary(
+            "count", "mean", "25%", "50%", "75%", "max"
+        )
+    )

@@ -76,7 +76,9 @@ report.show(report.top_opportunities(offers) if have_offers else offers, display
 
 report.show(report.roi_scenarios(offers) if have_offers else offers, display)
 campaigns = gold["campaign_results"]
-report.show(campaigns if isinstance(campaigns, report.Unavailable) else report.campaign_overview(campaigns), display)
+report.show(
+    campaigns if isinstance(campaigns, report.Unavailable) else report.campaign_overview(campaigns), display
+)
 
 # COMMAND ----------
 

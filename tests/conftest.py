@@ -64,7 +64,10 @@ def pipeline_conf(root: Path) -> Path:
     conf["models"]["gbt_max_iter"] = 10
     # The uplift model on 800 subscribers: five weekly snapshots, 10 trees, 20 resamples.
     conf["uplift"] = {
-        "history_days": 35, "evaluation_days": 7, "gbt_max_iter": 10, "min_control_contacts": 50,
+        "history_days": 35,
+        "evaluation_days": 7,
+        "gbt_max_iter": 10,
+        "min_control_contacts": 50,
         "bootstrap_replicates": 20,
     }
     path = root / "conf.yaml"
@@ -79,7 +82,9 @@ def pipeline_bronze(spark, tmp_path_factory) -> PipelineBronze:
     root = tmp_path_factory.mktemp("pipeline")
     lake = root / "lake"
     conf_file = pipeline_conf(root)
-    write_bronze(spark, str(lake / "bronze"), PIPELINE_SUBSCRIBERS, PIPELINE_DAYS, PIPELINE_SEED, DEFAULT_END_DATE)
+    write_bronze(
+        spark, str(lake / "bronze"), PIPELINE_SUBSCRIBERS, PIPELINE_DAYS, PIPELINE_SEED, DEFAULT_END_DATE
+    )
     return PipelineBronze(root, lake, conf_file, DEFAULT_END_DATE)
 
 

@@ -22,9 +22,22 @@ from cvo_spark.core.schemas import SUBSCRIBER_CHANNELS
 
 REPO_CATALOG = Path(__file__).resolve().parents[1] / "conf" / "offers.yaml"
 REQUIRED_OFFERS = {
-    "DATA_BOOST_5GB", "DATA_NIGHT_10GB", "DATA_WEEKLY_2GB", "VOICE_BUNDLE_100", "VOICE_ONNET_UNL", "SMS_PACK_200",
-    "DIGITAL_VIDEO_30D", "DIGITAL_MUSIC_30D", "DIGITAL_GAMES_7D", "COMBO_STARTER", "COMBO_PLUS", "COMBO_PREMIUM",
-    "RETENTION_BONUS_DATA", "RETENTION_DISCOUNT_20", "LOYALTY_POINTS_X2", "NEWBIE_WELCOME_1GB",
+    "DATA_BOOST_5GB",
+    "DATA_NIGHT_10GB",
+    "DATA_WEEKLY_2GB",
+    "VOICE_BUNDLE_100",
+    "VOICE_ONNET_UNL",
+    "SMS_PACK_200",
+    "DIGITAL_VIDEO_30D",
+    "DIGITAL_MUSIC_30D",
+    "DIGITAL_GAMES_7D",
+    "COMBO_STARTER",
+    "COMBO_PLUS",
+    "COMBO_PREMIUM",
+    "RETENTION_BONUS_DATA",
+    "RETENTION_DISCOUNT_20",
+    "LOYALTY_POINTS_X2",
+    "NEWBIE_WELCOME_1GB",
 }
 
 
@@ -32,11 +45,24 @@ def small() -> dict:
     return {
         "channels": {"sms": {"slots": 1}, "app": {"slots": 2}},
         "offers": [
-            {"offer_id": "A_UP", "offer_type": "upsell", "category": "data", "price": 20000, "unit_cost": 5000,
-             "channels": ["sms", "app"]},
-            {"offer_id": "B_RET", "offer_type": "retention", "category": "bundle", "price": 10000,
-             "unit_cost": 12000, "validity_days": 14, "channels": ["app"],
-             "eligibility": {"value_tiers": ["Gold"], "min_arpu_3m": 50000, "max_tenure_days": 400}},
+            {
+                "offer_id": "A_UP",
+                "offer_type": "upsell",
+                "category": "data",
+                "price": 20000,
+                "unit_cost": 5000,
+                "channels": ["sms", "app"],
+            },
+            {
+                "offer_id": "B_RET",
+                "offer_type": "retention",
+                "category": "bundle",
+                "price": 10000,
+                "unit_cost": 12000,
+                "validity_days": 14,
+                "channels": ["app"],
+                "eligibility": {"value_tiers": ["Gold"], "min_arpu_3m": 50000, "max_tenure_days": 400},
+            },
         ],
     }
 
@@ -50,20 +76,31 @@ def refused(data: dict) -> str:
 def test_shipped_catalog_has_the_required_offers_channels_and_prices():
     catalog = load_catalog(REPO_CATALOG)
     assert REQUIRED_OFFERS <= set(catalog.offer_ids)
-    assert {c: s.slots for c, s in catalog.channels.items()} == {"sms": 1, "ussd": 3, "ecommerce": 4, "app": 6,
-                                                                   "banking": 3}
+    assert {c: s.slots for c, s in catalog.channels.items()} == {
+        "sms": 1,
+        "ussd": 3,
+        "ecommerce": 4,
+        "app": 6,
+        "banking": 3,
+    }
     assert set(catalog.channels) <= set(SUBSCRIBER_CHANNELS)
     assert all(5_000 <= o.price <= 150_000 for o in catalog.offers)
     assert {o.offer_type for o in catalog.offers} == {"upsell", "cross_sell", "retention", "loyalty"}
     # The shipped eligibility names exist in the default segment config.
-    check_catalog_names(catalog, ["Priority", "Gold", "Mass", "High Value"],
-                        ["Legacy Active", "Digital Active", "Socially Active", "Traditional Active"], ["new", "base"])
+    check_catalog_names(
+        catalog,
+        ["Priority", "Gold", "Mass", "High Value"],
+        ["Legacy Active", "Digital Active", "Socially Active", "Traditional Active"],
+        ["new", "base"],
+    )
 
 
 def test_unknown_channel_is_named_with_its_offer():
     data = small()
     data["offers"][0]["channels"] = ["sms", "fax"]
-    assert refused(data).startswith("offers.yaml: offers[0] (A_UP).channels: unknown channel 'fax'; known: sms,")
+    assert refused(data).startswith(
+        "offers.yaml: offers[0] (A_UP).channels: unknown channel 'fax'; known: sms,"
+    )
 
 
 def test_unknown_channel_in_the_channels_section_is_named():
@@ -81,15 +118,42 @@ def test_negative_price_names_the_key():
 @pytest.mark.parametrize(
     "mutate, expected",
     [
-        (lambda d: d["offers"][0].update(offer_type="upsale"), "offers[0] (A_UP).offer_type: unknown offer type 'upsale'"),
-        (lambda d: d["offers"][0].update(category="food"), "offers[0] (A_UP).category: unknown category 'food'"),
-        (lambda d: d["offers"][0].update(unit_cost=25000), "offers[0] (A_UP): unit_cost 25000 is not below price"),
-        (lambda d: d["offers"][1]["eligibility"].update(colour="red"), "offers[1] (B_RET).eligibility.colour: unknown key"),
-        (lambda d: d["offers"][1]["eligibility"].update(max_arpu_3m=10), "min_arpu_3m 50000.0 > max_arpu_3m 10.0"),
-        (lambda d: d["offers"][1]["eligibility"].update(payment_types=["cash"]), "unknown payment type 'cash'"),
-        (lambda d: d["offers"].append(copy.deepcopy(d["offers"][0])), "offers[2] (A_UP).offer_id: duplicate offer_id"),
-        (lambda d: d["channels"].pop("app"), "offers[0] (A_UP).channels: channel 'app' has no entry under channels:"),
-        (lambda d: d["channels"]["sms"].update(slots=0), "channels.sms.slots: Input should be greater than 0"),
+        (
+            lambda d: d["offers"][0].update(offer_type="upsale"),
+            "offers[0] (A_UP).offer_type: unknown offer type 'upsale'",
+        ),
+        (
+            lambda d: d["offers"][0].update(category="food"),
+            "offers[0] (A_UP).category: unknown category 'food'",
+        ),
+        (
+            lambda d: d["offers"][0].update(unit_cost=25000),
+            "offers[0] (A_UP): unit_cost 25000 is not below price",
+        ),
+        (
+            lambda d: d["offers"][1]["eligibility"].update(colour="red"),
+            "offers[1] (B_RET).eligibility.colour: unknown key",
+        ),
+        (
+            lambda d: d["offers"][1]["eligibility"].update(max_arpu_3m=10),
+            "min_arpu_3m 50000.0 > max_arpu_3m 10.0",
+        ),
+        (
+            lambda d: d["offers"][1]["eligibility"].update(payment_types=["cash"]),
+            "unknown payment type 'cash'",
+        ),
+        (
+            lambda d: d["offers"].append(copy.deepcopy(d["offers"][0])),
+            "offers[2] (A_UP).offer_id: duplicate offer_id",
+        ),
+        (
+            lambda d: d["channels"].pop("app"),
+            "offers[0] (A_UP).channels: channel 'app' has no entry under channels:",
+        ),
+        (
+            lambda d: d["channels"]["sms"].update(slots=0),
+            "channels.sms.slots: Input should be greater than 0",
+        ),
     ],
 )
 def test_bad_catalogs_name_the_key(mutate, expected):
@@ -106,7 +170,9 @@ def test_retention_offer_may_sell_below_cost_and_margin_is_price_minus_cost():
 
 def test_names_are_checked_against_the_segment_config():
     catalog = parse_catalog(small())
-    with pytest.raises(ConfigError, match=r"offers\[1\] \(B_RET\)\.eligibility\.value_tiers: unknown name 'Gold'"):
+    with pytest.raises(
+        ConfigError, match=r"offers\[1\] \(B_RET\)\.eligibility\.value_tiers: unknown name 'Gold'"
+    ):
         check_catalog_names(catalog, ["Priority", "Mass"], [], ["new", "base"])
 
 
@@ -148,5 +214,7 @@ def test_catalog_frames(spark):
     assert offers["B_RET"]["validity_days"] == 14
     assert offers["B_RET"]["elig_value_tiers"] == ["Gold"]
     assert offers["B_RET"]["elig_min_arpu_3m"] == 50000.0 and offers["B_RET"]["elig_max_tenure_days"] == 400
-    channels = sorted((r["offer_id"], r["channel"], r["slots"]) for r in offer_channels_frame(spark, catalog).collect())
+    channels = sorted(
+        (r["offer_id"], r["channel"], r["slots"]) for r in offer_channels_frame(spark, catalog).collect()
+    )
     assert channels == [("A_UP", "app", 2), ("A_UP", "sms", 1), ("B_RET", "app", 2)]

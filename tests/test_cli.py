@@ -46,7 +46,9 @@ def test_bad_date_is_rejected_by_argparse(capsys):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "cvo_spark.cli", "--help"], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "cvo_spark.cli", "--help"], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0
     for command in ("generate", "run", "demo", "stream", "explain", "report"):
         assert command in out.stdout
@@ -56,11 +58,24 @@ def test_bad_catalog_fails_before_any_stage_runs(tmp_path, capsys):
     # Without the up-front check this run would first fail on the missing bronze tables
     # (or, on a real lake, spend the whole train stage before the offers stage read the catalog).
     catalog = tmp_path / "offers.yaml"
-    catalog.write_text((REPO / "conf" / "offers.yaml").read_text().replace("channels: [sms", "channels: [smss", 1))
+    catalog.write_text(
+        (REPO / "conf" / "offers.yaml").read_text().replace("channels: [sms", "channels: [smss", 1)
+    )
     conf = tmp_path / "conf.yaml"
     conf.write_text(f"offers:\n  catalog_file: {catalog}\n")
-    code = main(["run", "--as-of", "2026-06-30", "--stages", "ingest,offers", "--conf", str(conf),
-                 "--lake", str(tmp_path / "lake")])
+    code = main(
+        [
+            "run",
+            "--as-of",
+            "2026-06-30",
+            "--stages",
+            "ingest,offers",
+            "--conf",
+            str(conf),
+            "--lake",
+            str(tmp_path / "lake"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code != 0
     assert err.startswith(f"cvo: error: {catalog}: ") and "smss" in err and "\n" not in err

@@ -284,7 +284,9 @@ def test_pipeline_on_standalone_cluster_matches_local_mode(
             submit.wait(30)
         out_file.close()
         err_file.close()
-    done = subprocess.CompletedProcess(submit.args, submit.returncode, out_path.read_text(), err_path.read_text())
+    done = subprocess.CompletedProcess(
+        submit.args, submit.returncode, out_path.read_text(), err_path.read_text()
+    )
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-5000:])
     assert "cvo summary" in done.stdout
 

@@ -138,7 +138,9 @@ def test_moderate_parameters_beyond_unit_argument_match_a_high_precision_referen
     # Reference values from mpmath (50 digits) of the paper's own formula, a = 1.5, b = 1e5:
     # horizon 52.18 weeks, x = 26, t_x = 17.4, T = 18.7 -> 67.288159 (the Pfaff form gave NaN).
     p = clv.BgNbdParams(r=2.0, alpha=3.0, a=1.5, b=1e5)
-    assert clv.bgnbd_conditional_expected(p, 52.18, [26], [17.4], [18.7])[0] == pytest.approx(67.288159, rel=1e-7)
+    assert clv.bgnbd_conditional_expected(p, 52.18, [26], [17.4], [18.7])[0] == pytest.approx(
+        67.288159, rel=1e-7
+    )
 
 
 def test_a_non_finite_expectation_is_an_error_not_a_zero_clv():
@@ -286,7 +288,11 @@ def test_runaway_no_dropout_fit_stays_in_the_box_and_scores_as_the_nbd():
     # Seen on a 120-day generated lake: nobody drops out, and the unbounded optimiser
     # walked to a = 3.6e-74, b = 3.5e66; the closed form then gave +-7.9e50 transactions.
     runaway = clv.BgNbdParams(r=6.05, alpha=4.46, a=3.6e-74, b=3.5e66)
-    x, t_x, T = np.array([0.0, 5, 8, 46]), np.array([0.0, 58 / 7, 52 / 7, 88 / 7]), np.array([3, 62, 64, 89]) / 7
+    x, t_x, T = (
+        np.array([0.0, 5, 8, 46]),
+        np.array([0.0, 58 / 7, 52 / 7, 88 / 7]),
+        np.array([3, 62, 64, 89]) / 7,
+    )
     expected = clv.bgnbd_conditional_expected(runaway, 30 / 7, x, t_x, T)
     np.testing.assert_allclose(expected, (runaway.r + x) * (30 / 7) / (runaway.alpha + T), rtol=1e-9)
     # Regular buyers who never stop: the fit ends at the box edge, not beyond it.

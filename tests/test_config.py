@@ -33,7 +33,10 @@ def test_local_yaml_loads_with_business_defaults():
         ({"offers": {"control_share": 1.5}}, "offers.control_share"),
         ({"models": {"auc_ceiling": "high"}}, "models.auc_ceiling"),
         ({"ingest": {"earliest_event_date": "long ago"}}, "ingest.earliest_event_date"),
-        ({"models": {"horizon_days": 30, "inactive_days": 45}}, "inactive_days (45) must be <= horizon_days (30)"),
+        (
+            {"models": {"horizon_days": 30, "inactive_days": 45}},
+            "inactive_days (45) must be <= horizon_days (30)",
+        ),
         ({"lakee": "x"}, "lakee: unknown key"),
     ],
 )
@@ -75,7 +78,9 @@ def test_xgboost_engine_without_the_package_names_the_key(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xgboost" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "xgboost" else real(name, *a)
+    )
     with pytest.raises(ConfigError, match=r"models: .*engine 'xgboost' needs the xgboost package"):
         parse_config({"models": {"engine": "xgboost"}}, "test.yaml")
     assert parse_config({"models": {"engine": "mllib"}}).models.engine == "mllib"

@@ -540,9 +540,12 @@ def test_recharge_std_of_equal_fractional_amounts_is_zero(spark):
 
     ts = datetime(2026, 6, 20, 10, 0)
     recharges = spark.createDataFrame(
-        [("s1", ts, 10_000.1, "app")] * 1000, "subscriber_id string, recharge_ts timestamp, amount double, channel string"
+        [("s1", ts, 10_000.1, "app")] * 1000,
+        "subscriber_id string, recharge_ts timestamp, amount double, channel string",
     )
-    purchases = spark.createDataFrame([], "subscriber_id string, purchase_ts timestamp, price double, channel string")
+    purchases = spark.createDataFrame(
+        [], "subscriber_id string, purchase_ts timestamp, price double, channel string"
+    )
     row = with_recharge_features(_agg_spend(recharges, purchases, AS_OF, 90, ["app"]), AS_OF).first()
     assert row["recharge_count_3m"] == 1000
     assert row["recharge_mean_amount"] == pytest.approx(10_000.1)

@@ -17,7 +17,12 @@ from cvo_spark.core.config import parse_config
 from cvo_spark.core.errors import ConfigError, MissingTableError, SchemaMismatchError
 from cvo_spark.core.io import TableStore
 from cvo_spark.core.privacy import load_pseudonym_key, pseudonymize_column
-from cvo_spark.core.schemas import INPUT_SCHEMAS, OPTIONAL_INPUT_TABLES, OUTPUT_SCHEMAS, REQUIRED_INPUT_SCHEMAS
+from cvo_spark.core.schemas import (
+    INPUT_SCHEMAS,
+    OPTIONAL_INPUT_TABLES,
+    OUTPUT_SCHEMAS,
+    REQUIRED_INPUT_SCHEMAS,
+)
 from cvo_spark.core.stage import StageContext
 from cvo_spark.ingest import stage as ingest_stage
 from cvo_spark.ingest.stage import IdModeChangedError
@@ -278,10 +283,37 @@ EVENT_CASES = {
             ),
             ("s1", "data_bonus", "sms", ts("2026-05-02T10:00:00"), "placebo", False, None, 0.0),
             ("s1", "data_bonus", "pigeon", ts("2026-05-03T10:00:00"), "control", None, None, 0.0),
-            ("s1", "data_bonus", "app", ts("2026-05-04T10:00:00"), "treatment", True, ts("2026-05-04T09:00:00"), 1.0),
-            ("s1", "data_bonus", "app", ts("2026-05-05T10:00:00"), "treatment", False, ts("2026-05-06T10:00:00"), 0.0),
+            (
+                "s1",
+                "data_bonus",
+                "app",
+                ts("2026-05-04T10:00:00"),
+                "treatment",
+                True,
+                ts("2026-05-04T09:00:00"),
+                1.0,
+            ),
+            (
+                "s1",
+                "data_bonus",
+                "app",
+                ts("2026-05-05T10:00:00"),
+                "treatment",
+                False,
+                ts("2026-05-06T10:00:00"),
+                0.0,
+            ),
             ("s1", "data_bonus", "app", ts("2026-05-07T10:00:00"), "treatment", True, None, 1.0),
-            ("s1", "data_bonus", "app", ts("2026-05-08T10:00:00"), "treatment", True, ts("2027-01-01T00:00:00"), 1.0),
+            (
+                "s1",
+                "data_bonus",
+                "app",
+                ts("2026-05-08T10:00:00"),
+                "treatment",
+                True,
+                ts("2027-01-01T00:00:00"),
+                1.0,
+            ),
         ],
         [
             None,
@@ -504,8 +536,11 @@ def write_bronze_lake(spark, lake) -> None:
 
 def snapshot(store: TableStore) -> tuple[dict, list]:
     """Silver rows per table and quarantine rows (minus run id/time), sorted, for comparison."""
-    silver = {t: sorted(map(tuple, store.read("silver", t).collect()), key=repr) for t in INPUT_SCHEMAS
-              if store.exists("silver", t)}
+    silver = {
+        t: sorted(map(tuple, store.read("silver", t).collect()), key=repr)
+        for t in INPUT_SCHEMAS
+        if store.exists("silver", t)
+    }
     quarantine = sorted(
         map(
             tuple, store.read("gold", "quarantine").select("source_table", "reason", "raw", "as_of").collect()
@@ -542,7 +577,11 @@ def test_stage_counts_and_accounting_identity(ingested_twice):
 
 def test_runs_table_records_the_counts_per_table(ingested_twice):
     *_, store = ingested_twice
-    runs = store.read("gold", "runs").where((F.col("run_id") == "run-2") & (F.col("stage") == "ingest")).collect()
+    runs = (
+        store.read("gold", "runs")
+        .where((F.col("run_id") == "run-2") & (F.col("stage") == "ingest"))
+        .collect()
+    )
     assert len(runs) == 1 and runs[0]["status"] == "succeeded"
     assert runs[0]["row_counts"] == ingested_counts()  # in, silver, quarantined, duplicates per table
     assert runs[0]["checks"] == {"accounting_identity": "ok"}
@@ -663,10 +702,15 @@ def test_stage_pseudonymises_every_subscriber_table(spark, ingested_twice, tmp_p
     assert "test-key" not in mode
     ingest_stage.run(ctx)  # same key: fine, nothing added
     monkeypatch.setenv(KEY_ENV, "another-key")
-    with pytest.raises(IdModeChangedError, match=r"^silver.quota_events holds subscriber ids written as hmac"):
+    with pytest.raises(
+        IdModeChangedError, match=r"^silver.quota_events holds subscriber ids written as hmac"
+    ):
         ingest_stage.run(ctx)
     plain = make_context(
-        spark, ingested_twice[0], "run-r", tables={"silver": str(tmp_path / "silver"), "gold": str(tmp_path / "gold")}
+        spark,
+        ingested_twice[0],
+        "run-r",
+        tables={"silver": str(tmp_path / "silver"), "gold": str(tmp_path / "gold")},
     )
     with pytest.raises(IdModeChangedError, match="but this run writes raw"):
         ingest_stage.run(plain)

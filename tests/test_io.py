@@ -18,7 +18,11 @@ from cvo_spark.core.schemas import INPUT_SCHEMAS
 
 D1, D2 = dt.date(2026, 6, 1), dt.date(2026, 6, 2)
 SCHEMA = StructType(
-    [StructField("subscriber_id", StringType()), StructField("as_of", DateType()), StructField("score", DoubleType())]
+    [
+        StructField("subscriber_id", StringType()),
+        StructField("as_of", DateType()),
+        StructField("score", DoubleType()),
+    ]
 )
 
 
@@ -31,7 +35,9 @@ def test_paths_and_catalog_names(spark, tmp_path):
     store = TableStore(spark, parse_config({"lake": str(tmp_path), "tables": {"gold": "main.cvo_gold"}}))
     assert store.ref("silver", "usage_daily").path == str(tmp_path / "silver" / "usage_daily")
     assert store.ref("gold", "offers").catalog_name == "main.cvo_gold.offers"
-    override = TableStore(spark, parse_config({"lake": str(tmp_path), "tables": {"overrides": {"offers": "a.b.c"}}}))
+    override = TableStore(
+        spark, parse_config({"lake": str(tmp_path), "tables": {"overrides": {"offers": "a.b.c"}}})
+    )
     assert override.ref("gold", "offers").catalog_name == "a.b.c"
 
 
@@ -99,8 +105,12 @@ def test_contract_check_names_table_and_column(spark):
     with pytest.raises(SchemaMismatchError, match="table recharges: missing required column amount"):
         conform_to_contract(spark.createDataFrame([], missing), "recharges")
 
-    changed = StructType([StructField(f.name, DateType() if f.name == "amount" else f.dataType) for f in good.fields])
-    with pytest.raises(SchemaMismatchError, match=r"recharges: incompatible type for column amount \(expected double"):
+    changed = StructType(
+        [StructField(f.name, DateType() if f.name == "amount" else f.dataType) for f in good.fields]
+    )
+    with pytest.raises(
+        SchemaMismatchError, match=r"recharges: incompatible type for column amount \(expected double"
+    ):
         conform_to_contract(spark.createDataFrame([], changed), "recharges")
 
 
@@ -119,9 +129,16 @@ def test_contract_casts_widenings_and_drops_extras(spark):
     assert out.schema == INPUT_SCHEMAS["recharges"]
     assert out.collect()[0]["amount"] == 5000.0
     # sms_count may come as int and is widened to bigint
-    usage = StructType([StructField(f.name, IntegerType() if f.name == "sms_count" else f.dataType)
-                        for f in INPUT_SCHEMAS["usage_daily"].fields])
-    assert conform_to_contract(spark.createDataFrame([], usage), "usage_daily").schema["sms_count"].dataType == LongType()
+    usage = StructType(
+        [
+            StructField(f.name, IntegerType() if f.name == "sms_count" else f.dataType)
+            for f in INPUT_SCHEMAS["usage_daily"].fields
+        ]
+    )
+    assert (
+        conform_to_contract(spark.createDataFrame([], usage), "usage_daily").schema["sms_count"].dataType
+        == LongType()
+    )
 
 
 def test_insert_new_only_appends_so_a_delta_stream_can_follow(spark, store, tmp_path):
@@ -135,8 +152,12 @@ def test_insert_new_only_appends_so_a_delta_stream_can_follow(spark, store, tmp_
     path = store.ref("silver", "quota_events").path
     out = str(tmp_path / "stream_out")
     query = (
-        spark.readStream.format("delta").load(path).writeStream.format("delta")
-        .option("checkpointLocation", str(tmp_path / "ckpt")).trigger(availableNow=True).start(out)
+        spark.readStream.format("delta")
+        .load(path)
+        .writeStream.format("delta")
+        .option("checkpointLocation", str(tmp_path / "ckpt"))
+        .trigger(availableNow=True)
+        .start(out)
     )
     query.awaitTermination(120)
     assert query.exception() is None

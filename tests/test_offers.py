@@ -33,28 +33,84 @@ from cvo_spark.offers.engine import (
 
 AS_OF = date(2026, 6, 30)
 S, D, I, L, B = StringType(), DoubleType(), IntegerType(), LongType(), BooleanType()
-FEATURES = StructType([StructField(n, t) for n, t in (
-    ("subscriber_id", S), ("payment_type", S), ("length_of_stay_days", I), ("arpu_3m", D), ("data_trend_pct", D),
-    ("voice_trend_pct", D), ("revenue_trend_pct", D), ("quota_low_count", L), ("voice_share", D),
-    ("digital_share", D))])
-SEGMENTS = StructType([StructField(n, t) for n, t in (
-    ("subscriber_id", S), ("value_tier", S), ("is_high_value", B), ("lifecycle", S), ("persona_name", S))])
-SCORES = StructType([StructField(n, t) for n, t in (
-    ("subscriber_id", S), ("p_upsell", D), ("p_cross_sell", D), ("p_churn", D), ("clv_12m", D),
-    ("reasons_upsell", ArrayType(S)), ("reasons_cross_sell", ArrayType(S)), ("reasons_churn", ArrayType(S)))])
+FEATURES = StructType(
+    [
+        StructField(n, t)
+        for n, t in (
+            ("subscriber_id", S),
+            ("payment_type", S),
+            ("length_of_stay_days", I),
+            ("arpu_3m", D),
+            ("data_trend_pct", D),
+            ("voice_trend_pct", D),
+            ("revenue_trend_pct", D),
+            ("quota_low_count", L),
+            ("voice_share", D),
+            ("digital_share", D),
+        )
+    ]
+)
+SEGMENTS = StructType(
+    [
+        StructField(n, t)
+        for n, t in (
+            ("subscriber_id", S),
+            ("value_tier", S),
+            ("is_high_value", B),
+            ("lifecycle", S),
+            ("persona_name", S),
+        )
+    ]
+)
+SCORES = StructType(
+    [
+        StructField(n, t)
+        for n, t in (
+            ("subscriber_id", S),
+            ("p_upsell", D),
+            ("p_cross_sell", D),
+            ("p_churn", D),
+            ("clv_12m", D),
+            ("reasons_upsell", ArrayType(S)),
+            ("reasons_cross_sell", ArrayType(S)),
+            ("reasons_churn", ArrayType(S)),
+        )
+    ]
+)
 
-FEATURE_DEFAULTS = {"payment_type": "prepaid", "length_of_stay_days": 400, "arpu_3m": 60_000.0,
-                    "data_trend_pct": None, "voice_trend_pct": None, "revenue_trend_pct": None, "quota_low_count": 0,
-                    "voice_share": 0.2, "digital_share": 0.0}
-SEGMENT_DEFAULTS = {"value_tier": "Gold", "is_high_value": False, "lifecycle": "base", "persona_name": "Digital Active"}
-SCORE_DEFAULTS = {"p_upsell": 0.4, "p_cross_sell": 0.2, "p_churn": 0.1, "clv_12m": 1_000_000.0,
-                  "reasons_upsell": ["arpu_3m"], "reasons_cross_sell": [], "reasons_churn": ["recency_days"]}
+FEATURE_DEFAULTS = {
+    "payment_type": "prepaid",
+    "length_of_stay_days": 400,
+    "arpu_3m": 60_000.0,
+    "data_trend_pct": None,
+    "voice_trend_pct": None,
+    "revenue_trend_pct": None,
+    "quota_low_count": 0,
+    "voice_share": 0.2,
+    "digital_share": 0.0,
+}
+SEGMENT_DEFAULTS = {
+    "value_tier": "Gold",
+    "is_high_value": False,
+    "lifecycle": "base",
+    "persona_name": "Digital Active",
+}
+SCORE_DEFAULTS = {
+    "p_upsell": 0.4,
+    "p_cross_sell": 0.2,
+    "p_churn": 0.1,
+    "clv_12m": 1_000_000.0,
+    "reasons_upsell": ["arpu_3m"],
+    "reasons_cross_sell": [],
+    "reasons_churn": ["recency_days"],
+}
 DEFAULT_PARAMS = OfferParams(allocate=False)  # today's per-channel ranking; the allocation has its own tests
 
 
 def frames(spark, subs: list[dict]):
     """features, segments, scores frames; a key set to the string 'MISSING_SEGMENT' / 'MISSING_SCORES'
     leaves that subscriber without the row."""
+
     def rows(schema, defaults, skip):
         out = []
         for s in subs:
@@ -63,8 +119,12 @@ def frames(spark, subs: list[dict]):
             values = {**defaults, **{k: v for k, v in s.items() if k in schema.fieldNames()}}
             out.append(tuple(values.get(f.name) for f in schema.fields))
         return spark.createDataFrame(out, schema)
-    return (rows(FEATURES, FEATURE_DEFAULTS, "no_features"), rows(SEGMENTS, SEGMENT_DEFAULTS, "no_segment"),
-            rows(SCORES, SCORE_DEFAULTS, "no_scores"))
+
+    return (
+        rows(FEATURES, FEATURE_DEFAULTS, "no_features"),
+        rows(SEGMENTS, SEGMENT_DEFAULTS, "no_segment"),
+        rows(SCORES, SCORE_DEFAULTS, "no_scores"),
+    )
 
 
 def history(spark, contacts: list[tuple]):
@@ -73,18 +133,36 @@ def history(spark, contacts: list[tuple]):
 
 
 def catalog(offers: list[dict], channels=None):
-    base = {"offer_type": "upsell", "category": "data", "price": 20000, "unit_cost": 5000, "channels": ["sms"]}
-    return parse_catalog({"channels": channels or {"sms": {"slots": 1}, "app": {"slots": 3}},
-                          "offers": [{**base, **o} for o in offers]})
+    base = {
+        "offer_type": "upsell",
+        "category": "data",
+        "price": 20000,
+        "unit_cost": 5000,
+        "channels": ["sms"],
+    }
+    return parse_catalog(
+        {
+            "channels": channels or {"sms": {"slots": 1}, "app": {"slots": 3}},
+            "offers": [{**base, **o} for o in offers],
+        }
+    )
 
 
 def candidates(spark, subs, offers, contacts=(), params=DEFAULT_PARAMS, channels=None):
     cat = catalog(offers, channels)
     f, s, sc = frames(spark, subs)
-    c, r = contact_history(history(spark, list(contacts)), AS_OF, params.contact_window_days,
-                           params.cooldown_days_after_reject)
-    rows = candidate_offers(subscriber_profiles(f, s, sc), offers_frame(spark, cat, 7), offer_channels_frame(spark, cat),
-                            c, r, params, keep_excluded=True)
+    c, r = contact_history(
+        history(spark, list(contacts)), AS_OF, params.contact_window_days, params.cooldown_days_after_reject
+    )
+    rows = candidate_offers(
+        subscriber_profiles(f, s, sc),
+        offers_frame(spark, cat, 7),
+        offer_channels_frame(spark, cat),
+        c,
+        r,
+        params,
+        keep_excluded=True,
+    )
     return {(x["subscriber_id"], x["offer_id"], x["channel"]): x for x in rows.collect()}
 
 
@@ -104,15 +182,28 @@ def test_eligibility_rules_one_case_each(spark):
         {"offer_id": "RET", "offer_type": "retention", "price": 10000, "unit_cost": 8000},
     ]
     subs = [
-        {"subscriber_id": "ok", "length_of_stay_days": 200, "lifecycle": "new", "payment_type": "postpaid",
-         "persona_name": "Digital Active 2", "p_churn": 0.3},  # numbered persona counts as its base name
-        {"subscriber_id": "mass", "value_tier": "Mass", "persona_name": "Legacy Active", "arpu_3m": 12_345.0,
-         "length_of_stay_days": 30},
+        {
+            "subscriber_id": "ok",
+            "length_of_stay_days": 200,
+            "lifecycle": "new",
+            "payment_type": "postpaid",
+            "persona_name": "Digital Active 2",
+            "p_churn": 0.3,
+        },  # numbered persona counts as its base name
+        {
+            "subscriber_id": "mass",
+            "value_tier": "Mass",
+            "persona_name": "Legacy Active",
+            "arpu_3m": 12_345.0,
+            "length_of_stay_days": 30,
+        },
         {"subscriber_id": "noseg", "no_segment": True, "arpu_3m": None, "length_of_stay_days": 500},
         {"subscriber_id": "noscore", "no_scores": True},
     ]
     rows = candidates(spark, subs, offers, channels={"sms": {"slots": 10}})
-    assert all(reason(rows, "ok", o) is None for o in ("TIER", "PERSONA", "LIFE", "PAY", "ARPU", "TENURE", "RET"))
+    assert all(
+        reason(rows, "ok", o) is None for o in ("TIER", "PERSONA", "LIFE", "PAY", "ARPU", "TENURE", "RET")
+    )
     assert reason(rows, "mass", "TIER") == "not eligible: value tier Mass not in [Priority, Gold]"
     assert reason(rows, "mass", "PERSONA") == "not eligible: persona Legacy Active not in [Digital Active]"
     assert reason(rows, "mass", "LIFE") == "not eligible: lifecycle base not in [new]"
@@ -120,7 +211,8 @@ def test_eligibility_rules_one_case_each(spark):
     assert reason(rows, "mass", "ARPU") == "not eligible: arpu_3m 12,345 below 50,000"
     assert reason(rows, "mass", "TENURE") == "not eligible: tenure 30 days below 90"
     assert reason(rows, "mass", "RET") == (
-        "not eligible: churn risk 0.10 below 0.25 (retention offers are for churn risks)")
+        "not eligible: churn risk 0.10 below 0.25 (retention offers are for churn risks)"
+    )
     # No segment row and no arpu: fail closed, with 'unknown' in the reason.
     assert reason(rows, "noseg", "TIER") == "not eligible: value tier unknown not in [Priority, Gold]"
     assert reason(rows, "noseg", "ARPU") == "not eligible: arpu_3m unknown below 50,000"
@@ -137,14 +229,24 @@ def test_contact_policy_rules_one_case_each(spark):
         {"offer_id": "CHEAP_RET", "offer_type": "retention", "price": 5000, "unit_cost": 4000},
         {"offer_id": "X", "channels": ["sms", "app"]},
     ]
-    subs = [{"subscriber_id": "hv", "is_high_value": True, "arpu_3m": 200_000.0, "p_churn": 0.5},
-            {"subscriber_id": "gold", "is_high_value": False, "arpu_3m": 200_000.0, "p_churn": 0.5}]
-    subs += [{"subscriber_id": s} for s in ("recent", "old", "took", "control", "late_accept", "future", "busy",
-                                             "calm", "one_slate")]
-    x = lambda sid, ts, group="treatment", acc=False, acc_ts=None: (
-        sid, "X", "app", ts, group, acc, acc_ts)
-    sms = lambda sid, day: (sid, "OTHER", "sms", datetime(2026, 6, day, 10), "treatment", True,
-                            datetime(2026, 6, day, 11))
+    subs = [
+        {"subscriber_id": "hv", "is_high_value": True, "arpu_3m": 200_000.0, "p_churn": 0.5},
+        {"subscriber_id": "gold", "is_high_value": False, "arpu_3m": 200_000.0, "p_churn": 0.5},
+    ]
+    subs += [
+        {"subscriber_id": s}
+        for s in ("recent", "old", "took", "control", "late_accept", "future", "busy", "calm", "one_slate")
+    ]
+    x = lambda sid, ts, group="treatment", acc=False, acc_ts=None: (sid, "X", "app", ts, group, acc, acc_ts)
+    sms = lambda sid, day: (
+        sid,
+        "OTHER",
+        "sms",
+        datetime(2026, 6, day, 10),
+        "treatment",
+        True,
+        datetime(2026, 6, day, 11),
+    )
     contacts = [
         x("recent", datetime(2026, 6, 20, 9)),
         x("old", datetime(2026, 6, 16, 9)),  # 15 days before as_of: outside the 14-day cool-down
@@ -153,14 +255,21 @@ def test_contact_policy_rules_one_case_each(spark):
         # accepted only after as_of: as of 2026-06-30 it was not accepted (point in time)
         x("late_accept", datetime(2026, 6, 30, 20), acc=True, acc_ts=datetime(2026, 7, 1, 8)),
         x("future", datetime(2026, 7, 1, 9)),  # after as_of: not known yet
-        sms("busy", 24), sms("busy", 27), sms("busy", 30),
-        sms("calm", 23), sms("calm", 27), sms("calm", 30),  # the 23rd is 8 days back: outside the 7-day window
-        sms("one_slate", 29), sms("one_slate", 29), sms("one_slate", 29),  # one message showing three offers
+        sms("busy", 24),
+        sms("busy", 27),
+        sms("busy", 30),
+        sms("calm", 23),
+        sms("calm", 27),
+        sms("calm", 30),  # the 23rd is 8 days back: outside the 7-day window
+        sms("one_slate", 29),
+        sms("one_slate", 29),
+        sms("one_slate", 29),  # one message showing three offers
     ]
     rows = candidates(spark, subs, offers, contacts, channels={"sms": {"slots": 5}, "app": {"slots": 5}})
     # High Value floor: 5% of arpu_3m 200,000 = 10,000; retention offers are spared.
     assert reason(rows, "hv", "CHEAP") == (
-        "price floor: 5,000 is under 5% of this High Value subscriber's arpu_3m 200,000")
+        "price floor: 5,000 is under 5% of this High Value subscriber's arpu_3m 200,000"
+    )
     assert reason(rows, "hv", "FAIR") is None
     assert reason(rows, "hv", "CHEAP_RET") is None
     assert reason(rows, "gold", "CHEAP") is None
@@ -186,9 +295,17 @@ def test_propensity_and_expected_value_by_hand(spark):
         {"offer_id": "RET", "offer_type": "retention", "price": 10000, "unit_cost": 8000},
         {"offer_id": "LOY", "offer_type": "loyalty", "price": 10000, "unit_cost": 2000},
     ]
-    subs = [{"subscriber_id": "s", "arpu_3m": 40_000.0, "p_upsell": 0.4, "p_cross_sell": 0.2, "p_churn": 0.5,
-             "clv_12m": 1_000_000.0},
-            {"subscriber_id": "poor", "arpu_3m": 0.0, "p_upsell": 0.4}]
+    subs = [
+        {
+            "subscriber_id": "s",
+            "arpu_3m": 40_000.0,
+            "p_upsell": 0.4,
+            "p_cross_sell": 0.2,
+            "p_churn": 0.5,
+            "clv_12m": 1_000_000.0,
+        },
+        {"subscriber_id": "poor", "arpu_3m": 0.0, "p_upsell": 0.4},
+    ]
     rows = candidates(spark, subs, offers, channels={"sms": {"slots": 4}})
     up = rows[("s", "UP", "sms")]
     # price factor 1 / (1 + 0.5 x 20,000 / 40,000) = 0.8
@@ -208,14 +325,22 @@ def test_propensity_and_expected_value_by_hand(spark):
 def test_slots_cut_and_type_weights_reorder(spark):
     offers = [
         {"offer_id": "BIG", "price": 40000, "unit_cost": 10000, "channels": ["sms", "app"]},
-        {"offer_id": "SMALL", "offer_type": "cross_sell", "price": 10000, "unit_cost": 5000, "channels": ["sms", "app"]},
+        {
+            "offer_id": "SMALL",
+            "offer_type": "cross_sell",
+            "price": 10000,
+            "unit_cost": 5000,
+            "channels": ["sms", "app"],
+        },
     ]
     subs = [{"subscriber_id": "s", "arpu_3m": 100_000.0, "p_upsell": 0.3, "p_cross_sell": 0.3}]
     rows = candidates(spark, subs, offers)
     assert rows[("s", "BIG", "sms")]["rank"] == 1
     assert reason(rows, "s", "SMALL", "sms") == "ranked 2 on sms, which shows 1 offer(s)"
     assert rows[("s", "SMALL", "app")]["rank"] == 2  # app has 3 slots
-    weighted = candidates(spark, subs, offers, params=OfferParams(allocate=False, type_weights={"cross_sell": 10.0}))
+    weighted = candidates(
+        spark, subs, offers, params=OfferParams(allocate=False, type_weights={"cross_sell": 10.0})
+    )
     assert weighted[("s", "SMALL", "sms")]["rank"] == 1
     assert reason(weighted, "s", "BIG", "sms") == "ranked 2 on sms, which shows 1 offer(s)"
 
@@ -237,26 +362,57 @@ def test_control_share_within_tolerance_and_stable(spark):
 
 # ------------------------------------------------------------------------ output rows
 def test_build_offers_rows_reasons_and_validity(spark):
-    offers = [{"offer_id": "DATA", "validity_days": 30, "channels": ["sms", "app"]},
-              {"offer_id": "DIG", "offer_type": "cross_sell", "category": "digital", "channels": ["app"]}]
-    subs = [{"subscriber_id": "s", "data_trend_pct": 0.42, "quota_low_count": 3, "is_high_value": True,
-             "arpu_3m": 150_000.0, "digital_share": 0.23, "reasons_cross_sell": ["digital_share", "arpu_3m", "x"]},
-            {"subscriber_id": "quiet", "p_upsell": 0.1}]
+    offers = [
+        {"offer_id": "DATA", "validity_days": 30, "channels": ["sms", "app"]},
+        {"offer_id": "DIG", "offer_type": "cross_sell", "category": "digital", "channels": ["app"]},
+    ]
+    subs = [
+        {
+            "subscriber_id": "s",
+            "data_trend_pct": 0.42,
+            "quota_low_count": 3,
+            "is_high_value": True,
+            "arpu_3m": 150_000.0,
+            "digital_share": 0.23,
+            "reasons_cross_sell": ["digital_share", "arpu_3m", "x"],
+        },
+        {"subscriber_id": "quiet", "p_upsell": 0.1},
+    ]
     f, s, sc = frames(spark, subs)
     cat = catalog(offers)
-    out = build_offers(f, s, sc, history(spark, []), offers_frame(spark, cat, 7), offer_channels_frame(spark, cat),
-                       AS_OF, "run-1", OfferParams(allocate=False, control_share=0.5)).offers
+    out = build_offers(
+        f,
+        s,
+        sc,
+        history(spark, []),
+        offers_frame(spark, cat, 7),
+        offer_channels_frame(spark, cat),
+        AS_OF,
+        "run-1",
+        OfferParams(allocate=False, control_share=0.5),
+    ).offers
     assert [(f.name, f.dataType) for f in out.schema] == [(f.name, f.dataType) for f in OFFERS_SCHEMA]
     got = {(r["subscriber_id"], r["channel"], r["offer_id"]): r for r in out.collect()}
-    assert set(got) == {("s", "sms", "DATA"), ("s", "app", "DATA"), ("s", "app", "DIG"),
-                        ("quiet", "sms", "DATA"), ("quiet", "app", "DATA"), ("quiet", "app", "DIG")}
+    assert set(got) == {
+        ("s", "sms", "DATA"),
+        ("s", "app", "DATA"),
+        ("s", "app", "DIG"),
+        ("quiet", "sms", "DATA"),
+        ("quiet", "app", "DATA"),
+        ("quiet", "app", "DIG"),
+    }
     data = got[("s", "sms", "DATA")]
     # Two reasons from the subscriber's own data at most, then the model's drivers, then the segment.
-    assert data["reason_codes"] == ["data usage up 42% in the last 30 days",
-                                    "quota ran low 3 time(s) in the last 30 days", "upsell model drivers: arpu_3m"]
+    assert data["reason_codes"] == [
+        "data usage up 42% in the last 30 days",
+        "quota ran low 3 time(s) in the last 30 days",
+        "upsell model drivers: arpu_3m",
+    ]
     assert got[("s", "app", "DIG")]["reason_codes"] == [
-        "digital services are 23% of spend", "cross-sell model drivers: digital_share, arpu_3m",
-        "Digital Active, High Value"]
+        "digital services are 23% of spend",
+        "cross-sell model drivers: digital_share, arpu_3m",
+        "Digital Active, High Value",
+    ]
     quiet = got[("quiet", "sms", "DATA")]["reason_codes"]
     # p_upsell 0.1 x 1 / (1 + 0.5 x 20,000 / 60,000) = 8.6%
     assert quiet == ["upsell model drivers: arpu_3m", "Digital Active, Gold tier", "9% likely to accept"]
@@ -264,8 +420,10 @@ def test_build_offers_rows_reasons_and_validity(spark):
     # Both ends inclusive: a 30-day offer runs 07-01..07-30, a 7-day one 07-01..07-07.
     assert (data["valid_from"], data["valid_to"]) == (date(2026, 7, 1), date(2026, 7, 30))
     assert got[("s", "app", "DIG")]["valid_to"] == date(2026, 7, 7)  # catalog default validity 7
-    buckets = {r["subscriber_id"]: r["b"] for r in f.select("subscriber_id", control_bucket(
-        F.col("subscriber_id"), "cvo").alias("b")).collect()}
+    buckets = {
+        r["subscriber_id"]: r["b"]
+        for r in f.select("subscriber_id", control_bucket(F.col("subscriber_id"), "cvo").alias("b")).collect()
+    }
     for (sid, _, _), row in got.items():  # one group per subscriber, from its hash bucket
         assert row["group"] == ("control" if buckets[sid] < 0.5 else "treatment")
     assert data["run_id"] == "run-1"
@@ -274,31 +432,50 @@ def test_build_offers_rows_reasons_and_validity(spark):
 
 def test_missing_columns_are_named(spark):
     f, s, sc = frames(spark, [{"subscriber_id": "a"}])
-    with pytest.raises(MissingColumnsError, match=r"subscriber_profiles\(segments\): missing column\(s\) lifecycle"):
+    with pytest.raises(
+        MissingColumnsError, match=r"subscriber_profiles\(segments\): missing column\(s\) lifecycle"
+    ):
         subscriber_profiles(f, s.drop("lifecycle"), sc)
     with pytest.raises(MissingColumnsError, match="contact_history: missing column"):
         contact_history(history(spark, []).drop("accepted"), AS_OF, 7, 14)
 
 
 # ------------------------------------------------------------------------ decision core: per-row rules and value
-ALLOCATING = OfferParams(consent_when_missing={"sms": False, "app": True}, fatigue_ignored_contacts=3,
-                         fatigue_window_days=14, max_push_contacts=2, uplift_fallback_share=0.5)
+ALLOCATING = OfferParams(
+    consent_when_missing={"sms": False, "app": True},
+    fatigue_ignored_contacts=3,
+    fatigue_window_days=14,
+    max_push_contacts=2,
+    uplift_fallback_share=0.5,
+)
 
 
-def decision_rows(spark, subs, offers, contacts=(), consents=(), triggers=(), offer_scores=None, p=ALLOCATING):
+def decision_rows(
+    spark, subs, offers, contacts=(), consents=(), triggers=(), offer_scores=None, p=ALLOCATING
+):
     from cvo_spark.offers.engine import consent_by_channel, contact_load
 
     cat = catalog(offers)
     f, s, sc = frames(spark, subs)
     hist = history(spark, list(contacts))
     c, r = contact_history(hist, AS_OF, p.contact_window_days, p.cooldown_days_after_reject)
-    consent_df = spark.createDataFrame(list(consents), "subscriber_id string, channel string, allowed boolean, "
-                                                       "updated_ts timestamp")
+    consent_df = spark.createDataFrame(
+        list(consents), "subscriber_id string, channel string, allowed boolean, updated_ts timestamp"
+    )
     trig = spark.createDataFrame(list(triggers), "subscriber_id string, channel string, emitted_at timestamp")
     load = contact_load(hist, trig, AS_OF, p.push_channels, p.contact_window_days, p.fatigue_window_days)
-    rows = candidate_offers(subscriber_profiles(f, s, sc), offers_frame(spark, cat, 7), offer_channels_frame(spark, cat),
-                            c, r, p, keep_excluded=True, load=load, consents=consent_by_channel(consent_df, AS_OF),
-                            offer_scores=offer_scores)
+    rows = candidate_offers(
+        subscriber_profiles(f, s, sc),
+        offers_frame(spark, cat, 7),
+        offer_channels_frame(spark, cat),
+        c,
+        r,
+        p,
+        keep_excluded=True,
+        load=load,
+        consents=consent_by_channel(consent_df, AS_OF),
+        offer_scores=offer_scores,
+    )
     return {(x["subscriber_id"], x["offer_id"], x["channel"]): x for x in rows.collect()}
 
 
@@ -307,17 +484,30 @@ def test_consent_rest_and_trigger_contacts(spark):
     subs = [{"subscriber_id": s} for s in ("optout", "unknown", "optin", "tired", "later_optout", "pinged")]
     ignored = lambda sid, day: (sid, "OTHER", "sms", datetime(2026, 6, day, 10), "treatment", False, None)
     rows = decision_rows(
-        spark, subs, offers,
-        contacts=[ignored("tired", 18), ignored("tired", 22), ignored("tired", 28),
-                  ("pinged", "OTHER", "sms", datetime(2026, 6, 28, 9), "treatment", False, None)],
-        consents=[("optout", "sms", True, datetime(2026, 1, 1)), ("optout", "sms", False, datetime(2026, 6, 1)),
-                  ("optin", "sms", True, datetime(2026, 5, 1)), ("tired", "sms", True, datetime(2026, 5, 1)),
-                  ("pinged", "sms", True, datetime(2026, 5, 1)),
-                  # opted out only after as_of: as of D the consent stands (point in time)
-                  ("later_optout", "sms", True, datetime(2026, 5, 1)),
-                  ("later_optout", "sms", False, datetime(2026, 7, 2))],
-        triggers=[("pinged", "sms", datetime(2026, 6, 29, 20)), ("pinged", "app", datetime(2026, 6, 29, 21)),
-                  ("pinged", "sms", datetime(2026, 6, 1, 20))],  # outside the 7-day window
+        spark,
+        subs,
+        offers,
+        contacts=[
+            ignored("tired", 18),
+            ignored("tired", 22),
+            ignored("tired", 28),
+            ("pinged", "OTHER", "sms", datetime(2026, 6, 28, 9), "treatment", False, None),
+        ],
+        consents=[
+            ("optout", "sms", True, datetime(2026, 1, 1)),
+            ("optout", "sms", False, datetime(2026, 6, 1)),
+            ("optin", "sms", True, datetime(2026, 5, 1)),
+            ("tired", "sms", True, datetime(2026, 5, 1)),
+            ("pinged", "sms", True, datetime(2026, 5, 1)),
+            # opted out only after as_of: as of D the consent stands (point in time)
+            ("later_optout", "sms", True, datetime(2026, 5, 1)),
+            ("later_optout", "sms", False, datetime(2026, 7, 2)),
+        ],
+        triggers=[
+            ("pinged", "sms", datetime(2026, 6, 29, 20)),
+            ("pinged", "app", datetime(2026, 6, 29, 21)),
+            ("pinged", "sms", datetime(2026, 6, 1, 20)),
+        ],  # outside the 7-day window
     )
     why = lambda sid, ch: rows[(sid, "X", ch)]["exclusion_reason"]
     assert why("optout", "sms") == "no consent for sms"
@@ -332,12 +522,22 @@ def test_consent_rest_and_trigger_contacts(spark):
 
 
 def test_net_value_by_hand_with_and_without_an_uplift_score(spark):
-    offers = [{"offer_id": "X", "price": 20000, "unit_cost": 5000, "incentive": 2000, "regular_price": 25000,
-               "channels": ["app"]}]
+    offers = [
+        {
+            "offer_id": "X",
+            "price": 20000,
+            "unit_cost": 5000,
+            "incentive": 2000,
+            "regular_price": 25000,
+            "channels": ["app"],
+        }
+    ]
     subs = [{"subscriber_id": "modelled"}, {"subscriber_id": "assumed", "p_upsell": 0.3, "arpu_3m": 1e12}]
-    scores = spark.createDataFrame([("modelled", "X", "app", 0.1, 0.3, 0.2)],
-                                   "subscriber_id string, offer_id string, channel string, uplift double, "
-                                   "p_accept_if_contacted double, p_accept_if_not double")
+    scores = spark.createDataFrame(
+        [("modelled", "X", "app", 0.1, 0.3, 0.2)],
+        "subscriber_id string, offer_id string, channel string, uplift double, "
+        "p_accept_if_contacted double, p_accept_if_not double",
+    )
     rows = decision_rows(spark, subs, offers, consents=[], offer_scores=scores)
     m, a = rows[("modelled", "X", "app")], rows[("assumed", "X", "app")]
     # 0.1 x 15,000 margin - 0.3 x 2,000 incentive - 0.3 x 0.2 x (25,000 - 20,000) displaced = 600
@@ -358,13 +558,25 @@ def test_build_offers_with_allocation_one_decision_per_offer_and_cap(spark):
     p = OfferParams(control_share=0.0)
     from cvo_spark.offers.allocation import AllocationParams
 
-    batch = build_offers(f, s, sc, history(spark, []), offers_frame(spark, cat, 7), offer_channels_frame(spark, cat),
-                         AS_OF, "run-1", p, alloc=AllocationParams(max_offers=3, sample_share=1.0))
+    batch = build_offers(
+        f,
+        s,
+        sc,
+        history(spark, []),
+        offers_frame(spark, cat, 7),
+        offer_channels_frame(spark, cat),
+        AS_OF,
+        "run-1",
+        p,
+        alloc=AllocationParams(max_offers=3, sample_share=1.0),
+    )
     out = batch.offers.collect()
     batch.release()
     assert len(out) == 3 and len({r["offer_id"] for r in out}) == 3  # three offers, one channel each
     assert {r["offer_id"] for r in out} == {"O2", "O3", "O4"}  # the most valuable (highest margin)
     assert sum(r["channel"] == "sms" for r in out) == 1  # sms shows one
     assert all(r["probability"] == 1.0 and r["net_value"] > 0 for r in out)
-    assert all(r["reason_codes"][-1].startswith("adds Rp") or any(c.startswith("adds Rp") for c in r["reason_codes"])
-               for r in out)
+    assert all(
+        r["reason_codes"][-1].startswith("adds Rp") or any(c.startswith("adds Rp") for c in r["reason_codes"])
+        for r in out
+    )

@@ -231,6 +231,7 @@ def test_stage_writes_tables_and_keeps_ids_across_dates(spark, tmp_path):
     from cvo_spark.core.io import TableStore
     from cvo_spark.core.stage import StageContext
     from cvo_spark.segments import stage
+
     config = parse_config({"lake": str(tmp_path), "segments": {"personas": {"k": 4}}})
     store = TableStore(spark, config)
 
@@ -334,6 +335,7 @@ def test_stage_recovers_planted_personas_on_generated_data(spark, tmp_path):
     from cvo_spark.features.subscriber import build_subscriber_features
     from cvo_spark.segments import stage
     from cvo_spark.synth.generate import DEFAULT_END_DATE, write_bronze
+
     bronze = str(tmp_path / "bronze")
     write_bronze(spark, bronze, 3000, 120, 11)
 

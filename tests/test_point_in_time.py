@@ -135,7 +135,9 @@ def test_later_events_never_change_features(spark, generated):
     some_subscriber = generated["usage_daily"].orderBy("subscriber_id").first().subscriber_id
     some_account = generated["b2b_accounts"].orderBy("account_id").first().account_id
     extra = later_rows(spark, some_subscriber, some_account)
-    grown = {name: generated[name].unionByName(extra[name], allowMissingColumns=True) for name in SILVER_TABLES}
+    grown = {
+        name: generated[name].unionByName(extra[name], allowMissingColumns=True) for name in SILVER_TABLES
+    }
     known = as_known_at(grown, D)
 
     # The grown inputs really do hold later facts of every kind (else the test proves nothing).

@@ -169,9 +169,17 @@ def test_xgboost_engine_learns_the_driver_calibrates_and_round_trips_mlflow(spar
     from mlflow.models import infer_signature
 
     from cvo_spark.models import mlflow_store
+
     frame = _planted(spark)
     fit = fit_target(
-        frame, "churn", FEATURES, seed=3, max_iter=8, max_depth=3, auc_ceiling=0.99, engine="xgboost",
+        frame,
+        "churn",
+        FEATURES,
+        seed=3,
+        max_iter=8,
+        max_depth=3,
+        auc_ceiling=0.99,
+        engine="xgboost",
         xgboost_workers=2,
     )
     assert fit.engine == "xgboost"
@@ -194,4 +202,3 @@ def test_xgboost_engine_learns_the_driver_calibrates_and_round_trips_mlflow(spar
     after = with_scores(loaded, evaluation, "churn", "p").select("subscriber_id", F.col("p").alias("q"))
     worst = before.join(after, "subscriber_id", "inner").agg(F.max(F.abs(F.col("p") - F.col("q")))).first()[0]
     assert worst == pytest.approx(0.0, abs=1e-12)
-

@@ -62,12 +62,18 @@ def test_freshness_names_the_stalest_table_and_by_how_much():
     assert not r.passed
     assert r.detail == "newest usage_daily event 2026-06-20 is 10 days before as_of 2026-06-30 (limit 2)"
     assert check_freshness({"usage_daily": date(2026, 6, 28)}, D2, 2).passed
-    assert check_freshness({"usage_daily": None}, D2, 2).detail == "no usage_daily event at or before as_of 2026-06-30"
+    assert (
+        check_freshness({"usage_daily": None}, D2, 2).detail
+        == "no usage_daily event at or before as_of 2026-06-30"
+    )
 
 
 def test_other_pure_checks():
     assert not check_propensity({"p_upsell": (0.0, 0.2)}, 1e-4).passed
-    assert check_propensity({"p_churn": (0.0, 0.0)}, 1e-4).detail == "p_churn is zero everywhere (collapsed model)"
+    assert (
+        check_propensity({"p_churn": (0.0, 0.0)}, 1e-4).detail
+        == "p_churn is zero everywhere (collapsed model)"
+    )
     assert check_propensity({"p_churn": (0.05, 0.9)}, 1e-4).passed
     assert check_coverage(50, 100, 0.05, 1.0).passed
     r = check_coverage(2, 100, 0.05, 1.0)
@@ -75,13 +81,19 @@ def test_other_pure_checks():
 
 
 def test_decide_refuses_on_one_line_and_records_overrides():
-    results = [CheckResult("freshness", False, "stale by 10 days"), CheckResult("coverage", False, "3%"),
-               CheckResult("non_empty", True, "5 rows")]
+    results = [
+        CheckResult("freshness", False, "stale by 10 days"),
+        CheckResult("coverage", False, "3%"),
+        CheckResult("non_empty", True, "5 rows"),
+    ]
     with pytest.raises(PublishRefused) as err:
         decide(results)
     assert str(err.value) == "publish refused: freshness: stale by 10 days (+1 more: coverage)"
-    assert err.value.checks == {"freshness": "failed: stale by 10 days", "coverage": "failed: 3%",
-                                "non_empty": "ok: 5 rows"}
+    assert err.value.checks == {
+        "freshness": "failed: stale by 10 days",
+        "coverage": "failed: 3%",
+        "non_empty": "ok: 5 rows",
+    }
     checks = decide(results, overrides={"freshness", "coverage"})
     assert checks["freshness"] == "overridden: stale by 10 days" and checks["coverage"] == "overridden: 3%"
 
@@ -98,26 +110,82 @@ def test_unknown_override_name_is_refused_not_ignored():
 def test_run_checks_counts_duplicates_and_prices_under_the_floor(spark):
     rows = [
         ("a", "sms", 1, D2, "X", "upsell", 20000.0, 100.0, 0.2, ["r"], "treatment", D2, D2, "r"),
-        ("a", "sms", 1, D2, "Y", "upsell", 20000.0, 90.0, 0.3, ["r"], "treatment", D2, D2, "r"),  # duplicate key
+        (
+            "a",
+            "sms",
+            1,
+            D2,
+            "Y",
+            "upsell",
+            20000.0,
+            90.0,
+            0.3,
+            ["r"],
+            "treatment",
+            D2,
+            D2,
+            "r",
+        ),  # duplicate key
         ("b", "app", 1, D2, "Z", "upsell", 4000.0, 10.0, 0.1, ["r"], "control", D2, D2, "r"),  # under 5,000
-        ("c", "app", 1, D2, "Z", "upsell", 8000.0, 10.0, 0.4, ["r"], "treatment", D2, D2, "r"),  # c's HV floor 9,000
+        (
+            "c",
+            "app",
+            1,
+            D2,
+            "Z",
+            "upsell",
+            8000.0,
+            10.0,
+            0.4,
+            ["r"],
+            "treatment",
+            D2,
+            D2,
+            "r",
+        ),  # c's HV floor 9,000
         ("c", "app", 2, D2, "R", "retention", 6000.0, 10.0, 0.4, ["r"], "treatment", D2, D2, "r"),  # spared
     ]
     staged = spark.createDataFrame(offer_rows(rows), OFFERS_SCHEMA)
-    scores = spark.createDataFrame([(0.1, 0.2, 0.3), (0.2, 0.3, 0.4)], "p_upsell double, p_cross_sell double, "
-                                                                      "p_churn double")
+    scores = spark.createDataFrame(
+        [(0.1, 0.2, 0.3), (0.2, 0.3, 0.4)], "p_upsell double, p_cross_sell double, p_churn double"
+    )
     floors = spark.createDataFrame([("c", 9000.0)], "subscriber_id string, min_price double")
     summary = summarize_offers(staged, floors, 5000.0)
-    assert (summary["rows"], summary["subscribers"], summary["duplicates"], summary["under_floor"],
-            summary["treatment"], summary["control"]) == (5, 3, 1, 2, 4, 1)
-    results = {r.name: r for r in run_checks(
-        staged, summary, 4, scores, {"usage_daily": D2}, staged, D1, D2, freshness_max_days=2, min_coverage=0.5,
-        max_coverage=1.0, price_floor=5000.0, min_propensity_std=1e-4, max_psi=0.25)}
+    assert (
+        summary["rows"],
+        summary["subscribers"],
+        summary["duplicates"],
+        summary["under_floor"],
+        summary["treatment"],
+        summary["control"],
+    ) == (5, 3, 1, 2, 4, 1)
+    results = {
+        r.name: r
+        for r in run_checks(
+            staged,
+            summary,
+            4,
+            scores,
+            {"usage_daily": D2},
+            staged,
+            D1,
+            D2,
+            freshness_max_days=2,
+            min_coverage=0.5,
+            max_coverage=1.0,
+            price_floor=5000.0,
+            min_propensity_std=1e-4,
+            max_psi=0.25,
+        )
+    }
     # Every check can be overridden by the name it reports (the decision audit's come after).
     assert tuple(results) == CHECK_NAMES[: len(results)]
     assert results["duplicate_keys"].detail == "1 duplicate (subscriber, channel, rank) keys"
     assert not results["duplicate_keys"].passed
-    assert results["price_floor"].detail.startswith("2 rows under the price floor") and not results["price_floor"].passed
+    assert (
+        results["price_floor"].detail.startswith("2 rows under the price floor")
+        and not results["price_floor"].passed
+    )
     assert results["coverage"].passed and results["coverage"].detail.startswith("75.0% of 4")
     assert results["psi_offer_id"].detail == "PSI 0.000 vs snapshot 2026-06-23 (limit 0.25)"
     assert results["freshness"].passed and results["non_empty"].passed and results["propensity"].passed
@@ -125,20 +193,49 @@ def test_run_checks_counts_duplicates_and_prices_under_the_floor(spark):
 
 def test_csv_export_has_treatment_rows_only_and_a_file_per_channel(spark, tmp_path):
     rows = [
-        ("a", "sms", 1, D2, "X", "upsell", 20000.0, 1.0, 0.2, ["up 42%", "Gold tier"], "treatment", D2, D2, "r"),
+        (
+            "a",
+            "sms",
+            1,
+            D2,
+            "X",
+            "upsell",
+            20000.0,
+            1.0,
+            0.2,
+            ["up 42%", "Gold tier"],
+            "treatment",
+            D2,
+            D2,
+            "r",
+        ),
         ("b", "sms", 1, D2, "Y", "upsell", 20000.0, 1.0, 0.2, ["r"], "control", D2, D2, "r"),
         ("a", "app", 2, D2, "Y", "upsell", 20000.0, 1.0, 0.2, ["r"], "treatment", D2, D2, "r"),
         ("a", "app", 1, D2, "X", "upsell", 20000.0, 1.0, 0.2, ["r"], "treatment", D2, D2, "r"),
     ]
-    paths = export_channels(spark.createDataFrame(offer_rows(rows), OFFERS_SCHEMA), str(tmp_path / "exports"), D2,
-                            ["sms", "app", "banking"], "csv")
+    paths = export_channels(
+        spark.createDataFrame(offer_rows(rows), OFFERS_SCHEMA),
+        str(tmp_path / "exports"),
+        D2,
+        ["sms", "app", "banking"],
+        "csv",
+    )
     base = tmp_path / "exports" / "2026-06-30"
     assert paths == {c: str(base / f"{c}.csv") for c in ("app", "banking", "sms")}
-    assert sorted(p.name for p in base.iterdir()) == ["app.csv", "banking.csv", "sms.csv"]  # no Spark leftovers
-    header = ("decision_id,subscriber_id,channel,rank,offer_id,offer_type,price,valid_from,valid_to,reason_codes,"
-              "as_of,run_id")
+    assert sorted(p.name for p in base.iterdir()) == [
+        "app.csv",
+        "banking.csv",
+        "sms.csv",
+    ]  # no Spark leftovers
+    header = (
+        "decision_id,subscriber_id,channel,rank,offer_id,offer_type,price,valid_from,valid_to,reason_codes,"
+        "as_of,run_id"
+    )
     sms = (base / "sms.csv").read_text().splitlines()
-    assert sms == [header, "d-a-X-sms,a,sms,1,X,upsell,20000.0,2026-06-30,2026-06-30,up 42% | Gold tier,2026-06-30,r"]
+    assert sms == [
+        header,
+        "d-a-X-sms,a,sms,1,X,upsell,20000.0,2026-06-30,2026-06-30,up 42% | Gold tier,2026-06-30,r",
+    ]
     app = (base / "app.csv").read_text().splitlines()
     assert [line.split(",")[3] for line in app[1:]] == ["1", "2"]  # ordered by rank
     assert (base / "banking.csv").read_text().splitlines() == [header]  # empty, not stale
@@ -147,8 +244,15 @@ def test_csv_export_has_treatment_rows_only_and_a_file_per_channel(spark, tmp_pa
 # ------------------------------------------------------------------------ the stage on a tiny lake
 def make_ctx(spark, lake, as_of, overrides=()):
     # No consents input in this lake: the config says push is allowed without a row.
-    config = parse_config({"lake": str(lake), "offers": {
-        "checks": {"max_psi": 0.5}, "allocation": {"consent_when_missing": {"push": "allow", "pull": "allow"}}}})
+    config = parse_config(
+        {
+            "lake": str(lake),
+            "offers": {
+                "checks": {"max_psi": 0.5},
+                "allocation": {"consent_when_missing": {"push": "allow", "pull": "allow"}},
+            },
+        }
+    )
     return StageContext(spark, config, TableStore(spark, config), as_of, f"run-{as_of}", frozenset(overrides))
 
 
@@ -159,53 +263,114 @@ def gold_inputs(spark, as_of: date, collapsed: bool = False, n: int = 30):
         sid = f"s{i:03d}"
         new = i % 5 == 0
         los, arpu = (30 if new else 200 + 10 * i), 20_000.0 + 5_000.0 * i
-        feats.append((sid, as_of, "prepaid" if i % 2 else "postpaid", los, arpu, 0.1 * (i % 7) - 0.2,
-                      0.05 * (i % 3), 0.1 * (i % 4) - 0.15, i % 4, 0.1 * (i % 5), 0.05 * (i % 6)))
-        segs.append((sid, as_of, TIERS[i % 3], los > 180 and arpu > 100_000, "new" if new else "base",
-                     PERSONAS[i % 4]))
-        p = (0.2, 0.2, 0.2) if collapsed else (0.05 + 0.03 * (i % 9), 0.04 + 0.02 * (i % 7), 0.02 + 0.04 * (i % 8))
-        scores.append((sid, as_of, *p, 500_000.0 + 20_000.0 * i, ["arpu_3m"], ["digital_share"], ["recency_days"]))
+        feats.append(
+            (
+                sid,
+                as_of,
+                "prepaid" if i % 2 else "postpaid",
+                los,
+                arpu,
+                0.1 * (i % 7) - 0.2,
+                0.05 * (i % 3),
+                0.1 * (i % 4) - 0.15,
+                i % 4,
+                0.1 * (i % 5),
+                0.05 * (i % 6),
+            )
+        )
+        segs.append(
+            (
+                sid,
+                as_of,
+                TIERS[i % 3],
+                los > 180 and arpu > 100_000,
+                "new" if new else "base",
+                PERSONAS[i % 4],
+            )
+        )
+        p = (
+            (0.2, 0.2, 0.2)
+            if collapsed
+            else (0.05 + 0.03 * (i % 9), 0.04 + 0.02 * (i % 7), 0.02 + 0.04 * (i % 8))
+        )
+        scores.append(
+            (sid, as_of, *p, 500_000.0 + 20_000.0 * i, ["arpu_3m"], ["digital_share"], ["recency_days"])
+        )
     return feats, segs, scores
 
 
-FEATURES_DDL = ("subscriber_id string, as_of date, payment_type string, length_of_stay_days int, arpu_3m double, "
-                "data_trend_pct double, voice_trend_pct double, revenue_trend_pct double, quota_low_count long, "
-                "voice_share double, digital_share double")
-SEGMENTS_DDL = ("subscriber_id string, as_of date, value_tier string, is_high_value boolean, lifecycle string, "
-                "persona_name string")
-SCORES_DDL = ("subscriber_id string, as_of date, p_upsell double, p_cross_sell double, p_churn double, "
-              "clv_12m double, reasons_upsell array<string>, reasons_cross_sell array<string>, "
-              "reasons_churn array<string>")
+FEATURES_DDL = (
+    "subscriber_id string, as_of date, payment_type string, length_of_stay_days int, arpu_3m double, "
+    "data_trend_pct double, voice_trend_pct double, revenue_trend_pct double, quota_low_count long, "
+    "voice_share double, digital_share double"
+)
+SEGMENTS_DDL = (
+    "subscriber_id string, as_of date, value_tier string, is_high_value boolean, lifecycle string, "
+    "persona_name string"
+)
+SCORES_DDL = (
+    "subscriber_id string, as_of date, p_upsell double, p_cross_sell double, p_churn double, "
+    "clv_12m double, reasons_upsell array<string>, reasons_cross_sell array<string>, "
+    "reasons_churn array<string>"
+)
 
 
 def write_usage(ctx, newest: date):
     """usage_daily whose newest day is `newest` (with a row on D1 too when that is not later)."""
     days = sorted({newest - timedelta(days=3), newest} | ({D1} if D1 <= newest else set()))
-    ctx.store.overwrite(ctx.spark.createDataFrame([(f"s{i:03d}", d) for i, d in enumerate(days)],
-                                                  "subscriber_id string, usage_date date"), "silver", "usage_daily")
+    ctx.store.overwrite(
+        ctx.spark.createDataFrame(
+            [(f"s{i:03d}", d) for i, d in enumerate(days)], "subscriber_id string, usage_date date"
+        ),
+        "silver",
+        "usage_daily",
+    )
 
 
 def write_scores(ctx, as_of: date, collapsed: bool):
-    ctx.store.overwrite_partition(ctx.spark.createDataFrame(gold_inputs(ctx.spark, as_of, collapsed)[2], SCORES_DDL),
-                                  "gold", "scores", as_of)
+    ctx.store.overwrite_partition(
+        ctx.spark.createDataFrame(gold_inputs(ctx.spark, as_of, collapsed)[2], SCORES_DDL),
+        "gold",
+        "scores",
+        as_of,
+    )
 
 
 def write_lake(ctx):
     """Gold inputs for D1 and D2 (one write per table) and silver inputs fresh for both dates."""
     spark, store = ctx.spark, ctx.store
     both = [gold_inputs(spark, d) for d in (D1, D2)]
-    for k, (name, ddl) in enumerate((("features", FEATURES_DDL), ("segments", SEGMENTS_DDL), ("scores", SCORES_DDL))):
-        store.overwrite(spark.createDataFrame(both[0][k] + both[1][k], ddl), "gold", name, partition_by=["as_of"])
+    for k, (name, ddl) in enumerate(
+        (("features", FEATURES_DDL), ("segments", SEGMENTS_DDL), ("scores", SCORES_DDL))
+    ):
+        store.overwrite(
+            spark.createDataFrame(both[0][k] + both[1][k], ddl), "gold", name, partition_by=["as_of"]
+        )
     write_usage(ctx, D2)
     ts = lambda d, h=9: datetime.combine(d, datetime.min.time()) + timedelta(hours=h)
-    store.overwrite(spark.createDataFrame([("s001", ts(D1), 10_000.0, "app"), ("s001", ts(D2), 10_000.0, "app")],
-                                          INPUT_SCHEMAS["recharges"]), "silver", "recharges")
-    store.overwrite(spark.createDataFrame([("s002", ts(D1), "quota_low", 5.0, None),
-                                           ("s002", ts(D2), "quota_low", 5.0, None)], INPUT_SCHEMAS["quota_events"]),
-                    "silver", "quota_events")
-    store.overwrite(spark.createDataFrame([("s003", "DATA_BOOST_5GB", "sms", ts(D1) - timedelta(days=2), "treatment",
-                                            False, None, 0.0)], REQUIRED_INPUT_SCHEMAS["offer_history"]),
-                    "silver", "offer_history")
+    store.overwrite(
+        spark.createDataFrame(
+            [("s001", ts(D1), 10_000.0, "app"), ("s001", ts(D2), 10_000.0, "app")], INPUT_SCHEMAS["recharges"]
+        ),
+        "silver",
+        "recharges",
+    )
+    store.overwrite(
+        spark.createDataFrame(
+            [("s002", ts(D1), "quota_low", 5.0, None), ("s002", ts(D2), "quota_low", 5.0, None)],
+            INPUT_SCHEMAS["quota_events"],
+        ),
+        "silver",
+        "quota_events",
+    )
+    store.overwrite(
+        spark.createDataFrame(
+            [("s003", "DATA_BOOST_5GB", "sms", ts(D1) - timedelta(days=2), "treatment", False, None, 0.0)],
+            REQUIRED_INPUT_SCHEMAS["offer_history"],
+        ),
+        "silver",
+        "offer_history",
+    )
 
 
 def offers_version(store):
@@ -227,8 +392,10 @@ def lake(spark, tmp_path_factory):
     result = run_stage(ctx, "offers")
     assert all(v.startswith("ok") for v in result.checks.values()), result.checks
     assert result.checks["psi_offer_id"] == "ok: no previous published snapshot to compare with"
-    assert result.row_counts["offers"] > 0 and result.row_counts["control"] + result.row_counts["treatment"] == \
-        result.row_counts["offers"]
+    assert (
+        result.row_counts["offers"] > 0
+        and result.row_counts["control"] + result.row_counts["treatment"] == result.row_counts["offers"]
+    )
     return root
 
 
@@ -243,7 +410,11 @@ def assert_refused_and_untouched(spark, lake, ctx, check: str, message_part: str
     assert offers_version(store) == before_version  # no commit at all on `offers`
     assert snapshot(store, D1) == before_rows  # the last good snapshot is still readable and the same
     assert store.read("gold", "offers").where(F.col("as_of") == F.lit(D2)).count() == 0
-    runs = store.read("gold", "runs").where((F.col("run_id") == ctx.run_id) & (F.col("stage") == "offers")).collect()
+    runs = (
+        store.read("gold", "runs")
+        .where((F.col("run_id") == ctx.run_id) & (F.col("stage") == "offers"))
+        .collect()
+    )
     assert runs[-1]["status"] == "refused" and runs[-1]["checks"][check].startswith("failed")
     assert not (lake / "exports" / D2.isoformat()).exists()  # channels keep the last good exports
 
@@ -252,8 +423,13 @@ def test_stuck_feed_refuses_and_keeps_the_published_snapshot(spark, lake):
     ctx = make_ctx(spark, lake, D2)
     write_usage(ctx, D2 - timedelta(days=10))
     try:
-        assert_refused_and_untouched(spark, lake, ctx, "freshness",
-                                     "newest usage_daily event 2026-06-20 is 10 days before as_of 2026-06-30 (limit 2)")
+        assert_refused_and_untouched(
+            spark,
+            lake,
+            ctx,
+            "freshness",
+            "newest usage_daily event 2026-06-20 is 10 days before as_of 2026-06-30 (limit 2)",
+        )
     finally:
         write_usage(ctx, D2)
 
@@ -266,12 +442,12 @@ def test_an_infeasible_minimum_volume_refuses_and_keeps_the_published_snapshot(s
     path = tmp_path / "offers.yaml"
     path.write_text(yaml.safe_dump(catalog))
     base = make_ctx(spark, lake, D2)
-    config = base.config.model_copy(update={"offers": base.config.offers.model_copy(
-        update={"catalog_file": str(path)})})
+    config = base.config.model_copy(
+        update={"offers": base.config.offers.model_copy(update={"catalog_file": str(path)})}
+    )
     ctx = StageContext(spark, config, TableStore(spark, config), D2, "run-infeasible")
     offer_id = catalog["offers"][0]["offer_id"]
-    assert_refused_and_untouched(spark, lake, ctx, "allocation",
-                                 f"infeasible: min_volume:{offer_id}: only ")
+    assert_refused_and_untouched(spark, lake, ctx, "allocation", f"infeasible: min_volume:{offer_id}: only ")
 
 
 def test_cli_refusal_prints_where_things_stand_then_one_error_line(spark, lake, tmp_path, capsys):
@@ -281,18 +457,24 @@ def test_cli_refusal_prints_where_things_stand_then_one_error_line(spark, lake, 
 
     repo = Path(__file__).resolve().parents[1]
     conf = tmp_path / "conf.yaml"
-    conf.write_text(yaml.safe_dump(
-        {"offers": {"catalog_file": str(repo / "conf" / "offers.yaml"), "checks": {"max_psi": 0.5}}}))
+    conf.write_text(
+        yaml.safe_dump(
+            {"offers": {"catalog_file": str(repo / "conf" / "offers.yaml"), "checks": {"max_psi": 0.5}}}
+        )
+    )
     ctx = make_ctx(spark, lake, D2)
     write_usage(ctx, D2 - timedelta(days=10))
     try:
-        code = main(["run", "--as-of", D2.isoformat(), "--stages", "offers", "--conf", str(conf),
-                     "--lake", str(lake)])
+        code = main(
+            ["run", "--as-of", D2.isoformat(), "--stages", "offers", "--conf", str(conf), "--lake", str(lake)]
+        )
     finally:
         write_usage(ctx, D2)
     out, err = capsys.readouterr()
     assert code != 0
-    assert "publish status: refused: publish refused: freshness: newest usage_daily event 2026-06-20" in out, err
+    assert (
+        "publish status: refused: publish refused: freshness: newest usage_daily event 2026-06-20" in out
+    ), err
     assert err.strip().splitlines()[-1].startswith("cvo: error: publish refused: freshness: ")
 
 
@@ -300,8 +482,9 @@ def test_collapsed_model_refuses_and_keeps_the_published_snapshot(spark, lake):
     ctx = make_ctx(spark, lake, D2)
     write_scores(ctx, D2, collapsed=True)
     try:
-        assert_refused_and_untouched(spark, lake, ctx, "propensity",
-                                     "p_upsell std 0.000000 < 0.0001 (collapsed model)")
+        assert_refused_and_untouched(
+            spark, lake, ctx, "propensity", "p_upsell std 0.000000 < 0.0001 (collapsed model)"
+        )
     finally:
         write_scores(ctx, D2, collapsed=False)
 
@@ -320,7 +503,9 @@ def test_run_killed_between_staging_and_publish_leaves_the_snapshot(spark, lake,
         stage.run(ctx)
     staged = ctx.store.read("gold", "offers_staging").where(F.col("as_of") == F.lit(D2)).count()
     assert staged > 0  # it died after staging ...
-    assert offers_version(ctx.store) == before_version and snapshot(ctx.store, D1) == before_rows  # ... published intact
+    assert (
+        offers_version(ctx.store) == before_version and snapshot(ctx.store, D1) == before_rows
+    )  # ... published intact
 
 
 def test_override_publishes_records_it_and_exports_treatment_only(spark, lake):
@@ -341,8 +526,12 @@ def test_override_publishes_records_it_and_exports_treatment_only(spark, lake):
     for channel in ("sms", "ussd", "app", "ecommerce", "banking"):
         path = lake / "exports" / D2.isoformat() / f"{channel}.jsonl"
         rows = [json.loads(line) for line in path.read_text().splitlines()]
-        expected = {(r["subscriber_id"], r["offer_id"]) for r in published.where(
-            (F.col("channel") == channel) & (F.col("group") == "treatment")).collect()}
+        expected = {
+            (r["subscriber_id"], r["offer_id"])
+            for r in published.where(
+                (F.col("channel") == channel) & (F.col("group") == "treatment")
+            ).collect()
+        }
         assert {(r["subscriber_id"], r["offer_id"]) for r in rows} == expected, channel
         assert not control & {r["subscriber_id"] for r in rows}
         assert all(r["channel"] == channel for r in rows)
@@ -353,10 +542,16 @@ def test_override_publishes_records_it_and_exports_treatment_only(spark, lake):
     # The decision log holds every published row (treatment and control) under the same ids.
     decisions = ctx.store.read("gold", "decisions").where(F.col("as_of") == F.lit(D2))
     assert sorted(r["decision_id"] for r in decisions.collect()) == sorted(
-        r["decision_id"] for r in published.collect())
+        r["decision_id"] for r in published.collect()
+    )
     assert decisions.where((F.col("probability") != 1.0) | (F.col("source") != "batch")).count() == 0
     assert {p.name for p in (lake / "exports" / D2.isoformat()).iterdir()} == {
-        "sms.jsonl", "ussd.jsonl", "app.jsonl", "ecommerce.jsonl", "banking.jsonl"}
+        "sms.jsonl",
+        "ussd.jsonl",
+        "app.jsonl",
+        "ecommerce.jsonl",
+        "banking.jsonl",
+    }
     runs = ctx.store.read("gold", "runs").where(F.col("run_id") == ctx.run_id).collect()
     assert runs[-1]["status"] == "succeeded" and runs[-1]["checks"]["freshness"].startswith("overridden")
 
@@ -366,45 +561,104 @@ def test_decision_audit_catches_each_broken_rule_independently_of_the_engine(spa
     from cvo_spark.offers.allocation import Constraint
     from cvo_spark.offers.publish import audit_decisions
 
-    cat = parse_catalog({
-        "channels": {"sms": {"slots": 1}, "ussd": {"slots": 3}, "app": {"slots": 2}},
-        "offers": [{"offer_id": o, "offer_type": "upsell", "category": "data", "price": 20000, "unit_cost": 5000,
-                    "channels": ["sms", "ussd", "app"]} for o in ("A", "B", "C", "D")]})
+    cat = parse_catalog(
+        {
+            "channels": {"sms": {"slots": 1}, "ussd": {"slots": 3}, "app": {"slots": 2}},
+            "offers": [
+                {
+                    "offer_id": o,
+                    "offer_type": "upsell",
+                    "category": "data",
+                    "price": 20000,
+                    "unit_cost": 5000,
+                    "channels": ["sms", "ussd", "app"],
+                }
+                for o in ("A", "B", "C", "D")
+            ],
+        }
+    )
     row = lambda sid, ch, rank, offer, cost=0.0, group="treatment": (
-        sid, ch, rank, D2, offer, "upsell", 20000.0, 1.0, 0.2, ["r"], group, D2, D2, "r", 10.0, 0.01, "model", cost,
-        0.0, 1.0, f"d-{sid}-{offer}-{ch}")
+        sid,
+        ch,
+        rank,
+        D2,
+        offer,
+        "upsell",
+        20000.0,
+        1.0,
+        0.2,
+        ["r"],
+        group,
+        D2,
+        D2,
+        "r",
+        10.0,
+        0.01,
+        "model",
+        cost,
+        0.0,
+        1.0,
+        f"d-{sid}-{offer}-{ch}",
+    )
     good = [row("g", "sms", 1, "A", 100.0), row("g", "app", 1, "B")]
     bad = [
-        row("many", "app", 1, "A"), row("many", "app", 2, "B"), row("many", "ussd", 1, "C"), row("many", "ussd", 2, "D"),
-        row("twice", "sms", 1, "A"), row("twice", "app", 1, "A"),
-        row("pushy", "sms", 1, "A"), row("pushy", "ussd", 1, "B"),
+        row("many", "app", 1, "A"),
+        row("many", "app", 2, "B"),
+        row("many", "ussd", 1, "C"),
+        row("many", "ussd", 2, "D"),
+        row("twice", "sms", 1, "A"),
+        row("twice", "app", 1, "A"),
+        row("pushy", "sms", 1, "A"),
+        row("pushy", "ussd", 1, "B"),
         row("slots", "sms", 2, "B"),
         row("optout", "sms", 1, "C", 900.0),
         row("ctrl", "sms", 1, "A", 1e9, group="control"),  # control rows are never sent: not audited
     ]
     history = spark.createDataFrame([], REQUIRED_INPUT_SCHEMAS["offer_history"])
-    consents = spark.createDataFrame([("optout", "sms", False, datetime(2026, 6, 1))],
-                                     "subscriber_id string, channel string, allowed boolean, updated_ts timestamp")
-    constraints = [Constraint("capacity:sms", "channel_capacity", "sms", 3),
-                   Constraint("budget:b", "budget", "b", 500.0, offers=("A", "C")),
-                   Constraint("max_volume:B", "offer_max", "B", 2), Constraint("min_volume:D", "offer_min", "D", 2)]
-    kwargs = dict(max_offers=3, max_push_contacts=1, contact_window_days=7,
-                  consent_allowed={"sms": True, "ussd": True, "app": True})
-    ok = audit_decisions(spark.createDataFrame(good, OFFERS_SCHEMA), history, consents, D2, constraints[:1], cat,
-                         **kwargs)
+    consents = spark.createDataFrame(
+        [("optout", "sms", False, datetime(2026, 6, 1))],
+        "subscriber_id string, channel string, allowed boolean, updated_ts timestamp",
+    )
+    constraints = [
+        Constraint("capacity:sms", "channel_capacity", "sms", 3),
+        Constraint("budget:b", "budget", "b", 500.0, offers=("A", "C")),
+        Constraint("max_volume:B", "offer_max", "B", 2),
+        Constraint("min_volume:D", "offer_min", "D", 2),
+    ]
+    kwargs = dict(
+        max_offers=3,
+        max_push_contacts=1,
+        contact_window_days=7,
+        consent_allowed={"sms": True, "ussd": True, "app": True},
+    )
+    ok = audit_decisions(
+        spark.createDataFrame(good, OFFERS_SCHEMA), history, consents, D2, constraints[:1], cat, **kwargs
+    )
     assert all(r.passed for r in ok), ok
-    results = {r.name: r for r in audit_decisions(
-        spark.createDataFrame(good + bad, OFFERS_SCHEMA), history, consents, D2, constraints, cat, **kwargs)}
+    results = {
+        r.name: r
+        for r in audit_decisions(
+            spark.createDataFrame(good + bad, OFFERS_SCHEMA),
+            history,
+            consents,
+            D2,
+            constraints,
+            cat,
+            **kwargs,
+        )
+    }
     assert results["offer_cap"].detail == "1 subscriber(s) with more than 3 offers"
     assert results["one_channel_per_offer"].detail == "1 (subscriber, offer) pairs on several channels"
-    assert results["push_contacts"].detail == "1 subscriber(s) over 1 push contacts in 7 days"  # pushy: sms + ussd
+    assert (
+        results["push_contacts"].detail == "1 subscriber(s) over 1 push contacts in 7 days"
+    )  # pushy: sms + ussd
     assert results["slots"].detail == "1 rows ranked past their channel's slots"
     assert results["capacity"].detail == "sms 5 > 3"
     assert results["budget"].detail == "b Rp 1,000 > Rp 500"
     assert results["volume"].detail == "B 4 > max 2; D 1 < min 2"
     assert results["consent"].detail == "1 rows to a channel without consent"
     assert not any(r.passed for r in results.values())
-    assert tuple(results) == CHECK_NAMES[-len(results):]
+    assert tuple(results) == CHECK_NAMES[-len(results) :]
 
 
 # ------------------------------------------------------------------------ end to end
@@ -414,7 +668,12 @@ def test_end_to_end_on_generated_data(spark, pipeline_lake):
     from cvo_spark.offers.explain import explain
     from cvo_spark.pipeline import new_run_id
 
-    ctx, as_of, lake, config = pipeline_lake.ctx, pipeline_lake.as_of, pipeline_lake.lake, pipeline_lake.ctx.config
+    ctx, as_of, lake, config = (
+        pipeline_lake.ctx,
+        pipeline_lake.as_of,
+        pipeline_lake.lake,
+        pipeline_lake.ctx.config,
+    )
     result = pipeline_lake.results["offers"]
     assert all(v.startswith("ok") for v in result.checks.values()), result.checks
 
@@ -426,15 +685,22 @@ def test_end_to_end_on_generated_data(spark, pipeline_lake):
     worst = {r["channel"]: r["m"] for r in offers.groupBy("channel").agg(F.max("rank").alias("m")).collect()}
     assert all(worst[c] <= slots[c] for c in worst)
     assert offers.where((F.size("reason_codes") < 2) | (F.size("reason_codes") > 3)).count() == 0
-    groups = offers.groupBy("subscriber_id").agg(F.countDistinct("group").alias("g"), F.first("group").alias("group"))
+    groups = offers.groupBy("subscriber_id").agg(
+        F.countDistinct("group").alias("g"), F.first("group").alias("group")
+    )
     assert groups.where(F.col("g") > 1).count() == 0  # a subscriber is wholly treatment or control
     share = groups.where(F.col("group") == "control").count() / groups.count()
     assert abs(share - 0.1) < 0.04
     assert offers.where(F.col("valid_from") != F.lit(as_of + timedelta(days=1))).count() == 0
 
     # Exports: treatment only.
-    control = {r["subscriber_id"] for r in offers.where(F.col("group") == "control").select("subscriber_id").collect()}
-    app = [json.loads(x) for x in (lake / "exports" / as_of.isoformat() / "app.jsonl").read_text().splitlines()]
+    control = {
+        r["subscriber_id"]
+        for r in offers.where(F.col("group") == "control").select("subscriber_id").collect()
+    }
+    app = [
+        json.loads(x) for x in (lake / "exports" / as_of.isoformat() / "app.jsonl").read_text().splitlines()
+    ]
     assert app and not control & {r["subscriber_id"] for r in app}
 
     # Idempotent: re-running the stage leaves the same offers (new run_id only).

@@ -414,7 +414,8 @@ def test_matrix_cells_and_legend_follow_the_quadrant_classifier(spark):
     from cvo_spark.segments.rules import quadrant
 
     levels = spark.createDataFrame(
-        [(True, True), (True, False), (False, True), (False, False)], "high_revenue boolean, high_usage boolean"
+        [(True, True), (True, False), (False, True), (False, False)],
+        "high_revenue boolean, high_usage boolean",
     )
     classified = levels.select(
         "high_revenue",
@@ -451,7 +452,13 @@ def test_tiers_read_top_tier_first_whatever_their_revenue(spark):
         "subscriber_id string, value_tier string",
     )
     features = spark.createDataFrame(
-        [("a", 300.0, 100.0), ("b", 300.0, 100.0), ("c", 200.0, 70.0), ("d", 100.0, 40.0), ("e", 900.0, 300.0)],
+        [
+            ("a", 300.0, 100.0),
+            ("b", 300.0, 100.0),
+            ("c", 200.0, 70.0),
+            ("d", 100.0, 40.0),
+            ("e", 900.0, 300.0),
+        ],
         "subscriber_id string, revenue_3m double, arpu_3m double",
     )
     by_revenue = [r["value_tier"] for r in tier_summary(segments, features).collect()]
@@ -568,7 +575,9 @@ def test_report_stage_writes_file_and_summary(spark, gold_store, tmp_path, capsy
     assert "72.9% of revenue" in printed
     assert "personas found: 2" in printed
     assert "churn 0.995 (not promoted)" in printed and "upsell 0.781 (champion)" in printed
-    assert "average predicted CLV (12 months): Rp 566,667 over 4 scored subscribers" in printed  # nulls skipped
+    assert (
+        "average predicted CLV (12 months): Rp 566,667 over 4 scored subscribers" in printed
+    )  # nulls skipped
     assert "treatment 3, control 1" in printed
     assert "publish status: refused: distribution shift" in printed
 

@@ -117,12 +117,16 @@ def test_cvo_report_of_a_real_pipeline_lake_renders(browser, pipeline_lake, tmp_
     html = out.read_text(encoding="utf-8")
     # Every section came from a real table: none says its stage has not run.
     assert "has not run" not in html and "no stage has run" not in html
-    done = run_chromium(browser, tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom", out.as_uri())
+    done = run_chromium(
+        browser, tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom", out.as_uri()
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     rendered = re.search(r'data-charts-rendered="(\d+)"', done.stdout)
     errors = re.search(r'data-script-errors="(\d+)"', done.stdout)
     assert rendered and errors and int(errors.group(1)) == 0
     assert int(rendered.group(1)) == html.count('<svg class="chart"') >= 10
     shot = tmp_path / "report.png"
-    done = run_chromium(browser, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1400,3000", out.as_uri())
+    done = run_chromium(
+        browser, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1400,3000", out.as_uri()
+    )
     assert done.returncode == 0 and shot.stat().st_size > 60_000

@@ -133,8 +133,11 @@ def make_ctx(spark, tmp_path, **stream):
             "lake": str(tmp_path / "lake"),
             "stream": {"watermark_minutes": 60, "suppress_minutes": 720, **stream},
             # Quiet hours off: these tests are about recovery; quiet hours have their own test.
-            "offers": {"contact_window_days": 7, "max_contacts_per_channel": 3,
-                       "allocation": {"quiet_hours_start": 0, "quiet_hours_end": 0}},
+            "offers": {
+                "contact_window_days": 7,
+                "max_contacts_per_channel": 3,
+                "allocation": {"quiet_hours_start": 0, "quiet_hours_end": 0},
+            },
         }
     )
     store = TableStore(spark, config)
@@ -228,6 +231,7 @@ LATER_EXPECTED = [
     ("S1", "quota_low", ts("2026-07-03 10:00"), "O_APP1", "app"),
 ]
 
+
 def test_stop_mid_stream_then_restart_matches_clean_run(spark, tmp_path):
     ctx = make_ctx(spark, tmp_path, max_files_per_trigger=1, trigger_seconds=1)
     seed_lake(ctx)
@@ -256,11 +260,19 @@ def test_stream_process_killed_mid_run_then_restarted_loses_and_duplicates_nothi
 
     import yaml
 
-    stream = {"watermark_minutes": 60, "suppress_minutes": 720, "max_files_per_trigger": 1, "trigger_seconds": 1}
-    offers = {"contact_window_days": 7, "max_contacts_per_channel": 3,
-              "allocation": {"quiet_hours_start": 0, "quiet_hours_end": 0},  # as make_ctx: quiet hours off
-              # The stream reads the catalog's channel kinds (push channels keep quiet hours).
-              "catalog_file": str(Path(__file__).resolve().parents[1] / "conf" / "offers.yaml")}
+    stream = {
+        "watermark_minutes": 60,
+        "suppress_minutes": 720,
+        "max_files_per_trigger": 1,
+        "trigger_seconds": 1,
+    }
+    offers = {
+        "contact_window_days": 7,
+        "max_contacts_per_channel": 3,
+        "allocation": {"quiet_hours_start": 0, "quiet_hours_end": 0},  # as make_ctx: quiet hours off
+        # The stream reads the catalog's channel kinds (push channels keep quiet hours).
+        "catalog_file": str(Path(__file__).resolve().parents[1] / "conf" / "offers.yaml"),
+    }
     ctx = make_ctx(spark, tmp_path, max_files_per_trigger=1, trigger_seconds=1)
     seed_lake(ctx)
     later = [  # one file each, in time order (none is late); S3 (control) and S6 (no offers) get nothing
@@ -399,7 +411,14 @@ def test_history_is_cut_to_what_the_batch_can_use_and_the_result_is_unchanged(sp
     emitted = spark.createDataFrame(
         [
             ("S5", "quota_low", ts("2026-06-30 22:00"), "O_SMS5", "sms", ts("2026-06-30 22:00")),  # 12 h back
-            ("S5", "quota_low", ts("2026-04-01 10:00"), "O_SMS5", "sms", ts("2026-04-01 10:00")),  # months back
+            (
+                "S5",
+                "quota_low",
+                ts("2026-04-01 10:00"),
+                "O_SMS5",
+                "sms",
+                ts("2026-04-01 10:00"),
+            ),  # months back
         ],
         TRIGGER_OFFERS_SCHEMA,
     )
@@ -428,7 +447,9 @@ def test_quiet_hours_keep_push_channels_silent_and_fall_back_to_pull(spark):
 
     from cvo_spark.stream.triggers import in_quiet_hours
 
-    hours = spark.createDataFrame([(ts(f"2026-07-01 {h:02d}:30"),) for h in (7, 8, 20, 21, 23)], "t timestamp")
+    hours = spark.createDataFrame(
+        [(ts(f"2026-07-01 {h:02d}:30"),) for h in (7, 8, 20, 21, 23)], "t timestamp"
+    )
     quiet = [r["q"] for r in hours.select(in_quiet_hours(F.col("t"), 21, 8).alias("q")).collect()]
     assert quiet == [True, False, False, True, True]  # 21:00-07:59, wrapping midnight
     assert hours.where(in_quiet_hours(F.col("t"), 9, 9)).count() == 0  # start == end: never
@@ -440,8 +461,15 @@ def test_quiet_hours_keep_push_channels_silent_and_fall_back_to_pull(spark):
             ("S1", "2026-07-01 12:00", "quota_expiring"),  # daytime: sms as configured
         ],
     )
-    quiet_rules = replace(rules(suppress_minutes=0), push_channels=("sms", "ussd"), quiet_start=21, quiet_end=8)
+    quiet_rules = replace(
+        rules(suppress_minutes=0), push_channels=("sms", "ussd"), quiet_start=21, quiet_end=8
+    )
     out = select_trigger_offers(ev, offers, contacts, emitted, quiet_rules)
-    expected = as_expected(spark, [("S2", "quota_expiring", ts("2026-07-01 22:00"), "O_APP2B", "app"),
-                                   ("S1", "quota_expiring", ts("2026-07-01 12:00"), "O_SMS1", "sms")])
+    expected = as_expected(
+        spark,
+        [
+            ("S2", "quota_expiring", ts("2026-07-01 22:00"), "O_APP2B", "app"),
+            ("S1", "quota_expiring", ts("2026-07-01 12:00"), "O_SMS1", "sms"),
+        ],
+    )
     assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)

@@ -88,7 +88,9 @@ def test_clv_parameters_round_trip_through_the_registry(tmp_path):
     model = ClvModel(BgNbdParams(0.24, 4.4, 0.79, 2.4), GammaGammaParams(6.25, 3.74, 15.44), 7.0)
     with mlflow.start_run():
         version = mlflow_store.log_clv_model(model.as_dict(), "cvo_test_clv")
-    assert mlflow_store.assign_aliases("cvo_test_clv", version, 0.4, None, higher_is_better=False) == "champion"
+    assert (
+        mlflow_store.assign_aliases("cvo_test_clv", version, 0.4, None, higher_is_better=False) == "champion"
+    )
     mlflow_store.tag_version("cvo_test_clv", version, {"model_kind": "bgnbd"})
     kind, loaded = mlflow_store.load_clv_champion("cvo_test_clv")
     assert kind == "bgnbd" and loaded == model
@@ -110,6 +112,7 @@ AS_OF = date(2026, 6, 30)
 def lake(spark, tmp_path_factory):
     from cvo_spark.features import stage as features_stage
     from cvo_spark.synth.generate import write_bronze
+
     root = tmp_path_factory.mktemp("e2e_models")
     write_bronze(spark, str(root / "bronze"), 2000, 180, 11)
     cfg = parse_config(
@@ -134,6 +137,7 @@ def _metrics(ctx) -> dict:
 def test_train_score_end_to_end(lake):
     from cvo_spark.models import score_stage as score
     from cvo_spark.models import train_stage as train
+
     ctx = lake
     first = train.run(ctx)
     m1 = _metrics(ctx)

@@ -30,8 +30,13 @@ from cvo_spark.core.schemas import ENUMS, PRODUCT_CATEGORIES, SUBSCRIBER_CHANNEL
 #: consent, quiet hours); pull channels show slots when the subscriber comes (app, shops).
 CHANNEL_KINDS: tuple[str, ...] = ("push", "pull")
 DEFAULT_CHANNEL_KIND: dict[str, str] = {
-    "sms": "push", "ussd": "push", "call_centre": "push",
-    "app": "pull", "ecommerce": "pull", "banking": "pull", "retail": "pull",
+    "sms": "push",
+    "ussd": "push",
+    "call_centre": "push",
+    "app": "pull",
+    "ecommerce": "pull",
+    "banking": "pull",
+    "retail": "pull",
 }
 
 #: Offer types and the model score each one is driven by (see cvo_spark/offers/engine.py).
@@ -71,8 +76,10 @@ class Eligibility(_Frozen):
 
     @model_validator(mode="after")
     def _ranges(self) -> Eligibility:
-        pairs = (("arpu_3m", self.min_arpu_3m, self.max_arpu_3m), ("tenure_days", self.min_tenure_days,
-                 self.max_tenure_days))
+        pairs = (
+            ("arpu_3m", self.min_arpu_3m, self.max_arpu_3m),
+            ("tenure_days", self.min_tenure_days, self.max_tenure_days),
+        )
         for name, low, high in pairs:
             if low is not None and high is not None and low > high:
                 raise ValueError(f"min_{name} {low} > max_{name} {high}")
@@ -309,7 +316,9 @@ def check_type_weights(type_weights: dict[str, float]) -> None:
     """`offers.type_weights` keys must be offer types and the weights non-negative."""
     for key, weight in type_weights.items():
         if key not in OFFER_TYPES:
-            raise ConfigError(f"offers.type_weights.{key}: unknown offer type; known: {', '.join(OFFER_TYPES)}")
+            raise ConfigError(
+                f"offers.type_weights.{key}: unknown offer type; known: {', '.join(OFFER_TYPES)}"
+            )
         if weight < 0:
             raise ConfigError(f"offers.type_weights.{key}: weight must be >= 0, got {weight}")
 
@@ -384,7 +393,13 @@ def offer_channels_frame(spark: SparkSession, catalog: Catalog) -> DataFrame:
     """One row per (offer, channel it may go out on) with the channel's slot count, kind
     ('push'/'pull') and cost per contact."""
     rows = [
-        (o.offer_id, ch, catalog.channels[ch].slots, catalog.kind(ch), float(catalog.channels[ch].contact_cost))
+        (
+            o.offer_id,
+            ch,
+            catalog.channels[ch].slots,
+            catalog.kind(ch),
+            float(catalog.channels[ch].contact_cost),
+        )
         for o in catalog.offers
         for ch in o.channels
     ]

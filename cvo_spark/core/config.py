@@ -159,7 +159,12 @@ class PersonasConfig(_Section):
     #: Features that are totals over the 3-month window: for subscribers younger than the
     #: window they are scaled up to the full window (features.windows.arpu_long_days)
     #: before clustering, so a short tenure does not read as light usage. () turns it off.
-    window_total_features: tuple[str, ...] = ("arpu_3m", "data_mb_3m", "voice_minutes_3m", "recharge_count_3m")
+    window_total_features: tuple[str, ...] = (
+        "arpu_3m",
+        "data_mb_3m",
+        "voice_minutes_3m",
+        "recharge_count_3m",
+    )
     #: Fit K-Means on subscribers with a complete window only (everyone is still assigned);
     #: falls back to everyone when fewer than k_max of them.
     fit_full_window_only: bool = True
@@ -373,7 +378,9 @@ class AllocationConfig(_Section):
         known = (*SUBSCRIBER_CHANNELS, "push", "pull")
         for key in self.consent_when_missing:
             if key not in known:
-                raise ValueError(f"consent_when_missing.{key}: unknown channel or kind; known: {', '.join(known)}")
+                raise ValueError(
+                    f"consent_when_missing.{key}: unknown channel or kind; known: {', '.join(known)}"
+                )
         if not {"push", "pull"} <= set(self.consent_when_missing):
             raise ValueError("consent_when_missing must say 'push' and 'pull' (no silent allow)")
         return self
@@ -458,7 +465,6 @@ class Config(_Section):
     def with_lake(self, lake: str | None) -> Config:
         """A copy pointing at another lake root (the CLI's --lake)."""
         return self if lake is None else self.model_copy(update={"lake": lake})
-
 
 
 def _format_error(err: ValidationError, source: str) -> str:

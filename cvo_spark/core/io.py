@@ -91,7 +91,9 @@ class TableStore:
         if override:
             if _is_catalog(override):
                 return TableRef(layer, name, catalog_name=override)
-            return TableRef(layer, name, path=override if "://" in override else str(Path(override).absolute()))
+            return TableRef(
+                layer, name, path=override if "://" in override else str(Path(override).absolute())
+            )
         location = getattr(tables, layer)
         if _is_catalog(location):
             return TableRef(layer, name, catalog_name=f"{location}.{name}")
@@ -152,7 +154,9 @@ class TableStore:
         else:
             writer.save(ref.path)
 
-    def overwrite(self, df: DataFrame, layer: str, name: str, partition_by: Sequence[str] | None = None) -> None:
+    def overwrite(
+        self, df: DataFrame, layer: str, name: str, partition_by: Sequence[str] | None = None
+    ) -> None:
         """Replace the whole table in one Delta commit (schema replaced too)."""
         writer = self._writer(df, "overwrite", partition_by).option("overwriteSchema", "true")
         self._save(writer, self.ref(layer, name))
@@ -308,7 +312,9 @@ def conform_to_contract(df: DataFrame, table: str) -> DataFrame:
     if extra:
         log.warning("table %s: ignoring extra column(s) %s", table, ", ".join(extra))
     df = with_optional_columns(df, table)
-    return df.select(*[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in INPUT_SCHEMAS[table].fields])
+    return df.select(
+        *[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in INPUT_SCHEMAS[table].fields]
+    )
 
 
 def with_optional_columns(df: DataFrame, table: str) -> DataFrame:
@@ -360,7 +366,11 @@ def unreadable_table_error(err: BaseException, where: str) -> UnreadableDataErro
     file = _DATA_FILE.search(str(err))
     parts = file.group(0).split("/") if file else []
     table = next(
-        (f"{parts[i]}.{parts[i + 1]}" for i in range(len(parts) - 1) if parts[i] in ("bronze", "silver", "gold")),
+        (
+            f"{parts[i]}.{parts[i + 1]}"
+            for i in range(len(parts) - 1)
+            if parts[i] in ("bronze", "silver", "gold")
+        ),
         "a lake table",
     )
     return UnreadableDataError(

@@ -35,7 +35,15 @@ def _schema(*fields: tuple[str, DataType] | tuple[str, DataType, bool]) -> Struc
     return StructType(out)
 
 
-S, D, DT, TS, L, I, B = StringType(), DoubleType(), DateType(), TimestampType(), LongType(), IntegerType(), BooleanType()
+S, D, DT, TS, L, I, B = (
+    StringType(),
+    DoubleType(),
+    DateType(),
+    TimestampType(),
+    LongType(),
+    IntegerType(),
+    BooleanType(),
+)
 
 # --------------------------------------------------------------------------- bronze
 INPUT_SCHEMAS: dict[str, StructType] = {

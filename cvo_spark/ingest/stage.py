@@ -52,6 +52,7 @@ APPEND_ONLY_SILVER = frozenset({"quota_events"})
 class IdModeChangedError(CvoError):
     """An append-only silver table holds ids written another way (raw vs pseudonym, or another key)."""
 
+
 log = logging.getLogger(__name__)
 
 
@@ -122,7 +123,12 @@ def ingest(
     try:
         for table in order:
             frame = tag_rows(
-                bronze[table], table, now, future_tolerance_hours, _owners(table, valid), pseudonym_key,
+                bronze[table],
+                table,
+                now,
+                future_tolerance_hours,
+                _owners(table, valid),
+                pseudonym_key,
                 earliest_event_date,
             ).persist(StorageLevel.MEMORY_AND_DISK)
             tagged[table] = frame

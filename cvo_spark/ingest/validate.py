@@ -344,14 +344,17 @@ def _consistency_rules(table: str) -> list[tuple[Column, Column]]:
             (
                 # Features count an acceptance only by its time: without one it would vanish.
                 (_c("accepted") == F.lit(True)) & _c("accepted_ts").isNull(),
-                F.lit("offer_history.accepted_ts: missing for an accepted offer (when it was accepted is unknown)"),
+                F.lit(
+                    "offer_history.accepted_ts: missing for an accepted offer (when it was accepted is unknown)"
+                ),
             ),
             (
                 # A logged choice had a positive probability, at most 1: 0 would make any
                 # off-policy weight infinite, above 1 is not a probability.
                 (_c("propensity") == 0) | (_c("propensity") > 1),
                 F.concat(
-                    F.lit("offer_history.propensity: not a probability in (0, 1]: "), _c("propensity").cast("string")
+                    F.lit("offer_history.propensity: not a probability in (0, 1]: "),
+                    _c("propensity").cast("string"),
                 ),
             ),
         ]

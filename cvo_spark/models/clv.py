@@ -184,11 +184,16 @@ def _minimize_in_box(objective, x0: np.ndarray, bounds) -> np.ndarray | None:
     always inside the box (None when the objective is not finite there)."""
     lo, hi = (np.array(b, dtype=float) for b in zip(*bounds))
     res = minimize(
-        objective, np.clip(x0, lo, hi), method="Nelder-Mead",
+        objective,
+        np.clip(x0, lo, hi),
+        method="Nelder-Mead",
         options={"xatol": 1e-7, "fatol": 1e-10, "maxiter": 20_000},
     )
     res = minimize(
-        objective, np.clip(res.x, lo, hi), method="L-BFGS-B", bounds=list(zip(lo, hi)),
+        objective,
+        np.clip(res.x, lo, hi),
+        method="L-BFGS-B",
+        bounds=list(zip(lo, hi)),
         options={"ftol": 1e-13, "gtol": 1e-9},
     )
     return np.clip(res.x, lo, hi) if np.isfinite(res.fun) else None

@@ -66,7 +66,9 @@ class TrainingHistoryError(CvoError):
     """Too few training snapshots have a full feature window of history behind them."""
 
 
-def snapshots_with_history(snapshots: Sequence[date], data_start: date | None, min_history_days: int) -> list[date]:
+def snapshots_with_history(
+    snapshots: Sequence[date], data_start: date | None, min_history_days: int
+) -> list[date]:
     """The snapshots with at least `min_history_days` of data on or before them.
 
     A snapshot with less sees truncated 3-month features (a 3-month ARPU over 29 days of
@@ -185,7 +187,9 @@ def build_labels(
         .agg(
             F.max(F.when(p_day <= F.lit(snapshot), F.col("price"))).alias("max_price_before"),
             F.max(F.when(_between(p_day, snapshot, window_end), F.col("price"))).alias("max_price_window"),
-            F.max(F.when(_between(p_day, active_from, window_end), F.lit(1))).alias("purchased_late_in_window"),
+            F.max(F.when(_between(p_day, active_from, window_end), F.lit(1))).alias(
+                "purchased_late_in_window"
+            ),
             F.collect_set(
                 F.when(
                     _between(p_day, snapshot - timedelta(days=lookback_days), snapshot),

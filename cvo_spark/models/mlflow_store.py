@@ -609,7 +609,12 @@ def log_clv(
                 fit.model, name, infer_signature(sample.toPandas(), out.select("clv").toPandas())
             )
         status = assign_aliases(
-            name, version, fit.metrics.get("wape"), champion_wape, higher_is_better=False, as_of=as_of.isoformat()
+            name,
+            version,
+            fit.metrics.get("wape"),
+            champion_wape,
+            higher_is_better=False,
+            as_of=as_of.isoformat(),
         )
         if champion_wape is not None:
             mlflow.log_metric("champion_wape", champion_wape)
@@ -731,7 +736,11 @@ def log_uplift(
             log.warning(
                 "%s v%s: Qini coefficient %.4f, interval [%.4f, %.4f] reaches 0 (no better than random "
                 "shown): not promoted",
-                name, version, qini.coefficient, low, high,
+                name,
+                version,
+                qini.coefficient,
+                low,
+                high,
             )
         if champion_metric is not None:
             mlflow.log_metric("champion_qini_coefficient", champion_metric)

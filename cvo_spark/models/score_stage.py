@@ -124,7 +124,9 @@ def run(ctx: StageContext) -> StageResult:
     clv_name = mlflow_store.registered_name(prefix, "clv")
     clv_champion = mlflow_store.load_clv_champion(clv_name)
     if clv_champion is None:
-        raise mlflow_store.MissingModelError(f"no champion model {clv_name}@champion: run the train stage first")
+        raise mlflow_store.MissingModelError(
+            f"no champion model {clv_name}@champion: run the train stage first"
+        )
     clv_version = str(mlflow_store.version_by_alias(clv_name, mlflow_store.CHAMPION).version)
     horizon_days = cfg.clv_horizon_months * DAYS_PER_MONTH
     kind, clv_model = clv_champion

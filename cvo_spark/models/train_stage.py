@@ -129,7 +129,9 @@ def run(ctx: StageContext) -> StageResult:
     if left_out:
         log.warning(
             "train: snapshot(s) %s left out: fewer than %d days of usage history (data starts %s)",
-            ", ".join(left_out), cfg.min_history_days, data_start,
+            ", ".join(left_out),
+            cfg.min_history_days,
+            data_start,
         )
     frame = build_training_frame(
         silver,
@@ -192,7 +194,9 @@ def run(ctx: StageContext) -> StageResult:
             checks[f"{target}_registry"] = f"v{logged.version} {logged.status}"
             checks[f"{target}_gate"] = logged.reason
         clv_fit = fit_clv_target(silver, frame, snapshots[-1], cfg, features)
-        version, run_id, status = log_clv(clv_fit, frame, silver, ctx.config, ctx.as_of, ctx.run_id, snapshots)
+        version, run_id, status = log_clv(
+            clv_fit, frame, silver, ctx.config, ctx.as_of, ctx.run_id, snapshots
+        )
         for kind, m, ver in (
             ("naive", clv_fit.baseline_metrics, ""),
             (clv_fit.kind, clv_fit.metrics, version),

@@ -82,12 +82,26 @@ OFFERS_SCHEMA = StructType(
 )
 
 FEATURE_COLUMNS = (
-    "subscriber_id", "payment_type", "length_of_stay_days", "arpu_3m", "data_trend_pct", "voice_trend_pct",
-    "revenue_trend_pct", "quota_low_count", "voice_share", "digital_share",
+    "subscriber_id",
+    "payment_type",
+    "length_of_stay_days",
+    "arpu_3m",
+    "data_trend_pct",
+    "voice_trend_pct",
+    "revenue_trend_pct",
+    "quota_low_count",
+    "voice_share",
+    "digital_share",
 )
 SEGMENT_COLUMNS = ("subscriber_id", "value_tier", "is_high_value", "lifecycle", "persona_name")
 SCORE_COLUMNS = (
-    "subscriber_id", "p_upsell", "p_cross_sell", "p_churn", "clv_12m", "reasons_upsell", "reasons_cross_sell",
+    "subscriber_id",
+    "p_upsell",
+    "p_cross_sell",
+    "p_churn",
+    "clv_12m",
+    "reasons_upsell",
+    "reasons_cross_sell",
     "reasons_churn",
 )
 HISTORY_COLUMNS = ("subscriber_id", "offer_id", "channel", "contacted_ts", "group", "accepted", "accepted_ts")
@@ -117,7 +131,9 @@ class OfferParams:
     fatigue_ignored_contacts: int = 3
     fatigue_window_days: int = 14
     #: channel -> allowed, for a subscriber with no consent row for the channel.
-    consent_when_missing: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(SUBSCRIBER_CHANNELS, True))
+    consent_when_missing: dict[str, bool] = field(
+        default_factory=lambda: dict.fromkeys(SUBSCRIBER_CHANNELS, True)
+    )
     uplift_fallback_share: float = 0.5
 
 
@@ -143,8 +159,14 @@ def base_persona(col: Column) -> Column:
 def decision_id(campaign_id: str, as_of: date) -> Column:
     """32 hex characters of sha2(campaign | as_of | subscriber_id | offer_id | channel): the
     same decision gets the same id on a re-run (idempotent), another day or campaign another."""
-    key = F.concat_ws("|", F.lit(campaign_id), F.lit(as_of.isoformat()), F.col("subscriber_id"), F.col("offer_id"),
-                      F.col("channel"))
+    key = F.concat_ws(
+        "|",
+        F.lit(campaign_id),
+        F.lit(as_of.isoformat()),
+        F.col("subscriber_id"),
+        F.col("offer_id"),
+        F.col("channel"),
+    )
     return F.substring(F.sha2(key, 256), 1, 32)
 
 
@@ -173,7 +195,11 @@ def subscriber_profiles(features: DataFrame, segments: DataFrame, scores: DataFr
     return (
         features.select(*FEATURE_COLUMNS)
         .join(segments.select(*SEGMENT_COLUMNS), on="subscriber_id", how="left")
-        .join(scores.select(*SCORE_COLUMNS).withColumn("has_scores", F.lit(True)), on="subscriber_id", how="left")
+        .join(
+            scores.select(*SCORE_COLUMNS).withColumn("has_scores", F.lit(True)),
+            on="subscriber_id",
+            how="left",
+        )
         .withColumn("has_scores", F.coalesce(F.col("has_scores"), F.lit(False)))
     )
 
@@ -212,7 +238,9 @@ def contact_history(
     )
     cooldown_start = as_of - timedelta(days=max(cooldown_days, 1) - 1)
     recent_rejects = (
-        sent.where(~accepted_by_as_of & (F.col("contact_date") >= F.lit(cooldown_start)) & F.lit(cooldown_days > 0))
+        sent.where(
+            ~accepted_by_as_of & (F.col("contact_date") >= F.lit(cooldown_start)) & F.lit(cooldown_days > 0)
+        )
         .groupBy("subscriber_id", "offer_id")
         .agg(F.max("contact_date").alias("last_rejected"))
     )
@@ -242,7 +270,9 @@ def contact_load(
         F.col("accepted_ts").isNull() | (F.col("accepted_ts") < end)
     )
     sent = offer_history.where(
-        (F.col("group") == "treatment") & (F.col("contacted_ts") < end) & F.col("channel").isin(list(push_channels))
+        (F.col("group") == "treatment")
+        & (F.col("contacted_ts") < end)
+        & F.col("channel").isin(list(push_channels))
         & (F.col("contacted_ts") >= F.least(window_start, fatigue_start))
     )
     contacts = sent.groupBy("subscriber_id", "channel", "contacted_ts").agg(
@@ -250,22 +280,27 @@ def contact_load(
     )
     load = contacts.groupBy("subscriber_id").agg(
         F.sum((F.col("contacted_ts") >= window_start).cast("int")).alias("push_contacts"),
-        F.sum(((F.col("contacted_ts") >= fatigue_start) & (F.col("accepted_any") == 0)).cast("int"))
-        .alias("ignored_contacts"),
+        F.sum(((F.col("contacted_ts") >= fatigue_start) & (F.col("accepted_any") == 0)).cast("int")).alias(
+            "ignored_contacts"
+        ),
     )
     if triggers is not None:
         require_columns(triggers, ("subscriber_id", "channel", "emitted_at"), "contact_load(triggers)")
         pushed = (
-            triggers.where((F.col("emitted_at") >= window_start) & (F.col("emitted_at") < end)
-                           & F.col("channel").isin(list(push_channels)))
-            .groupBy("subscriber_id").agg(F.count(F.lit(1)).alias("trigger_contacts"))
+            triggers.where(
+                (F.col("emitted_at") >= window_start)
+                & (F.col("emitted_at") < end)
+                & F.col("channel").isin(list(push_channels))
+            )
+            .groupBy("subscriber_id")
+            .agg(F.count(F.lit(1)).alias("trigger_contacts"))
         )
-        load = (
-            load.join(pushed, on="subscriber_id", how="full")
-            .select("subscriber_id",
-                    (F.coalesce(F.col("push_contacts"), F.lit(0)) + F.coalesce(F.col("trigger_contacts"), F.lit(0)))
-                    .alias("push_contacts"),
-                    F.coalesce(F.col("ignored_contacts"), F.lit(0)).alias("ignored_contacts"))
+        load = load.join(pushed, on="subscriber_id", how="full").select(
+            "subscriber_id",
+            (
+                F.coalesce(F.col("push_contacts"), F.lit(0)) + F.coalesce(F.col("trigger_contacts"), F.lit(0))
+            ).alias("push_contacts"),
+            F.coalesce(F.col("ignored_contacts"), F.lit(0)).alias("ignored_contacts"),
         )
     return load
 
@@ -280,8 +315,11 @@ def consent_by_channel(consents: DataFrame | None, as_of: date) -> DataFrame | N
         consents.where(F.col("updated_ts") < _end_of(as_of))
         .groupBy("subscriber_id", "channel")
         # max_by: the value of the newest statement (ties: a denial wins, fail closed).
-        .agg(F.max_by(F.col("allowed").cast("int"), F.struct(F.col("updated_ts"), (~F.col("allowed")).cast("int")))
-             .alias("allowed"))
+        .agg(
+            F.max_by(
+                F.col("allowed").cast("int"), F.struct(F.col("updated_ts"), (~F.col("allowed")).cast("int"))
+            ).alias("allowed")
+        )
     )
     return newest.groupBy("subscriber_id").agg(
         F.map_from_entries(F.collect_list(F.struct("channel", F.col("allowed") == 1))).alias("consent")
@@ -299,7 +337,9 @@ def _first_reason(*rules: tuple[Column, Column]) -> Column:
 
 def _not_in(value: Column, allowed: Column) -> Column:
     # A null value (no segment row) is not in any list: fail closed.
-    return allowed.isNotNull() & (value.isNull() | ~F.coalesce(F.array_contains(allowed, value), F.lit(False)))
+    return allowed.isNotNull() & (
+        value.isNull() | ~F.coalesce(F.array_contains(allowed, value), F.lit(False))
+    )
 
 
 def base_score(offer_type: Column) -> Column:
@@ -323,37 +363,86 @@ def with_eligibility(pairs: DataFrame, retention_min_p_churn: float) -> DataFram
     arpu, tenure = F.col("arpu_3m"), F.col("length_of_stay_days")
     unknown = F.lit("unknown")
     reason = _first_reason(
-        (~F.col("has_scores") | base_score(F.col("offer_type")).isNull(),
-         F.concat(F.lit("not scored: no "), F.col("offer_type"), F.lit(" score for this subscriber"))),
-        (_not_in(F.col("value_tier"), F.col("elig_value_tiers")),
-         F.format_string("not eligible: value tier %s not in %s", F.coalesce(F.col("value_tier"), unknown),
-                         _list(F.col("elig_value_tiers")))),
-        (_not_in(persona, F.col("elig_personas")),
-         F.format_string("not eligible: persona %s not in %s", F.coalesce(persona, unknown),
-                         _list(F.col("elig_personas")))),
-        (_not_in(F.col("lifecycle"), F.col("elig_lifecycle")),
-         F.format_string("not eligible: lifecycle %s not in %s", F.coalesce(F.col("lifecycle"), unknown),
-                         _list(F.col("elig_lifecycle")))),
-        (_not_in(F.col("payment_type"), F.col("elig_payment_types")),
-         F.format_string("not eligible: payment type %s not in %s", F.coalesce(F.col("payment_type"), unknown),
-                         _list(F.col("elig_payment_types")))),
-        (F.col("elig_min_arpu_3m").isNotNull() & ~F.coalesce(arpu >= F.col("elig_min_arpu_3m"), F.lit(False)),
-         F.format_string("not eligible: arpu_3m %s below %s", F.coalesce(_money(arpu), unknown),
-                         _money(F.col("elig_min_arpu_3m")))),
-        (F.col("elig_max_arpu_3m").isNotNull() & ~F.coalesce(arpu <= F.col("elig_max_arpu_3m"), F.lit(False)),
-         F.format_string("not eligible: arpu_3m %s above %s", F.coalesce(_money(arpu), unknown),
-                         _money(F.col("elig_max_arpu_3m")))),
-        (F.col("elig_min_tenure_days").isNotNull()
-         & ~F.coalesce(tenure >= F.col("elig_min_tenure_days"), F.lit(False)),
-         F.format_string("not eligible: tenure %s days below %d", F.coalesce(tenure.cast("string"), unknown),
-                         F.col("elig_min_tenure_days"))),
-        (F.col("elig_max_tenure_days").isNotNull()
-         & ~F.coalesce(tenure <= F.col("elig_max_tenure_days"), F.lit(False)),
-         F.format_string("not eligible: tenure %s days above %d", F.coalesce(tenure.cast("string"), unknown),
-                         F.col("elig_max_tenure_days"))),
-        ((F.col("offer_type") == "retention") & (F.col("p_churn") < F.lit(retention_min_p_churn)),
-         F.format_string("not eligible: churn risk %.2f below %.2f (retention offers are for churn risks)",
-                         F.col("p_churn"), F.lit(retention_min_p_churn))),
+        (
+            ~F.col("has_scores") | base_score(F.col("offer_type")).isNull(),
+            F.concat(F.lit("not scored: no "), F.col("offer_type"), F.lit(" score for this subscriber")),
+        ),
+        (
+            _not_in(F.col("value_tier"), F.col("elig_value_tiers")),
+            F.format_string(
+                "not eligible: value tier %s not in %s",
+                F.coalesce(F.col("value_tier"), unknown),
+                _list(F.col("elig_value_tiers")),
+            ),
+        ),
+        (
+            _not_in(persona, F.col("elig_personas")),
+            F.format_string(
+                "not eligible: persona %s not in %s",
+                F.coalesce(persona, unknown),
+                _list(F.col("elig_personas")),
+            ),
+        ),
+        (
+            _not_in(F.col("lifecycle"), F.col("elig_lifecycle")),
+            F.format_string(
+                "not eligible: lifecycle %s not in %s",
+                F.coalesce(F.col("lifecycle"), unknown),
+                _list(F.col("elig_lifecycle")),
+            ),
+        ),
+        (
+            _not_in(F.col("payment_type"), F.col("elig_payment_types")),
+            F.format_string(
+                "not eligible: payment type %s not in %s",
+                F.coalesce(F.col("payment_type"), unknown),
+                _list(F.col("elig_payment_types")),
+            ),
+        ),
+        (
+            F.col("elig_min_arpu_3m").isNotNull()
+            & ~F.coalesce(arpu >= F.col("elig_min_arpu_3m"), F.lit(False)),
+            F.format_string(
+                "not eligible: arpu_3m %s below %s",
+                F.coalesce(_money(arpu), unknown),
+                _money(F.col("elig_min_arpu_3m")),
+            ),
+        ),
+        (
+            F.col("elig_max_arpu_3m").isNotNull()
+            & ~F.coalesce(arpu <= F.col("elig_max_arpu_3m"), F.lit(False)),
+            F.format_string(
+                "not eligible: arpu_3m %s above %s",
+                F.coalesce(_money(arpu), unknown),
+                _money(F.col("elig_max_arpu_3m")),
+            ),
+        ),
+        (
+            F.col("elig_min_tenure_days").isNotNull()
+            & ~F.coalesce(tenure >= F.col("elig_min_tenure_days"), F.lit(False)),
+            F.format_string(
+                "not eligible: tenure %s days below %d",
+                F.coalesce(tenure.cast("string"), unknown),
+                F.col("elig_min_tenure_days"),
+            ),
+        ),
+        (
+            F.col("elig_max_tenure_days").isNotNull()
+            & ~F.coalesce(tenure <= F.col("elig_max_tenure_days"), F.lit(False)),
+            F.format_string(
+                "not eligible: tenure %s days above %d",
+                F.coalesce(tenure.cast("string"), unknown),
+                F.col("elig_max_tenure_days"),
+            ),
+        ),
+        (
+            (F.col("offer_type") == "retention") & (F.col("p_churn") < F.lit(retention_min_p_churn)),
+            F.format_string(
+                "not eligible: churn risk %.2f below %.2f (retention offers are for churn risks)",
+                F.col("p_churn"),
+                F.lit(retention_min_p_churn),
+            ),
+        ),
     )
     return pairs.withColumn("exclusion_reason", reason)
 
@@ -375,17 +464,23 @@ def with_contact_summaries(
     they stay partitioned by subscriber_id up to the ranking.
     """
     contacts = channel_contacts.groupBy("subscriber_id").agg(
-        F.map_from_entries(F.collect_list(F.struct("channel", "contacts"))).alias("contacts_by_channel"))
+        F.map_from_entries(F.collect_list(F.struct("channel", "contacts"))).alias("contacts_by_channel")
+    )
     rejects = recent_rejects.groupBy("subscriber_id").agg(
-        F.map_from_entries(F.collect_list(F.struct("offer_id", "last_rejected"))).alias("rejected_on"))
-    out = profiles.join(contacts, on="subscriber_id", how="left").join(rejects, on="subscriber_id", how="left")
+        F.map_from_entries(F.collect_list(F.struct("offer_id", "last_rejected"))).alias("rejected_on")
+    )
+    out = profiles.join(contacts, on="subscriber_id", how="left").join(
+        rejects, on="subscriber_id", how="left"
+    )
     if load is not None:
         out = out.join(load, on="subscriber_id", how="left")
     else:
         out = out.withColumn("push_contacts", F.lit(None).cast("int")).withColumn(
-            "ignored_contacts", F.lit(None).cast("int"))
-    out = out.withColumn("push_contacts", F.coalesce(F.col("push_contacts"), F.lit(0)).cast("int")).withColumn(
-        "ignored_contacts", F.coalesce(F.col("ignored_contacts"), F.lit(0)).cast("int"))
+            "ignored_contacts", F.lit(None).cast("int")
+        )
+    out = out.withColumn(
+        "push_contacts", F.coalesce(F.col("push_contacts"), F.lit(0)).cast("int")
+    ).withColumn("ignored_contacts", F.coalesce(F.col("ignored_contacts"), F.lit(0)).cast("int"))
     if consents is not None:
         return out.join(consents, on="subscriber_id", how="left")
     return out.withColumn("consent", F.lit(None).cast("map<string,boolean>"))
@@ -410,13 +505,23 @@ def with_pair_policy(pairs: DataFrame, high_value_min_price_share: float, cooldo
     reason = F.coalesce(
         F.col("exclusion_reason"),
         _first_reason(
-            (under_floor,
-             F.format_string("price floor: %s is under %.0f%% of this High Value subscriber's arpu_3m %s",
-                             _money(F.col("price")), F.lit(high_value_min_price_share * 100),
-                             _money(F.col("arpu_3m")))),
-            (last_rejected.isNotNull(),
-             F.format_string("cool-down: not accepted when offered on %s (%d-day cool-down)",
-                             F.date_format(last_rejected, "yyyy-MM-dd"), F.lit(cooldown_days))),
+            (
+                under_floor,
+                F.format_string(
+                    "price floor: %s is under %.0f%% of this High Value subscriber's arpu_3m %s",
+                    _money(F.col("price")),
+                    F.lit(high_value_min_price_share * 100),
+                    _money(F.col("arpu_3m")),
+                ),
+            ),
+            (
+                last_rejected.isNotNull(),
+                F.format_string(
+                    "cool-down: not accepted when offered on %s (%d-day cool-down)",
+                    F.date_format(last_rejected, "yyyy-MM-dd"),
+                    F.lit(cooldown_days),
+                ),
+            ),
         ),
     )
     return pairs.withColumn("exclusion_reason", reason)
@@ -429,9 +534,16 @@ def with_contact_cap(rows: DataFrame, max_contacts: int, window_days: int) -> Da
     contacts = F.coalesce(F.col("contacts_by_channel")[F.col("channel")], F.lit(0))
     reason = F.coalesce(
         F.col("exclusion_reason"),
-        F.when(contacts >= F.lit(max_contacts),
-               F.format_string("contact cap: %d contact(s) on %s in the last %d days (max %d)", contacts,
-                               F.col("channel"), F.lit(window_days), F.lit(max_contacts))),
+        F.when(
+            contacts >= F.lit(max_contacts),
+            F.format_string(
+                "contact cap: %d contact(s) on %s in the last %d days (max %d)",
+                contacts,
+                F.col("channel"),
+                F.lit(window_days),
+                F.lit(max_contacts),
+            ),
+        ),
     )
     return rows.withColumn("exclusion_reason", reason)
 
@@ -454,12 +566,20 @@ def with_channel_policy(rows: DataFrame, p: OfferParams) -> DataFrame:
         F.col("exclusion_reason"),
         _first_reason(
             (stated.isNotNull() & ~stated, F.format_string("no consent for %s", F.col("channel"))),
-            (stated.isNull() & ~default,
-             F.format_string("no consent for %s (none on record; the config denies it when missing)",
-                             F.col("channel"))),
-            (is_push & (F.col("ignored_contacts") >= F.lit(p.fatigue_ignored_contacts)),
-             F.format_string("rested: ignored %d contacts in %d days", F.col("ignored_contacts"),
-                             F.lit(p.fatigue_window_days))),
+            (
+                stated.isNull() & ~default,
+                F.format_string(
+                    "no consent for %s (none on record; the config denies it when missing)", F.col("channel")
+                ),
+            ),
+            (
+                is_push & (F.col("ignored_contacts") >= F.lit(p.fatigue_ignored_contacts)),
+                F.format_string(
+                    "rested: ignored %d contacts in %d days",
+                    F.col("ignored_contacts"),
+                    F.lit(p.fatigue_window_days),
+                ),
+            ),
         ),
     )
     return rows.withColumn("exclusion_reason", reason)
@@ -490,12 +610,21 @@ def with_expected_value(rows: DataFrame, p: OfferParams) -> DataFrame:
     return (
         rows.withColumn("propensity", propensity)
         .withColumn("retention_value", retention_value)
-        .withColumn("expected_value", F.col("propensity") * (F.col("price") - F.col("unit_cost")) + retention_value)
+        .withColumn(
+            "expected_value", F.col("propensity") * (F.col("price") - F.col("unit_cost")) + retention_value
+        )
         .withColumn("rank_score", F.col("expected_value") * _type_weight(p.type_weights))
     )
 
 
-OFFER_SCORE_COLUMNS = ("subscriber_id", "offer_id", "channel", "uplift", "p_accept_if_contacted", "p_accept_if_not")
+OFFER_SCORE_COLUMNS = (
+    "subscriber_id",
+    "offer_id",
+    "channel",
+    "uplift",
+    "p_accept_if_contacted",
+    "p_accept_if_not",
+)
 
 
 def with_net_value(rows: DataFrame, offer_scores: DataFrame | None, p: OfferParams) -> DataFrame:
@@ -518,8 +647,9 @@ def with_net_value(rows: DataFrame, offer_scores: DataFrame | None, p: OfferPara
     """
     if offer_scores is not None:
         require_columns(offer_scores, OFFER_SCORE_COLUMNS, "with_net_value(offer_scores)")
-        rows = rows.join(offer_scores.select(*OFFER_SCORE_COLUMNS), on=["subscriber_id", "offer_id", "channel"],
-                         how="left")
+        rows = rows.join(
+            offer_scores.select(*OFFER_SCORE_COLUMNS), on=["subscriber_id", "offer_id", "channel"], how="left"
+        )
     else:
         for c in OFFER_SCORE_COLUMNS[3:]:
             rows = rows.withColumn(c, F.lit(None).cast("double"))
@@ -536,8 +666,10 @@ def with_net_value(rows: DataFrame, offer_scores: DataFrame | None, p: OfferPara
         .withColumn("displaced", F.col("p_accept") * p_anyway * gap)
         .withColumn(
             "net_value",
-            F.col("uplift") * (F.col("price") - F.col("unit_cost")) + F.col("retention_value")
-            - F.col("expected_cost") - F.col("displaced"),
+            F.col("uplift") * (F.col("price") - F.col("unit_cost"))
+            + F.col("retention_value")
+            - F.col("expected_cost")
+            - F.col("displaced"),
         )
         .drop("p_accept_if_contacted", "p_accept_if_not")
     )
@@ -552,16 +684,21 @@ def with_rank(rows: DataFrame) -> DataFrame:
     """
     kept = F.col("exclusion_reason").isNull()
     order = Window.partitionBy("subscriber_id", "channel").orderBy(
-        kept.desc(), F.col("rank_score").desc_nulls_last(), F.col("expected_value").desc_nulls_last(),
+        kept.desc(),
+        F.col("rank_score").desc_nulls_last(),
+        F.col("expected_value").desc_nulls_last(),
         F.col("offer_id"),
     )
     ranked = rows.withColumn("rank", F.when(kept, F.row_number().over(order)).cast("int"))
     over_slots = F.col("rank") > F.col("slots")
     return ranked.withColumn(
         "exclusion_reason",
-        F.when(over_slots, F.format_string("ranked %d on %s, which shows %d offer(s)", F.col("rank"),
-                                           F.col("channel"), F.col("slots")))
-        .otherwise(F.col("exclusion_reason")),
+        F.when(
+            over_slots,
+            F.format_string(
+                "ranked %d on %s, which shows %d offer(s)", F.col("rank"), F.col("channel"), F.col("slots")
+            ),
+        ).otherwise(F.col("exclusion_reason")),
     ).withColumn("rank", F.when(~over_slots, F.col("rank")))
 
 
@@ -626,7 +763,10 @@ def allocation_actions(candidates: DataFrame, p: OfferParams) -> DataFrame:
 
 
 def allocate_offers(
-    candidates: DataFrame, constraints: tuple[Constraint, ...], p: OfferParams, alloc: AllocationParams,
+    candidates: DataFrame,
+    constraints: tuple[Constraint, ...],
+    p: OfferParams,
+    alloc: AllocationParams,
     greedy: bool = False,
 ) -> tuple[DataFrame, AllocationResult]:
     """Choose among the kept candidates for the whole base (`cvo_spark.offers.allocation`).
@@ -640,7 +780,8 @@ def allocate_offers(
     result = allocate(actions, constraints, alloc, greedy=greedy)
     result.inputs = actions
     chosen = result.actions.where(F.col("allocation_status") == CHOSEN).select(
-        "subscriber_id", "offer_id", "channel", "adjusted_value")
+        "subscriber_id", "offer_id", "channel", "adjusted_value"
+    )
     order = Window.partitionBy("subscriber_id", "channel").orderBy(F.col("adjusted_value").desc(), "offer_id")
     rows = (
         actions.drop("rank")
@@ -663,11 +804,17 @@ def reason_candidates(p: OfferParams) -> tuple[list[Column], Column, list[Column
     up = lambda c: F.coalesce(F.col(c), F.lit(0.0)) >= 0.1
     down = lambda c: F.coalesce(F.col(c), F.lit(0.0)) <= -0.1
     segment = F.concat_ws(
-        ", ", base_persona(F.col("persona_name")),
-        F.when(F.col("is_high_value"), F.lit("High Value")).otherwise(F.concat(F.col("value_tier"), F.lit(" tier"))),
+        ", ",
+        base_persona(F.col("persona_name")),
+        F.when(F.col("is_high_value"), F.lit("High Value")).otherwise(
+            F.concat(F.col("value_tier"), F.lit(" tier"))
+        ),
     )
-    model = F.when(otype == "retention", F.lit("churn")).when(otype == "cross_sell", F.lit("cross-sell")) \
+    model = (
+        F.when(otype == "retention", F.lit("churn"))
+        .when(otype == "cross_sell", F.lit("cross-sell"))
         .otherwise(F.lit("upsell"))
+    )
     drivers = (
         F.when(otype == "retention", F.col("reasons_churn"))
         .when(otype == "cross_sell", F.col("reasons_cross_sell"))
@@ -675,23 +822,48 @@ def reason_candidates(p: OfferParams) -> tuple[list[Column], Column, list[Column
     )
     own_data = [
         F.when(otype == "retention", F.format_string("churn risk %d%%", _pct(F.col("p_churn")))),
-        F.when((otype == "retention") & down("revenue_trend_pct"),
-               F.format_string("spend down %d%% in the last %d days", _pct(F.col("revenue_trend_pct")), F.lit(days))),
-        F.when((cat == "data") & up("data_trend_pct"),
-               F.format_string("data usage up %d%% in the last %d days", _pct(F.col("data_trend_pct")), F.lit(days))),
-        F.when((cat.isin("data", "bundle")) & (F.coalesce(F.col("quota_low_count"), F.lit(0)) > 0),
-               F.format_string("quota ran low %d time(s) in the last %d days", F.col("quota_low_count"),
-                               F.lit(qdays))),
-        F.when((cat.isin("voice", "sms")) & up("voice_trend_pct"),
-               F.format_string("voice minutes up %d%% in the last %d days", _pct(F.col("voice_trend_pct")),
-                               F.lit(days))),
-        F.when((cat.isin("voice", "sms")) & (F.coalesce(F.col("voice_share"), F.lit(0.0)) >= 0.3),
-               F.format_string("voice is %d%% of spend", _pct(F.col("voice_share")))),
-        F.when((cat == "digital") & (F.coalesce(F.col("digital_share"), F.lit(0.0)) >= 0.05),
-               F.format_string("digital services are %d%% of spend", _pct(F.col("digital_share")))),
-        F.when((otype.isin("upsell", "loyalty")) & (cat == "bundle") & up("revenue_trend_pct"),
-               F.format_string("spend up %d%% in the last %d days", _pct(F.col("revenue_trend_pct")), F.lit(days))),
-        F.when(F.col("lifecycle") == "new", F.format_string("new subscriber (%d days)", F.col("length_of_stay_days"))),
+        F.when(
+            (otype == "retention") & down("revenue_trend_pct"),
+            F.format_string(
+                "spend down %d%% in the last %d days", _pct(F.col("revenue_trend_pct")), F.lit(days)
+            ),
+        ),
+        F.when(
+            (cat == "data") & up("data_trend_pct"),
+            F.format_string(
+                "data usage up %d%% in the last %d days", _pct(F.col("data_trend_pct")), F.lit(days)
+            ),
+        ),
+        F.when(
+            (cat.isin("data", "bundle")) & (F.coalesce(F.col("quota_low_count"), F.lit(0)) > 0),
+            F.format_string(
+                "quota ran low %d time(s) in the last %d days", F.col("quota_low_count"), F.lit(qdays)
+            ),
+        ),
+        F.when(
+            (cat.isin("voice", "sms")) & up("voice_trend_pct"),
+            F.format_string(
+                "voice minutes up %d%% in the last %d days", _pct(F.col("voice_trend_pct")), F.lit(days)
+            ),
+        ),
+        F.when(
+            (cat.isin("voice", "sms")) & (F.coalesce(F.col("voice_share"), F.lit(0.0)) >= 0.3),
+            F.format_string("voice is %d%% of spend", _pct(F.col("voice_share"))),
+        ),
+        F.when(
+            (cat == "digital") & (F.coalesce(F.col("digital_share"), F.lit(0.0)) >= 0.05),
+            F.format_string("digital services are %d%% of spend", _pct(F.col("digital_share"))),
+        ),
+        F.when(
+            (otype.isin("upsell", "loyalty")) & (cat == "bundle") & up("revenue_trend_pct"),
+            F.format_string(
+                "spend up %d%% in the last %d days", _pct(F.col("revenue_trend_pct")), F.lit(days)
+            ),
+        ),
+        F.when(
+            F.col("lifecycle") == "new",
+            F.format_string("new subscriber (%d days)", F.col("length_of_stay_days")),
+        ),
     ]
     from_model = F.when(
         F.size(F.coalesce(drivers, F.array())) > 0,
@@ -699,8 +871,12 @@ def reason_candidates(p: OfferParams) -> tuple[list[Column], Column, list[Column
     )
     net = F.when(
         F.col("net_value").isNotNull(),
-        F.format_string("adds Rp %s net (uplift %+.1f pts, %s)", _money(F.col("net_value")),
-                        F.col("uplift") * 100, F.col("uplift_source")),
+        F.format_string(
+            "adds Rp %s net (uplift %+.1f pts, %s)",
+            _money(F.col("net_value")),
+            F.col("uplift") * 100,
+            F.col("uplift_source"),
+        ),
     )
     fallbacks = [
         net,
@@ -721,7 +897,9 @@ def with_reasons(rows: DataFrame, p: OfferParams, max_reasons: int = 3) -> DataF
     """
     own_data, from_model, fallbacks = reason_candidates(p)
     present = lambda cols: F.filter(F.array(*cols), lambda r: r.isNotNull())
-    reasons = F.concat(F.slice(present(own_data), 1, max(max_reasons - 1, 1)), present([from_model, *fallbacks]))
+    reasons = F.concat(
+        F.slice(present(own_data), 1, max(max_reasons - 1, 1)), present([from_model, *fallbacks])
+    )
     return rows.withColumn("reason_codes", F.slice(reasons, 1, max_reasons))
 
 
@@ -797,15 +975,25 @@ def build_offers(
     per-channel ranking.
     """
     profiles = subscriber_profiles(features, segments, scores)
-    contacts, rejects = contact_history(offer_history, as_of, p.contact_window_days, p.cooldown_days_after_reject)
+    contacts, rejects = contact_history(
+        offer_history, as_of, p.contact_window_days, p.cooldown_days_after_reject
+    )
     if not p.allocate:
         candidates = candidate_offers(profiles, catalog_offers, offer_channels, contacts, rejects, p)
         return OfferBatch(select_offers(candidates, as_of, run_id, p))
-    load = contact_load(offer_history, triggers, as_of, p.push_channels, p.contact_window_days,
-                        p.fatigue_window_days)
+    load = contact_load(
+        offer_history, triggers, as_of, p.push_channels, p.contact_window_days, p.fatigue_window_days
+    )
     candidates = candidate_offers(
-        profiles, catalog_offers, offer_channels, contacts, rejects, p, load=load,
-        consents=consent_by_channel(consents, as_of), offer_scores=offer_scores,
+        profiles,
+        catalog_offers,
+        offer_channels,
+        contacts,
+        rejects,
+        p,
+        load=load,
+        consents=consent_by_channel(consents, as_of),
+        offer_scores=offer_scores,
     )
     chosen, result = allocate_offers(candidates, constraints, p, alloc or AllocationParams(), greedy=greedy)
     return OfferBatch(select_offers(chosen, as_of, run_id, p), result)

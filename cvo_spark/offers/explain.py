@@ -141,27 +141,49 @@ def explain(ctx: StageContext, subscriber_id: str) -> str:
         "control_bucket", control_bucket(F.col("subscriber_id"), params.campaign_id)
     )
     profile = profile_df.first()
-    contacts, rejects = contact_history(history, ctx.as_of, params.contact_window_days,
-                                        params.cooldown_days_after_reject)
+    contacts, rejects = contact_history(
+        history, ctx.as_of, params.contact_window_days, params.cooldown_days_after_reject
+    )
     extra = {}
     if params.allocate:
-        consents = (ctx.store.read("silver", "consents").where(F.col("subscriber_id") == F.lit(sid))
-                    if ctx.store.exists("silver", "consents") else None)
-        triggers = (ctx.store.read("gold", "trigger_offers").where(F.col("subscriber_id") == F.lit(sid))
-                    if ctx.store.exists("gold", "trigger_offers") else None)
+        consents = (
+            ctx.store.read("silver", "consents").where(F.col("subscriber_id") == F.lit(sid))
+            if ctx.store.exists("silver", "consents")
+            else None
+        )
+        triggers = (
+            ctx.store.read("gold", "trigger_offers").where(F.col("subscriber_id") == F.lit(sid))
+            if ctx.store.exists("gold", "trigger_offers")
+            else None
+        )
         scores_of = _gold(ctx, "offer_scores", sid) if ctx.store.exists("gold", "offer_scores") else None
         extra = {
-            "load": contact_load(history, triggers, ctx.as_of, params.push_channels, params.contact_window_days,
-                                 params.fatigue_window_days),
+            "load": contact_load(
+                history,
+                triggers,
+                ctx.as_of,
+                params.push_channels,
+                params.contact_window_days,
+                params.fatigue_window_days,
+            ),
             "consents": consent_by_channel(consents, ctx.as_of),
             "offer_scores": scores_of,
         }
     candidates = candidate_offers(
-        profile_df.drop("control_bucket"), offers_frame(ctx.spark, catalog, config.offers.validity_days),
-        offer_channels_frame(ctx.spark, catalog), contacts, rejects, params, keep_excluded=True, **extra,
+        profile_df.drop("control_bucket"),
+        offers_frame(ctx.spark, catalog, config.offers.validity_days),
+        offer_channels_frame(ctx.spark, catalog),
+        contacts,
+        rejects,
+        params,
+        keep_excluded=True,
+        **extra,
     ).cache()
-    excluded = candidates.where(F.col("exclusion_reason").isNotNull()).select(
-        "offer_id", "channel", "exclusion_reason").collect()
+    excluded = (
+        candidates.where(F.col("exclusion_reason").isNotNull())
+        .select("offer_id", "channel", "exclusion_reason")
+        .collect()
+    )
     allocation_lines: list[str] = []
     if params.allocate:
         excluded += _allocation_exclusions(ctx, candidates, params, sid)
@@ -173,7 +195,9 @@ def explain(ctx: StageContext, subscriber_id: str) -> str:
         source = "computed now - nothing published for this date (refused or not run)"
         kept = candidates.where(F.col("exclusion_reason").isNull())
         if params.allocate:
-            chosen, result = allocate_offers(kept, _stored_constraints(ctx)[0], params, allocation_params(config))
+            chosen, result = allocate_offers(
+                kept, _stored_constraints(ctx)[0], params, allocation_params(config)
+            )
             offers = select_offers(chosen, ctx.as_of, ctx.run_id, params).collect()
             result.actions.unpersist()
         else:
@@ -196,7 +220,11 @@ def explain(ctx: StageContext, subscriber_id: str) -> str:
         (
             f"value tier: {tier}{' (High Value)' if profile['is_high_value'] else ''} · "
             f"lifecycle: {profile['lifecycle'] or 'n/a'} · persona: {persona or 'n/a'}"
-            + (f" (as {base_persona_text(persona)})" if persona and base_persona_text(persona) != persona else "")
+            + (
+                f" (as {base_persona_text(persona)})"
+                if persona and base_persona_text(persona) != persona
+                else ""
+            )
         ),
         (
             f"profile: {profile['payment_type']} · tenure {profile['length_of_stay_days']} days · "
@@ -227,7 +255,9 @@ def _stored_constraints(ctx: StageContext) -> tuple[tuple[Constraint, ...], dict
     """
     if not ctx.store.exists("gold", "allocation_constraints"):
         return (), {}
-    rows = ctx.store.read("gold", "allocation_constraints").where(F.col("as_of") == F.lit(ctx.as_of)).collect()
+    rows = (
+        ctx.store.read("gold", "allocation_constraints").where(F.col("as_of") == F.lit(ctx.as_of)).collect()
+    )
     catalog = load_checked_catalog(ctx.config)
     budgets = {b.name: catalog.budget_offers(b) for b in catalog.budgets}
     constraints = []
@@ -238,7 +268,9 @@ def _stored_constraints(ctx: StageContext) -> tuple[tuple[Constraint, ...], dict
     return tuple(constraints), {r["constraint"]: r["shadow_price"] for r in rows}
 
 
-def _allocation_exclusions(ctx: StageContext, candidates: DataFrame, params: OfferParams, sid: str) -> list[dict]:
+def _allocation_exclusions(
+    ctx: StageContext, candidates: DataFrame, params: OfferParams, sid: str
+) -> list[dict]:
     """Why each kept (offer, channel) of this subscriber was not chosen, re-deciding it
     with the shadow prices the batch found (one subscriber: a few dozen rows)."""
     constraints, prices = _stored_constraints(ctx)
@@ -265,17 +297,25 @@ def _allocation_exclusions(ctx: StageContext, candidates: DataFrame, params: Off
         elif status == OFFER_CAP:
             reason = f"contact cap: {alloc.max_offers} offer(s) worth more chosen (max {alloc.max_offers})"
         elif status == PUSH_CAP:
-            reason = (f"push contact cap: {push_contacts} push contact(s) in the last "
-                      f"{params.contact_window_days} days, max {params.max_push_contacts}")
+            reason = (
+                f"push contact cap: {push_contacts} push contact(s) in the last "
+                f"{params.contact_window_days} days, max {params.max_push_contacts}"
+            )
         elif status == SLOTS:
             reason = f"{r['channel']} slots taken by offers worth more"
         elif status == BELOW_THRESHOLD:
-            reason = (f"do nothing: adds Rp {net:,.0f} net before a contact cost of Rp "
-                      f"{r['contact_cost']:,.0f}, not over the threshold Rp {alloc.min_net_value:,.0f}")
+            reason = (
+                f"do nothing: adds Rp {net:,.0f} net before a contact cost of Rp "
+                f"{r['contact_cost']:,.0f}, not over the threshold Rp {alloc.min_net_value:,.0f}"
+            )
         else:
             bind = binding_constraint(constraints, prices, r["offer_id"], r["channel"], r["expected_cost"])
-            reason = (f"cut by {bind[0].name}: shadow price Rp {prices[bind[0].name]:,.0f} per {bind[0].unit} "
-                      f"outweighs its Rp {net:,.0f}" if bind else f"not worth a contact (adds Rp {net:,.0f})")
+            reason = (
+                f"cut by {bind[0].name}: shadow price Rp {prices[bind[0].name]:,.0f} per {bind[0].unit} "
+                f"outweighs its Rp {net:,.0f}"
+                if bind
+                else f"not worth a contact (adds Rp {net:,.0f})"
+            )
         out.append({"offer_id": r["offer_id"], "channel": r["channel"], "exclusion_reason": reason})
     return out
 
@@ -284,13 +324,19 @@ def _constraint_lines(ctx: StageContext) -> list[str]:
     constraints, prices = _stored_constraints(ctx)
     if not constraints:
         return []
-    rows = {r["constraint"]: r for r in ctx.store.read("gold", "allocation_constraints")
-            .where(F.col("as_of") == F.lit(ctx.as_of)).collect()}
+    rows = {
+        r["constraint"]: r
+        for r in ctx.store.read("gold", "allocation_constraints")
+        .where(F.col("as_of") == F.lit(ctx.as_of))
+        .collect()
+    }
     lines = ["constraints of the batch (use / limit, shadow price):"]
     for c in constraints:
         r = rows[c.name]
-        lines.append(f"  {c.name}: {r['use']:,.0f} / {r['limit']:,.0f} ({c.sense}), "
-                     f"shadow price Rp {prices.get(c.name, 0.0):,.0f} per {c.unit}")
+        lines.append(
+            f"  {c.name}: {r['use']:,.0f} / {r['limit']:,.0f} ({c.sense}), "
+            f"shadow price Rp {prices.get(c.name, 0.0):,.0f} per {c.unit}"
+        )
     return lines
 
 

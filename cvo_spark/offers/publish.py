@@ -95,7 +95,9 @@ def check_price_floor(under_floor: int, floor: float) -> CheckResult:
 
 
 def check_duplicate_keys(duplicates: int) -> CheckResult:
-    return CheckResult("duplicate_keys", duplicates == 0, f"{duplicates:,} duplicate (subscriber, channel, rank) keys")
+    return CheckResult(
+        "duplicate_keys", duplicates == 0, f"{duplicates:,} duplicate (subscriber, channel, rank) keys"
+    )
 
 
 def check_propensity(stats: Mapping[str, tuple[float | None, float | None]], min_std: float) -> CheckResult:
@@ -105,12 +107,16 @@ def check_propensity(stats: Mapping[str, tuple[float | None, float | None]], min
             return CheckResult("propensity", False, f"{column} is zero everywhere (collapsed model)")
         if std is None or std < min_std:
             std_text = "undefined" if std is None else f"{std:.6f}"
-            return CheckResult("propensity", False, f"{column} std {std_text} < {min_std:g} (collapsed model)")
+            return CheckResult(
+                "propensity", False, f"{column} std {std_text} < {min_std:g} (collapsed model)"
+            )
     spread = ", ".join(f"{c} std {s:.4f}" for c, (s, _) in stats.items())
     return CheckResult("propensity", True, spread)
 
 
-def psi(expected: Mapping[str, float], actual: Mapping[str, float], empty_share: float = PSI_EMPTY_SHARE) -> float:
+def psi(
+    expected: Mapping[str, float], actual: Mapping[str, float], empty_share: float = PSI_EMPTY_SHARE
+) -> float:
     """Population stability index between two distributions given as counts (or shares).
 
     Bins are the union of both keys; counts are turned into shares, an empty bin counts
@@ -127,22 +133,42 @@ def psi(expected: Mapping[str, float], actual: Mapping[str, float], empty_share:
     return value
 
 
-def check_psi(name: str, previous: Mapping[str, float] | None, current: Mapping[str, float],
-              max_psi: float, previous_as_of: date | None = None) -> CheckResult:
+def check_psi(
+    name: str,
+    previous: Mapping[str, float] | None,
+    current: Mapping[str, float],
+    max_psi: float,
+    previous_as_of: date | None = None,
+) -> CheckResult:
     if not previous:
         return CheckResult(name, True, "no previous published snapshot to compare with")
     if not current:
         return CheckResult(name, False, "nothing staged to compare with the previous snapshot")
     value = psi(previous, current)
-    return CheckResult(name, value <= max_psi, f"PSI {value:.3f} vs snapshot {previous_as_of} (limit {max_psi:g})")
+    return CheckResult(
+        name, value <= max_psi, f"PSI {value:.3f} vs snapshot {previous_as_of} (limit {max_psi:g})"
+    )
 
 
 #: Every check `run_checks` and the decision audit make, in order: the names `cvo run
 #: --override` accepts.
 CHECK_NAMES = (
-    "freshness", "non_empty", "coverage", "price_floor", "duplicate_keys", "propensity",
-    "psi_offer_id", "psi_price_band",
-    "allocation", "offer_cap", "one_channel_per_offer", "push_contacts", "slots", "capacity", "budget", "volume",
+    "freshness",
+    "non_empty",
+    "coverage",
+    "price_floor",
+    "duplicate_keys",
+    "propensity",
+    "psi_offer_id",
+    "psi_price_band",
+    "allocation",
+    "offer_cap",
+    "one_channel_per_offer",
+    "push_contacts",
+    "slots",
+    "capacity",
+    "budget",
+    "volume",
     "consent",
 )
 
@@ -181,7 +207,9 @@ def decide(results: Iterable[CheckResult], overrides: Iterable[str] = ()) -> dic
             checks[r.name] = f"failed: {r.detail}"
             failed.append(r)
     if failed:
-        more = f" (+{len(failed) - 1} more: {', '.join(r.name for r in failed[1:])})" if len(failed) > 1 else ""
+        more = (
+            f" (+{len(failed) - 1} more: {', '.join(r.name for r in failed[1:])})" if len(failed) > 1 else ""
+        )
         err = PublishRefused(f"publish refused: {failed[0].name}: {failed[0].detail}{more}")
         err.checks = checks
         raise err
@@ -215,7 +243,8 @@ def newest_event_dates(tables: Mapping[str, tuple[DataFrame, str]], as_of: date)
     Later rows are a backfill's future and are ignored. One small job for all tables.
     """
     parts = [
-        events.where(F.to_date(F.col(col)) <= F.lit(as_of)).agg(F.max(F.to_date(F.col(col))).alias("newest"))
+        events.where(F.to_date(F.col(col)) <= F.lit(as_of))
+        .agg(F.max(F.to_date(F.col(col))).alias("newest"))
         .select(F.lit(name).alias("table"), "newest")
         for name, (events, col) in tables.items()
     ]
@@ -227,19 +256,25 @@ def newest_event_dates(tables: Mapping[str, tuple[DataFrame, str]], as_of: date)
     return {r["table"]: r["newest"] for r in union.collect()}
 
 
-def summarize_offers(staged: DataFrame, floors: DataFrame, price_floor: float) -> dict[str, float | int | None]:
+def summarize_offers(
+    staged: DataFrame, floors: DataFrame, price_floor: float
+) -> dict[str, float | int | None]:
     """One aggregate over the staged rows: counts, duplicate keys, rows under a price floor
     and the spread of propensity.
 
     Needs OFFER_KEY, offer_type, price, propensity, group; `floors` is
     ``subscriber_id, min_price`` (the High Value floor of the subscribers that have one).
     """
-    require_columns(staged, [*OFFER_KEY, "offer_id", "offer_type", "price", "propensity", "group"],
-                    "summarize_offers")
+    require_columns(
+        staged, [*OFFER_KEY, "offer_id", "offer_type", "price", "propensity", "group"], "summarize_offers"
+    )
     under = (
         F.col("price").isNull()
         | (F.col("price") < F.lit(price_floor))
-        | ((F.col("offer_type") != "retention") & (F.col("price") < F.coalesce(F.col("min_price"), F.lit(0.0))))
+        | (
+            (F.col("offer_type") != "retention")
+            & (F.col("price") < F.coalesce(F.col("min_price"), F.lit(0.0)))
+        )
     )
     row = (
         staged.join(floors.select("subscriber_id", "min_price"), on="subscriber_id", how="left")
@@ -327,15 +362,29 @@ def publish_snapshot(store: TableStore, staged: DataFrame, as_of: date) -> None:
 
 
 def _export_frame(offers: DataFrame, fmt: str) -> DataFrame:
-    cols = ["decision_id", "subscriber_id", "channel", "rank", "offer_id", "offer_type", "price", "valid_from",
-            "valid_to", "reason_codes", "as_of", "run_id"]
+    cols = [
+        "decision_id",
+        "subscriber_id",
+        "channel",
+        "rank",
+        "offer_id",
+        "offer_type",
+        "price",
+        "valid_from",
+        "valid_to",
+        "reason_codes",
+        "as_of",
+        "run_id",
+    ]
     df = offers.where(F.col("group") == "treatment").select(*cols)
     if fmt == "csv":  # CSV has no arrays
         df = df.withColumn("reason_codes", F.array_join("reason_codes", " | "))
     return df
 
 
-def export_channels(offers: DataFrame, root: str, as_of: date, channels: Iterable[str], fmt: str) -> dict[str, str]:
+def export_channels(
+    offers: DataFrame, root: str, as_of: date, channels: Iterable[str], fmt: str
+) -> dict[str, str]:
     """Write treatment rows per channel to ``<root>/<as_of>/<channel>.<fmt>``; control rows never leave.
 
     One Spark write, partitioned by channel and repartitioned so each channel's rows sit in
@@ -381,8 +430,12 @@ def export_channels(offers: DataFrame, root: str, as_of: date, channels: Iterabl
             os.replace(parts[0], target)
         else:  # no rows (or, defensively, several files): write the one file from the parts
             header = ",".join(c for c in frame.columns) + "\n" if fmt == "csv" else ""
-            lines = [line for part in parts for line in part.read_text().splitlines(keepends=True)
-                     if not (fmt == "csv" and line == header)]
+            lines = [
+                line
+                for part in parts
+                for line in part.read_text().splitlines(keepends=True)
+                if not (fmt == "csv" and line == header)
+            ]
             target.write_text(header + "".join(lines))
         paths[channel] = str(target)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -398,24 +451,39 @@ def check_allocation(infeasible: Sequence[str], summary: str) -> CheckResult:
     return CheckResult("allocation", True, summary)
 
 
-def _push_contacts_before(history: DataFrame, triggers: DataFrame | None, as_of: date,
-                          push_channels: Sequence[str], window_days: int) -> DataFrame:
+def _push_contacts_before(
+    history: DataFrame,
+    triggers: DataFrame | None,
+    as_of: date,
+    push_channels: Sequence[str],
+    window_days: int,
+) -> DataFrame:
     """subscriber_id, contacts: push messages sent in the window before this run (treatment
     contacts of offer_history, one per contacted_ts, plus trigger offers)."""
     start = F.lit(as_of - timedelta(days=window_days - 1)).cast("timestamp")
     end = F.lit(as_of + timedelta(days=1)).cast("timestamp")
     sent = (
-        history.where((F.col("group") == "treatment") & F.col("channel").isin(list(push_channels))
-                      & (F.col("contacted_ts") >= start) & (F.col("contacted_ts") < end))
-        .select("subscriber_id", "channel", "contacted_ts").distinct()
-        .groupBy("subscriber_id").agg(F.count(F.lit(1)).alias("contacts"))
+        history.where(
+            (F.col("group") == "treatment")
+            & F.col("channel").isin(list(push_channels))
+            & (F.col("contacted_ts") >= start)
+            & (F.col("contacted_ts") < end)
+        )
+        .select("subscriber_id", "channel", "contacted_ts")
+        .distinct()
+        .groupBy("subscriber_id")
+        .agg(F.count(F.lit(1)).alias("contacts"))
     )
     if triggers is None:
         return sent
     pushed = (
-        triggers.where(F.col("channel").isin(list(push_channels)) & (F.col("emitted_at") >= start)
-                       & (F.col("emitted_at") < end))
-        .groupBy("subscriber_id").agg(F.count(F.lit(1)).alias("contacts"))
+        triggers.where(
+            F.col("channel").isin(list(push_channels))
+            & (F.col("emitted_at") >= start)
+            & (F.col("emitted_at") < end)
+        )
+        .groupBy("subscriber_id")
+        .agg(F.count(F.lit(1)).alias("contacts"))
     )
     return sent.unionByName(pushed).groupBy("subscriber_id").agg(F.sum("contacts").alias("contacts"))
 
@@ -452,13 +520,22 @@ def audit_decisions(
         F.countDistinct(F.when(F.col("channel").isin(push), F.col("channel"))).alias("push_now"),
     )
     before = _push_contacts_before(history, triggers, as_of, push, contact_window_days)
-    slots = F.create_map(*[x for ch, spec in sorted(catalog.channels.items()) for x in (F.lit(ch), F.lit(spec.slots))])
-    stats = per_sub.join(before, on="subscriber_id", how="left").agg(
-        F.sum((F.col("offers") > max_offers).cast("long")).alias("over_offers"),
-        F.sum(((F.col("push_now") > 0)
-               & (F.col("push_now") + F.coalesce(F.col("contacts"), F.lit(0)) > max_push_contacts)).cast("long"))
-        .alias("over_push"),
-    ).first()
+    slots = F.create_map(
+        *[x for ch, spec in sorted(catalog.channels.items()) for x in (F.lit(ch), F.lit(spec.slots))]
+    )
+    stats = (
+        per_sub.join(before, on="subscriber_id", how="left")
+        .agg(
+            F.sum((F.col("offers") > max_offers).cast("long")).alias("over_offers"),
+            F.sum(
+                (
+                    (F.col("push_now") > 0)
+                    & (F.col("push_now") + F.coalesce(F.col("contacts"), F.lit(0)) > max_push_contacts)
+                ).cast("long")
+            ).alias("over_push"),
+        )
+        .first()
+    )
     multi = per_offer.where(F.col("channels") > 1).count()
     past_slots = sent.where(F.col("rank") > F.coalesce(slots[F.col("channel")], F.lit(0))).count()
 
@@ -466,8 +543,12 @@ def audit_decisions(
         newest = (
             consents.where(F.col("updated_ts") < F.lit(as_of + timedelta(days=1)).cast("timestamp"))
             .groupBy("subscriber_id", "channel")
-            .agg(F.max_by(F.col("allowed").cast("int"),
-                          F.struct(F.col("updated_ts"), (~F.col("allowed")).cast("int"))).alias("allowed"))
+            .agg(
+                F.max_by(
+                    F.col("allowed").cast("int"),
+                    F.struct(F.col("updated_ts"), (~F.col("allowed")).cast("int")),
+                ).alias("allowed")
+            )
         )
         joined = sent.join(newest, on=["subscriber_id", "channel"], how="left")
     else:
@@ -477,11 +558,16 @@ def audit_decisions(
         default = F.when(F.col("channel") == ch, F.lit(bool(ok))).otherwise(default)
     without_consent = joined.where(F.coalesce(F.col("allowed") == 1, default) == F.lit(False)).count()
 
-    usage = {r["channel"]: r["n"] for r in
-             sent.groupBy("channel").agg(F.countDistinct("subscriber_id").alias("n")).collect()}
-    by_offer = {r["offer_id"]: (r["n"], r["cost"] or 0.0) for r in
-                sent.groupBy("offer_id").agg(F.count(F.lit(1)).alias("n"),
-                                             F.sum("expected_cost").alias("cost")).collect()}
+    usage = {
+        r["channel"]: r["n"]
+        for r in sent.groupBy("channel").agg(F.countDistinct("subscriber_id").alias("n")).collect()
+    }
+    by_offer = {
+        r["offer_id"]: (r["n"], r["cost"] or 0.0)
+        for r in sent.groupBy("offer_id")
+        .agg(F.count(F.lit(1)).alias("n"), F.sum("expected_cost").alias("cost"))
+        .collect()
+    }
     over_capacity, over_budget, off_volume = [], [], []
     for c in constraints:
         if c.kind == "channel_capacity" and usage.get(c.key, 0) > c.limit:
@@ -499,28 +585,53 @@ def audit_decisions(
         return CheckResult(name, not items, "; ".join(items) if items else ok)
 
     return [
-        CheckResult("offer_cap", stats["over_offers"] in (0, None),
-                    f"{stats['over_offers'] or 0:,} subscriber(s) with more than {max_offers} offers"),
-        CheckResult("one_channel_per_offer", multi == 0, f"{multi:,} (subscriber, offer) pairs on several channels"),
-        CheckResult("push_contacts", stats["over_push"] in (0, None),
-                    f"{stats['over_push'] or 0:,} subscriber(s) over {max_push_contacts} push contacts in "
-                    f"{contact_window_days} days"),
+        CheckResult(
+            "offer_cap",
+            stats["over_offers"] in (0, None),
+            f"{stats['over_offers'] or 0:,} subscriber(s) with more than {max_offers} offers",
+        ),
+        CheckResult(
+            "one_channel_per_offer", multi == 0, f"{multi:,} (subscriber, offer) pairs on several channels"
+        ),
+        CheckResult(
+            "push_contacts",
+            stats["over_push"] in (0, None),
+            f"{stats['over_push'] or 0:,} subscriber(s) over {max_push_contacts} push contacts in "
+            f"{contact_window_days} days",
+        ),
         CheckResult("slots", past_slots == 0, f"{past_slots:,} rows ranked past their channel's slots"),
         listed("capacity", over_capacity, "every channel within its daily capacity"),
         listed("budget", over_budget, "every budget within today's allowance"),
         listed("volume", off_volume, "every offer within its daily volume bounds"),
-        CheckResult("consent", without_consent == 0, f"{without_consent:,} rows to a channel without consent"),
+        CheckResult(
+            "consent", without_consent == 0, f"{without_consent:,} rows to a channel without consent"
+        ),
     ]
 
 
 # ---------------------------------------------------------------------------- decision log
 DECISIONS_COLUMNS = (
-    "decision_id", "subscriber_id", "offer_id", "channel", "group", "probability", "model_versions", "source",
-    "campaign_id", "net_value", "expected_cost", "valid_from", "valid_to", "run_id", "as_of",
+    "decision_id",
+    "subscriber_id",
+    "offer_id",
+    "channel",
+    "group",
+    "probability",
+    "model_versions",
+    "source",
+    "campaign_id",
+    "net_value",
+    "expected_cost",
+    "valid_from",
+    "valid_to",
+    "run_id",
+    "as_of",
 )
 
 
-def decision_rows(published: DataFrame, scores: DataFrame, campaign_id: str, uplift_version: str | None) -> DataFrame:
+def decision_rows(
+    published: DataFrame, scores: DataFrame, campaign_id: str, uplift_version: str | None
+) -> DataFrame:
     """gold `decisions` rows of a published batch: one per offers row (treatment and control).
 
     Needs the published offers (OFFERS_SCHEMA) and the as_of scores (subscriber_id,
@@ -533,9 +644,9 @@ def decision_rows(published: DataFrame, scores: DataFrame, campaign_id: str, upl
         scores = scores.withColumn("model_versions", F.lit(None).cast("map<string,string>"))
     versions = F.coalesce(F.col("model_versions"), F.create_map().cast("map<string,string>"))
     if uplift_version is not None:
-        uplift = F.when(F.col("uplift_source") == "model",
-                        F.create_map(F.lit("uplift"), F.lit(uplift_version))).otherwise(
-            F.create_map().cast("map<string,string>"))
+        uplift = F.when(
+            F.col("uplift_source") == "model", F.create_map(F.lit("uplift"), F.lit(uplift_version))
+        ).otherwise(F.create_map().cast("map<string,string>"))
         versions = F.map_concat(versions, uplift)
     return (
         published.join(scores.select("subscriber_id", "model_versions"), on="subscriber_id", how="left")

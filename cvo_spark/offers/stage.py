@@ -55,8 +55,14 @@ def offer_params(config: Config, catalog: Catalog | None = None) -> OfferParams:
     o, w, a = config.offers, config.features.windows, config.offers.allocation
     return OfferParams(
         allocate=a.enabled,
-        push_channels=tuple(sorted({*(c for c in catalog.channels if catalog.kind(c) == "push"),
-                                    *(c for c, k in DEFAULT_CHANNEL_KIND.items() if k == "push")})),
+        push_channels=tuple(
+            sorted(
+                {
+                    *(c for c in catalog.channels if catalog.kind(c) == "push"),
+                    *(c for c, k in DEFAULT_CHANNEL_KIND.items() if k == "push"),
+                }
+            )
+        ),
         max_push_contacts=a.max_push_contacts,
         fatigue_ignored_contacts=a.fatigue_ignored_contacts,
         fatigue_window_days=a.fatigue_window_days,
@@ -81,8 +87,12 @@ def offer_params(config: Config, catalog: Catalog | None = None) -> OfferParams:
 def allocation_params(config: Config) -> AllocationParams:
     a = config.offers.allocation
     return AllocationParams(
-        max_offers=a.max_offers_per_subscriber, min_net_value=a.min_net_value, sample_share=a.solver_sample_share,
-        max_iterations=a.solver_max_iterations, full_passes=a.solver_full_passes, tolerance=a.solver_tolerance,
+        max_offers=a.max_offers_per_subscriber,
+        min_net_value=a.min_net_value,
+        sample_share=a.solver_sample_share,
+        max_iterations=a.solver_max_iterations,
+        full_passes=a.solver_full_passes,
+        tolerance=a.solver_tolerance,
         seed=a.solver_seed,
     )
 
@@ -94,55 +104,97 @@ def budget_spend(history: DataFrame, catalog: Catalog, as_of: date) -> dict[str,
         return {}
     since = min(b.start for b in catalog.budgets)
     rows = (
-        history.where(F.coalesce(F.col("accepted"), F.lit(False)) & F.col("accepted_ts").isNotNull()
-                      & (F.to_date("accepted_ts") >= F.lit(since)) & (F.to_date("accepted_ts") <= F.lit(as_of)))
-        .groupBy("offer_id", F.to_date("accepted_ts").alias("day")).count().collect()
+        history.where(
+            F.coalesce(F.col("accepted"), F.lit(False))
+            & F.col("accepted_ts").isNotNull()
+            & (F.to_date("accepted_ts") >= F.lit(since))
+            & (F.to_date("accepted_ts") <= F.lit(as_of))
+        )
+        .groupBy("offer_id", F.to_date("accepted_ts").alias("day"))
+        .count()
+        .collect()
     )
     incentive = {o.offer_id: o.incentive for o in catalog.offers}
     spent = {b.name: 0.0 for b in catalog.budgets}
     for b in catalog.budgets:
         members = set(catalog.budget_offers(b))
-        spent[b.name] = sum(r["count"] * incentive.get(r["offer_id"], 0.0) for r in rows
-                            if r["offer_id"] in members and b.start <= r["day"] <= min(b.end, as_of))
+        spent[b.name] = sum(
+            r["count"] * incentive.get(r["offer_id"], 0.0)
+            for r in rows
+            if r["offer_id"] in members and b.start <= r["day"] <= min(b.end, as_of)
+        )
     return spent
 
 
 def allocation_constraints(catalog: Catalog, spent: dict[str, float], as_of: date) -> tuple[Constraint, ...]:
     """The per-run constraints of the catalog for `as_of`: channel capacities, paced
     budgets (`paced_allowance`) and per-offer daily volumes."""
-    out = [Constraint(f"capacity:{ch}", "channel_capacity", ch, float(spec.daily_capacity))
-           for ch, spec in sorted(catalog.channels.items()) if spec.daily_capacity is not None]
+    out = [
+        Constraint(f"capacity:{ch}", "channel_capacity", ch, float(spec.daily_capacity))
+        for ch, spec in sorted(catalog.channels.items())
+        if spec.daily_capacity is not None
+    ]
     for b in catalog.budgets:
         allowance = paced_allowance(b.amount, spent.get(b.name, 0.0), b.start, b.end, as_of)
-        out.append(Constraint(f"budget:{b.name}", "budget", b.name, allowance, offers=catalog.budget_offers(b)))
+        out.append(
+            Constraint(f"budget:{b.name}", "budget", b.name, allowance, offers=catalog.budget_offers(b))
+        )
     for o in catalog.offers:
         if o.max_daily_volume is not None:
-            out.append(Constraint(f"max_volume:{o.offer_id}", "offer_max", o.offer_id, float(o.max_daily_volume)))
+            out.append(
+                Constraint(f"max_volume:{o.offer_id}", "offer_max", o.offer_id, float(o.max_daily_volume))
+            )
         if o.min_daily_volume:
-            out.append(Constraint(f"min_volume:{o.offer_id}", "offer_min", o.offer_id, float(o.min_daily_volume)))
+            out.append(
+                Constraint(f"min_volume:{o.offer_id}", "offer_min", o.offer_id, float(o.min_daily_volume))
+            )
     return tuple(out)
 
 
 ALLOCATION_SCHEMA = StructType(
-    [StructField(n, t) for n, t in (
-        ("as_of", DateType()), ("constraint", StringType()), ("kind", StringType()), ("sense", StringType()),
-        ("limit", DoubleType()), ("use", DoubleType()), ("shadow_price", DoubleType()), ("passes", IntegerType()),
-        ("run_id", StringType()))]
+    [
+        StructField(n, t)
+        for n, t in (
+            ("as_of", DateType()),
+            ("constraint", StringType()),
+            ("kind", StringType()),
+            ("sense", StringType()),
+            ("limit", DoubleType()),
+            ("use", DoubleType()),
+            ("shadow_price", DoubleType()),
+            ("passes", IntegerType()),
+            ("run_id", StringType()),
+        )
+    ]
 )
 
 
 def allocation_rows(result: AllocationResult, as_of: date, run_id: str) -> list[tuple]:
     """gold `allocation_constraints` rows: each constraint's limit, use and shadow price."""
-    return [(as_of, r["constraint"], r["kind"], r["sense"], float(r["limit"]), float(r["use"]),
-             float(r["shadow_price"]), int(result.iterations), run_id) for r in result.report()]
+    return [
+        (
+            as_of,
+            r["constraint"],
+            r["kind"],
+            r["sense"],
+            float(r["limit"]),
+            float(r["use"]),
+            float(r["shadow_price"]),
+            int(result.iterations),
+            run_id,
+        )
+        for r in result.report()
+    ]
 
 
 def allocation_summary(result: AllocationResult) -> str:
     """One line for `runs`: passes, then each constraint's use / limit and shadow price."""
     parts = [f"{result.iterations} solver pass(es)"]
     for r in result.report():
-        parts.append(f"{r['constraint']} {r['use']:,.0f}/{r['limit']:,.0f} ({r['sense']}) "
-                     f"shadow price Rp {r['shadow_price']:,.0f}")
+        parts.append(
+            f"{r['constraint']} {r['use']:,.0f}/{r['limit']:,.0f} ({r['sense']}) "
+            f"shadow price Rp {r['shadow_price']:,.0f}"
+        )
     return "; ".join(parts)
 
 
@@ -162,7 +214,9 @@ def read_as_of(ctx: StageContext, name: str) -> DataFrame:
     """One as_of partition of a gold table; an empty one is a `MissingTableError`."""
     df = ctx.store.read("gold", name).where(F.col("as_of") == F.lit(ctx.as_of))
     if df.limit(1).count() == 0:
-        raise MissingTableError(f"gold.{name} has no rows as of {ctx.as_of}: run its stage for that date first")
+        raise MissingTableError(
+            f"gold.{name} has no rows as of {ctx.as_of}: run its stage for that date first"
+        )
     return df
 
 
@@ -188,10 +242,20 @@ def run(ctx: StageContext) -> StageResult:
     triggers = optional_gold(ctx, "trigger_offers")
 
     batch = build_offers(
-        features, segments, scores, history,
-        offers_frame(ctx.spark, catalog, config.offers.validity_days), offer_channels_frame(ctx.spark, catalog),
-        as_of, ctx.run_id, params, constraints=constraints, alloc=allocation_params(config), consents=consents,
-        offer_scores=offer_scores, triggers=triggers,
+        features,
+        segments,
+        scores,
+        history,
+        offers_frame(ctx.spark, catalog, config.offers.validity_days),
+        offer_channels_frame(ctx.spark, catalog),
+        as_of,
+        ctx.run_id,
+        params,
+        constraints=constraints,
+        alloc=allocation_params(config),
+        consents=consents,
+        offer_scores=offer_scores,
+        triggers=triggers,
     )
     offers = batch.offers
     ctx.store.overwrite_partition(offers, "gold", "offers_staging", as_of, merge_schema=True)
@@ -205,12 +269,22 @@ def run(ctx: StageContext) -> StageResult:
         features.select("subscriber_id", "arpu_3m")
         .join(segments.select("subscriber_id", "is_high_value"), on="subscriber_id", how="inner")
         .where(F.col("is_high_value"))
-        .select("subscriber_id", (F.col("arpu_3m") * F.lit(config.offers.high_value_min_price_share)).alias("min_price"))
+        .select(
+            "subscriber_id",
+            (F.col("arpu_3m") * F.lit(config.offers.high_value_min_price_share)).alias("min_price"),
+        )
     )
     summary = summarize_offers(staged, floors, config.offers.price_floor)
     previous, previous_as_of = previous_snapshot(ctx.store, as_of)
     results = run_checks(
-        staged, summary, features.count(), scores, newest, previous, previous_as_of, as_of,
+        staged,
+        summary,
+        features.count(),
+        scores,
+        newest,
+        previous,
+        previous_as_of,
+        as_of,
         freshness_max_days=checks_cfg.freshness_max_days,
         min_coverage=checks_cfg.min_coverage,
         max_coverage=checks_cfg.max_coverage,
@@ -222,11 +296,18 @@ def run(ctx: StageContext) -> StageResult:
     if allocation is not None:
         ctx.store.overwrite_partition(
             ctx.spark.createDataFrame(allocation_rows(allocation, as_of, ctx.run_id), ALLOCATION_SCHEMA),
-            "gold", "allocation_constraints", as_of,
+            "gold",
+            "allocation_constraints",
+            as_of,
         )
         results.append(check_allocation(allocation.infeasible, allocation_summary(allocation)))
         results += audit_decisions(
-            staged, history, consents, as_of, constraints, catalog,
+            staged,
+            history,
+            consents,
+            as_of,
+            constraints,
+            catalog,
             max_offers=config.offers.allocation.max_offers_per_subscriber,
             max_push_contacts=config.offers.allocation.max_push_contacts,
             contact_window_days=config.offers.contact_window_days,
@@ -241,7 +322,10 @@ def run(ctx: StageContext) -> StageResult:
     # The decision log (DESIGN `decisions`): what was decided, with which models, by what chance.
     uplift_version = offer_scores.select("model_version").first()["model_version"] if offer_scores else None
     ctx.store.overwrite_partition(
-        decision_rows(published, scores, config.offers.campaign_id, uplift_version), "gold", "decisions", as_of,
+        decision_rows(published, scores, config.offers.campaign_id, uplift_version),
+        "gold",
+        "decisions",
+        as_of,
         merge_schema=True,
     )
     export_channels(published, exports_root(config), as_of, catalog.channels, config.offers.export_format)

@@ -295,7 +295,9 @@ def bar_chart(
             f'fill="{colour}"><title>{esc(label)}: {esc((value_fmt or yfmt)(v))}</title></rect>'
         )
         cx = fr.px(i) + slot / 2
-        out.extend(_text(cx, fr.h - fr.bottom + 16 + 12 * n, line, "tick") for n, line in enumerate(_wrap(label)))
+        out.extend(
+            _text(cx, fr.h - fr.bottom + 16 + 12 * n, line, "tick") for n, line in enumerate(_wrap(label))
+        )
         if value_fmt is not None:
             out.append(_text(cx, top - 4, value_fmt(v), "value"))
     out.append("</svg>")

@@ -366,8 +366,18 @@ def roi_scenarios(offers: DataFrame, rates: tuple[float, ...] = ROI_CONVERSION_R
 def uplift_by_offer(offer_scores: DataFrame) -> DataFrame:
     """Per offer and channel: mean accept probability if contacted and if not, mean uplift,
     the share of subscribers for whom contact lowers acceptance, best uplift first."""
-    require_columns(offer_scores, ["offer_id", "channel", "p_accept_if_contacted", "p_accept_if_not", "uplift",
-                                   "expected_incremental_margin"], "uplift_by_offer")
+    require_columns(
+        offer_scores,
+        [
+            "offer_id",
+            "channel",
+            "p_accept_if_contacted",
+            "p_accept_if_not",
+            "uplift",
+            "expected_incremental_margin",
+        ],
+        "uplift_by_offer",
+    )
     return (
         offer_scores.groupBy("offer_id", "channel")
         .agg(

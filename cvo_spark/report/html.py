@@ -465,7 +465,7 @@ def _uplift_table(rows) -> str:
     text = _note(
         "Uplift = the accept probability if contacted minus if not contacted, from the uplift model "
         "(offer_scores), averaged over every subscriber scored. A negative uplift means the contact puts "
-        "people off (\"sleeping dogs\"); a high accept rate without contact with little uplift means they "
+        'people off ("sleeping dogs"); a high accept rate without contact with little uplift means they '
         "would buy anyway. Incremental margin = uplift x (price - unit cost), before incentives and contact costs."
     )
     return head + text + records_table(rows, [

@@ -96,8 +96,10 @@ def _clv(g: dict) -> list[str]:
         return [f"  predicted CLV: {sc.message}"]
     clv = mean_clv(sc).collect()[0]
     return [
-        (f"  average predicted CLV (12 months): {fmt_money(clv['clv_12m_mean'])} "
-        f"over {fmt_int(clv['scored'])} scored subscribers")
+        (
+            f"  average predicted CLV (12 months): {fmt_money(clv['clv_12m_mean'])} "
+            f"over {fmt_int(clv['scored'])} scored subscribers"
+        )
     ]
 
 
@@ -107,8 +109,10 @@ def _offers(g: dict) -> list[str]:
         return [f"  offers: {o.message}"]
     groups = {r["group"]: r["n"] for r in o.groupBy("group").agg(F.count(F.lit(1)).alias("n")).collect()}
     return [
-        (f"  offers published: {fmt_int(sum(groups.values()))} "
-        f"(treatment {fmt_int(groups.get('treatment', 0))}, control {fmt_int(groups.get('control', 0))})")
+        (
+            f"  offers published: {fmt_int(sum(groups.values()))} "
+            f"(treatment {fmt_int(groups.get('treatment', 0))}, control {fmt_int(groups.get('control', 0))})"
+        )
     ]
 
 

@@ -106,8 +106,13 @@ def in_quiet_hours(ts: F.Column, start: int, end: int) -> F.Column:
     return (hour >= start) | (hour < end)
 
 
-def choose_offers(events: DataFrame, offers: DataFrame, push_channels: tuple[str, ...] = (),
-                  quiet_start: int = 0, quiet_end: int = 0) -> DataFrame:
+def choose_offers(
+    events: DataFrame,
+    offers: DataFrame,
+    push_channels: tuple[str, ...] = (),
+    quiet_start: int = 0,
+    quiet_end: int = 0,
+) -> DataFrame:
     """One row per event with an eligible offer: adds ``offer_id`` and ``channel``.
 
     Needs events (subscriber_id, event_type, event_ts, preferred_channel) and one offers
@@ -142,7 +147,8 @@ def choose_offers(events: DataFrame, offers: DataFrame, push_channels: tuple[str
         F.col("offer_id"),  # total order: deterministic choice
     )
     quiet = F.col("offer_channel").isin(list(push_channels)) & in_quiet_hours(
-        F.col("event_ts"), quiet_start, quiet_end)
+        F.col("event_ts"), quiet_start, quiet_end
+    )
     # One pass over the snapshot: a subscriber with any control row is excluded whole.
     return (
         events.join(snapshot, on="subscriber_id", how="inner")
@@ -288,9 +294,12 @@ def relevant_history(
     suppress, window = rules.suppress_minutes * 60, rules.contact_window_days * 86_400
     at = lambda sec: F.timestamp_seconds(F.lit(int(sec)))  # constant-folded to a timestamp literal
     emitted = emitted.where(
-        (F.col("event_ts") > at(first_sec - max(suppress, window))) & (F.col("event_ts") < at(last_sec + suppress))
+        (F.col("event_ts") > at(first_sec - max(suppress, window)))
+        & (F.col("event_ts") < at(last_sec + suppress))
     )
-    contacts = contacts.where((F.col("contact_ts") > at(first_sec - window)) & (F.col("contact_ts") <= at(last_sec)))
+    contacts = contacts.where(
+        (F.col("contact_ts") > at(first_sec - window)) & (F.col("contact_ts") <= at(last_sec))
+    )
     return emitted, contacts
 
 

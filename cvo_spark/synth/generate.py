@@ -129,7 +129,13 @@ DATA_RP_PER_MB = 7.0
 
 #: A persona's typical monthly revenue at the unit prices (its subscribers' median level).
 PERSONA_MONTHLY_REVENUE: tuple[float, ...] = tuple(
-    30.0 * (p.voice_minutes * VOICE_RP_PER_MINUTE + p.sms * SMS_RP_EACH + p.data_mb * DATA_RP_PER_MB + p.digital_rp)
+    30.0
+    * (
+        p.voice_minutes * VOICE_RP_PER_MINUTE
+        + p.sms * SMS_RP_EACH
+        + p.data_mb * DATA_RP_PER_MB
+        + p.digital_rp
+    )
     for p in PERSONAS
 )
 SUBSCRIBER_SIGMA_COMMON = 0.30  # lognormal spend level shared by all services
@@ -503,9 +509,14 @@ def _consents(sub: DataFrame, g: _Spec) -> DataFrame:
     """consents: one row per subscriber and push channel, stated on the first active day
     at 09:00 (never before activation, never after end_date)."""
     rows = sub.select(
-        "idx", "subscriber_id", "first_idx", F.explode(F.array(*[F.lit(c) for c in CONSENT_SHARE])).alias("channel")
+        "idx",
+        "subscriber_id",
+        "first_idx",
+        F.explode(F.array(*[F.lit(c) for c in CONSENT_SHARE])).alias("channel"),
     )
-    share = F.element_at(F.create_map(*[F.lit(x) for kv in CONSENT_SHARE.items() for x in kv]), F.col("channel"))
+    share = F.element_at(
+        F.create_map(*[F.lit(x) for kv in CONSENT_SHARE.items() for x in kv]), F.col("channel")
+    )
     channel_no = F.array_position(F.array(*[F.lit(c) for c in CONSENT_SHARE]), F.col("channel")).cast("int")
     u = uniform((*row_key(g.seed, "idx"), channel_no), Stream.CONSENT)
     return rows.select(
@@ -536,7 +547,9 @@ def _usage_daily(sub: DataFrame, g: _Spec) -> DataFrame:
         )
         .cast("long")
         .alias("sms_count"),
-        F.round(F.col("data_mean") * scale * gamma_int(key, Stream.DATA, DAILY_GAMMA_SHAPE), 2).alias("data_mb"),
+        F.round(F.col("data_mean") * scale * gamma_int(key, Stream.DATA, DAILY_GAMMA_SHAPE), 2).alias(
+            "data_mb"
+        ),
         F.round(
             F.col("digital_mean") * scale * digital_on / DIGITAL_DAY_PROB * exponential(key, Stream.DIGITAL)
         ).alias("digital_revenue"),
@@ -619,9 +632,7 @@ def _purchases(sub: DataFrame, g: _Spec) -> DataFrame:
         F.col("ts").alias("purchase_ts"),
         pick([pid for pid, _ in PRODUCTS], F.col("p")).alias("product_id"),
         pick([float(price) for _, price in PRODUCTS], F.col("p")).alias("price"),
-        choice(attribute(key, Stream.PURCHASE, 3), *zip(*PURCHASE_CHANNEL_WEIGHTS.items())).alias(
-            "channel"
-        ),
+        choice(attribute(key, Stream.PURCHASE, 3), *zip(*PURCHASE_CHANNEL_WEIGHTS.items())).alias("channel"),
     )
 
 
@@ -701,7 +712,9 @@ def _logged_contacts(sub: DataFrame, g: _Spec) -> DataFrame:
         .when(is_young, F.lit((1.0 - NEWBIE_OFFER_SHARE) / len(regular)))
         .otherwise(F.lit(1.0 / len(regular)))
     )
-    p_channel = pick(list(CONTACT_CHANNEL_WEIGHTS.values()), _index_of(list(CONTACT_CHANNEL_WEIGHTS), F.col("channel")))
+    p_channel = pick(
+        list(CONTACT_CHANNEL_WEIGHTS.values()), _index_of(list(CONTACT_CHANNEL_WEIGHTS), F.col("channel"))
+    )
     p_group = F.when(F.col("is_treatment"), F.lit(1.0 - CONTROL_SHARE)).otherwise(F.lit(CONTROL_SHARE))
     # Fatigue: treatment contacts of the same subscriber in the FATIGUE_DAYS before this one
     # (the one shuffle of the generator: a window per subscriber over ~0.1 rows a day).
@@ -716,7 +729,9 @@ def _logged_contacts(sub: DataFrame, g: _Spec) -> DataFrame:
         .withColumn("propensity", p_offer * p_channel * p_group)
         .withColumn(
             "decision_id",
-            F.concat(F.lit("hist-"), F.lower(F.hex(F.xxhash64(F.lit(g.seed), F.col("subscriber_id"), F.col("ev"))))),
+            F.concat(
+                F.lit("hist-"), F.lower(F.hex(F.xxhash64(F.lit(g.seed), F.col("subscriber_id"), F.col("ev"))))
+            ),
         )
         .withColumn("recent_contacts", F.count(F.when(F.col("is_treatment"), 1)).over(before))
         .transform(_with_acceptance, g)
@@ -796,9 +811,9 @@ def _with_acceptance(contacts: DataFrame, g: _Spec) -> DataFrame:
         .withColumn("accepted", accepted)
         .select(
             "*",
-            F.when(F.col("accepted"), F.timestamp_seconds(F.least(F.col("ts_sec") + delay, last_second))).alias(
-                "accepted_ts"
-            ),
+            F.when(
+                F.col("accepted"), F.timestamp_seconds(F.least(F.col("ts_sec") + delay, last_second))
+            ).alias("accepted_ts"),
             F.when(F.col("accepted"), pick([float(o.price) for o in OFFERS], F.col("o")))
             .otherwise(0.0)
             .alias("revenue"),
