@@ -56,7 +56,8 @@ def duckdb_core_sql(
                coalesce(voice_revenue, 0) + coalesce(sms_revenue, 0) + coalesce(data_revenue, 0)
                  + coalesce(digital_revenue, 0) AS rev,
                coalesce(voice_minutes, 0) AS vm, coalesce(sms_count, 0) AS sms, coalesce(data_mb, 0) AS mb,
-               coalesce(voice_revenue, 0) AS vr, coalesce(sms_revenue, 0) AS sr, coalesce(data_revenue, 0) AS dr,
+               coalesce(voice_revenue, 0) AS vr, coalesce(sms_revenue, 0) AS sr,
+               coalesce(data_revenue, 0) AS dr,
                coalesce(digital_revenue, 0) AS gr
         FROM read_parquet('{usage_glob}')
         WHERE usage_date <= {d}
@@ -91,7 +92,8 @@ def duckdb_core_sql(
            / (revenue_prior / {prior}) END AS revenue_trend_pct,
       CASE WHEN data_mb_prior <> 0 THEN (data_mb_recent / {recent} - data_mb_prior / {prior})
            / (data_mb_prior / {prior}) END AS data_trend_pct,
-      CASE WHEN voice_minutes_prior <> 0 THEN (voice_minutes_recent / {recent} - voice_minutes_prior / {prior})
+      CASE WHEN voice_minutes_prior <> 0
+           THEN (voice_minutes_recent / {recent} - voice_minutes_prior / {prior})
            / (voice_minutes_prior / {prior}) END AS voice_trend_pct,
       CASE WHEN revenue_3m <> 0 THEN sqrt(greatest(revenue_sq_3m / {long} - (revenue_3m / {long}) ^ 2, 0))
            / (revenue_3m / {long}) END AS revenue_volatility
@@ -264,15 +266,18 @@ def main(argv: list[str] | None = None) -> int:
     gib = 1024**3
     print(
         "| N | days | usage rows | ours full (Delta) s | ours core (noop) s | duckdb core s | "
-        "ours full rows/s | duckdb rows/s | peak RSS ours GiB | peak RSS duckdb GiB | full/duckdb | core/duckdb |"
+        "ours full rows/s | duckdb rows/s | peak RSS ours GiB | peak RSS duckdb GiB | "
+        "full/duckdb | core/duckdb |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(
         f"| {n:,} | {days} | {usage_rows:,} | {warm['ours_full']:.1f} | {warm['ours_core']:.1f} | "
         f"{warm['duckdb_core']:.1f} | {report['rows_per_second']['ours_full']:,.0f} | "
         f"{report['rows_per_second']['duckdb_core']:,.0f} | "
-        f"{results['ours_full']['peak_rss_bytes'] / gib:.2f} | {results['duckdb_core']['peak_rss_bytes'] / gib:.2f} | "
-        f"{report['ratio_ours_full_over_duckdb_core']:.1f} | {report['ratio_ours_core_over_duckdb_core']:.1f} |"
+        f"{results['ours_full']['peak_rss_bytes'] / gib:.2f} | "
+        f"{results['duckdb_core']['peak_rss_bytes'] / gib:.2f} | "
+        f"{report['ratio_ours_full_over_duckdb_core']:.1f} | "
+        f"{report['ratio_ours_core_over_duckdb_core']:.1f} |"
     )
     print(f"wrote {path}; core results agree: {agree}", file=sys.stderr)
     spark.stop()

@@ -162,15 +162,18 @@ def main(argv: list[str] | None = None) -> None:
 
     spark = get_spark(
         app_name="bench_kmeans", master=args.master, shuffle_partitions=8, log_level="ERROR",
-        extra_conf={"spark.driver.memory": args.driver_memory, "spark.ui.enabled": "false"}, show_progress=False,
+        extra_conf={"spark.driver.memory": args.driver_memory, "spark.ui.enabled": "false"},
+        show_progress=False,
     )  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for rows in [int(r) for r in args.rows.split(",")]:
         result = bench(spark, rows, args.k, args.seed, args.max_iter, args.n_init)
         print(
-            f"n={rows:>9,}  spark fit {result['spark_fit_seconds']:7.1f}s  fit+assign {result['spark_fit_assign_seconds']:7.1f}s"
-            f"  sklearn {result['sklearn_fit_predict_seconds']:7.1f}s  ratio {result['ratio_spark_over_sklearn']}"
+            f"n={rows:>9,}  spark fit {result['spark_fit_seconds']:7.1f}s"
+            f"  fit+assign {result['spark_fit_assign_seconds']:7.1f}s"
+            f"  sklearn {result['sklearn_fit_predict_seconds']:7.1f}s"
+            f"  ratio {result['ratio_spark_over_sklearn']}"
             f"  ARI(spark, sklearn) {result['ari_spark_vs_sklearn']:.3f}",
             flush=True,
         )

@@ -31,9 +31,8 @@ from pyspark.sql import functions as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cvo_spark.core.session import get_spark
 from cvo_spark.core.catalog import load_catalog, offer_channels_frame, offers_frame
-from cvo_spark.offers.stage import allocation_constraints
+from cvo_spark.core.session import get_spark
 from cvo_spark.offers.engine import (
     OfferParams,
     build_offers,
@@ -42,6 +41,7 @@ from cvo_spark.offers.engine import (
     control_bucket,
     subscriber_profiles,
 )
+from cvo_spark.offers.stage import allocation_constraints
 
 AS_OF = date(2026, 6, 30)
 CATALOG = Path(__file__).resolve().parents[1] / "conf" / "offers.yaml"

@@ -231,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         "--min-history-days",
         type=int,
         default=30,
-        help="models.min_history_days for the train stage (90-day data has no snapshot with 90 days behind it)",
+        help=(
+            "models.min_history_days for the train stage (90-day data has no snapshot with 90 days behind it)"
+        ),
     )
     parser.add_argument("--driver-memory", default="12g")
     parser.add_argument(

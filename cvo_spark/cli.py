@@ -175,7 +175,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if bronze is None:
         raise ConfigError("demo: tables.bronze must be a folder under the lake, not a catalog schema")
     print(
-        f"cvo: demo - generating {args.subscribers:,} subscribers x {args.days} days into {Path(bronze).parent}",
+        f"cvo: demo - generating {args.subscribers:,} subscribers x {args.days} days "
+        f"into {Path(bronze).parent}",
         file=sys.stderr,
     )
     write_bronze(

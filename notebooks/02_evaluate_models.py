@@ -7,7 +7,8 @@
 # MAGIC ROC-AUC 0.5 is chance; an out-of-time AUC near 1.0 or 100% accuracy is a leak to
 # MAGIC investigate, not a result.
 # MAGIC
-# MAGIC **Parameters**: `conf`, `lake`, `as_of` (widgets on Databricks, else `CVO_CONF`, `CVO_LAKE`, `CVO_AS_OF`).
+# MAGIC **Parameters**: `conf`, `lake`, `as_of` (widgets on Databricks, else `CVO_CONF`, `CVO_LAKE`,
+# MAGIC `CVO_AS_OF`).
 
 # COMMAND ----------
 

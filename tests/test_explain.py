@@ -24,7 +24,8 @@ from cvo_spark.offers.stage import offer_params
 D, D_UNPUBLISHED = date(2026, 6, 30), date(2026, 6, 29)
 KEY = "test-key-not-a-secret"
 SUBSCRIBERS = [
-    # id, payment, los, arpu_3m, data_trend, quota_low, tier, high value, lifecycle, persona, p_up, p_cs, p_churn
+    # id, payment, los, arpu_3m, data_trend, quota_low, tier, high value, lifecycle, persona,
+    # p_up, p_cs, p_churn
     (
         "6281100001",
         "prepaid",
@@ -98,22 +99,25 @@ def make_lake(spark, root, allocation=None) -> dict:
         "features": spark.createDataFrame(
             feats,
             (
-                "subscriber_id string, as_of date, payment_type string, length_of_stay_days int, arpu_3m double, "
-                "data_trend_pct double, voice_trend_pct double, revenue_trend_pct double, quota_low_count long, "
+                "subscriber_id string, as_of date, payment_type string, length_of_stay_days int, "
+                "arpu_3m double, data_trend_pct double, voice_trend_pct double, revenue_trend_pct double, "
+                "quota_low_count long, "
                 "voice_share double, digital_share double"
             ),
         ),
         "segments": spark.createDataFrame(
             segs,
             (
-                "subscriber_id string, as_of date, value_tier string, is_high_value boolean, lifecycle string, "
+                "subscriber_id string, as_of date, value_tier string, is_high_value boolean, "
+                "lifecycle string, "
                 "persona_name string"
             ),
         ),
         "scores": spark.createDataFrame(
             scores,
             (
-                "subscriber_id string, as_of date, p_upsell double, p_cross_sell double, p_churn double, clv_12m double, "
+                "subscriber_id string, as_of date, p_upsell double, p_cross_sell double, p_churn double, "
+                "clv_12m double, "
                 "reasons_upsell array<string>, reasons_cross_sell array<string>, reasons_churn array<string>"
             ),
         ),
@@ -187,8 +191,8 @@ def test_explain_lists_profile_scores_offers_exclusions_and_group(spark, plain):
     assert "  DATA_NIGHT_10GB: cool-down: not accepted when offered on 2026-06-27 (14-day cool-down)" in lines
     assert "  COMBO_STARTER: not eligible: arpu_3m 120,000 above 80,000" in lines
     assert (
-        "  RETENTION_BONUS_DATA: not eligible: churn risk 0.10 below 0.25 (retention offers are for churn risks)"
-        in lines
+        "  RETENTION_BONUS_DATA: not eligible: churn risk 0.10 below 0.25 "
+        "(retention offers are for churn risks)" in lines
     )
     assert any(ln.startswith("  DATA_WEEKLY_2GB on sms: ranked ") for ln in lines)
     # Every published offer row of this subscriber is in the text.

@@ -224,8 +224,10 @@ READ_FAILURE = (
     "An error occurred while calling o1612.collectToPython.\n"
     ": org.apache.spark.SparkException: [FAILED_READ_FILE.NO_HINT] Encountered error while reading file "
     "file:/lake/bronze/usage_daily/part-00000-db80-c000.snappy.parquet.  SQLSTATE: KD001\n"
-    "\tat org.apache.spark.sql.errors.QueryExecutionErrors$.cannotReadFilesError(QueryExecutionErrors.scala:856)\n"
-    "Caused by: java.lang.RuntimeException: file:/lake/bronze/usage_daily/part-00000-db80-c000.snappy.parquet "
+    "\tat org.apache.spark.sql.errors.QueryExecutionErrors$."
+    "cannotReadFilesError(QueryExecutionErrors.scala:856)\n"
+    "Caused by: java.lang.RuntimeException: "
+    "file:/lake/bronze/usage_daily/part-00000-db80-c000.snappy.parquet "
     "is not a Parquet file. Expected magic number at tail, but found [98, 97, 103, 101]\n"
     "\t... 21 more\n"
 )
@@ -243,7 +245,8 @@ def test_unreadable_file_in_any_stage_names_the_table_from_its_path():
     silver_failure = READ_FAILURE.replace("/lake/bronze/", "/lake/silver/")
     err = unreadable_table_error(RuntimeError(silver_failure), "stage features")
     assert str(err).startswith(
-        "stage features: table silver.usage_daily: cannot read data file part-00000-db80-c000.snappy.parquet: "
+        "stage features: table silver.usage_daily: "
+        "cannot read data file part-00000-db80-c000.snappy.parquet: "
     )
     assert unreadable_table_error(RuntimeError("[DIVIDE_BY_ZERO] Division by zero."), "stage x") is None
 

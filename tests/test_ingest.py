@@ -130,7 +130,8 @@ def test_subscriber_rules(spark):
             (
                 "s10",
                 "Jakarta",
-                "subscribers.payment_type: unknown value 'gold'; subscribers.device_tier: unknown value 'ultra'",
+                "subscribers.payment_type: unknown value 'gold'; "
+                "subscribers.device_tier: unknown value 'ultra'",
             ),
             ("s11", "Bali", "subscribers.churn_date: before activation_date 2026-03-01: 2026-02-01"),
             (

@@ -440,7 +440,7 @@ def test_missing_columns_are_named(spark):
         contact_history(history(spark, []).drop("accepted"), AS_OF, 7, 14)
 
 
-# ------------------------------------------------------------------------ decision core: per-row rules and value
+# ---------------------------------------------------------------- decision core: per-row rules and value
 ALLOCATING = OfferParams(
     consent_when_missing={"sms": False, "app": True},
     fatigue_ignored_contacts=3,

@@ -248,7 +248,10 @@ def test_stage_writes_tables_and_keeps_ids_across_dates(spark, tmp_path):
         )
 
     b2b = spark.createDataFrame(
-        [(f"acc{i}", float(10 ** (3 + i % 3) * (1 + i / 50)), int(10 ** (2 + i % 3)), float(i)) for i in range(12)],
+        [
+            (f"acc{i}", float(10 ** (3 + i % 3) * (1 + i / 50)), int(10 ** (2 + i % 3)), float(i))
+            for i in range(12)
+        ],
         "account_id string, monthly_revenue double, message_count_3m long, bandwidth_mbps double",
     ).select(
         "*", F.lit(5.0).alias("aov"), F.lit(0.9).alias("delivery_rate"), F.lit(0.1).alias("failure_rate"),

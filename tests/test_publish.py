@@ -317,7 +317,7 @@ SCORES_DDL = (
 
 def write_usage(ctx, newest: date):
     """usage_daily whose newest day is `newest` (with a row on D1 too when that is not later)."""
-    days = sorted({newest - timedelta(days=3), newest} | ({D1} if D1 <= newest else set()))
+    days = sorted({newest - timedelta(days=3), newest} | ({D1} if newest >= D1 else set()))
     ctx.store.overwrite(
         ctx.spark.createDataFrame(
             [(f"s{i:03d}", d) for i, d in enumerate(days)], "subscriber_id string, usage_date date"

@@ -433,7 +433,8 @@ def test_matrix_cells_and_legend_follow_the_quadrant_classifier(spark):
         column, row = quadrant_cell(r["name"])
         assert column == (1 if r["high_usage"] else 0)  # right = more usage
         assert row == (0 if r["high_revenue"] else 1)  # top = more revenue
-        # the SVG draws the name at the centre of that cell: x = 70 + 165 * (col + 0.5), y = 40 + 120 * row + 28
+        # the SVG draws the name at the centre of that cell:
+        # x = 70 + 165 * (col + 0.5), y = 40 + 120 * row + 28
         x, y = 70 + 165 * (column + 0.5), 40 + 120 * row + 28
         assert re.search(rf'<text x="{x:.1f}" y="{y:.1f}"[^>]*>{r["name"]}</text>', chart), r["name"]
         legend = QUADRANT_LEGEND[r["name"]]

@@ -207,7 +207,7 @@ def test_train_score_end_to_end(lake):
         F.max(F.size("reasons_churn")).alias("max_reasons"),
         F.avg((F.size("reasons_upsell") > 0).cast("double")).alias("with_reasons"),
     ).first()
-    assert 0.0 <= s["lo"] and s["hi"] <= 1.0
+    assert s["lo"] >= 0.0 and s["hi"] <= 1.0
     assert s["clv_lo"] >= 0.0 and s["clv_mean"] > 0.0
     assert s["max_reasons"] <= ctx.config.models.reason_codes and s["with_reasons"] > 0.5
     # The planted churn driver (activity declining for 30-45 days before churn) comes out
@@ -216,7 +216,8 @@ def test_train_score_end_to_end(lake):
     low_activity = [
         "active days: low", "number of recharges: low", "voice revenue: low", "data revenue: low",
         "revenue last month: low", "revenue last 3 months: low", "3-month ARPU: low", "recharge amount: low",
-        "voice minutes: low", "data volume: low", "days since last recharge: high", "days since last spend: high",
+        "voice minutes: low", "data volume: low", "days since last recharge: high",
+        "days since last spend: high",
         "revenue trend: low", "voice usage trend: low", "data usage trend: low",
     ]  # fmt: skip
 
@@ -261,7 +262,7 @@ def test_train_score_end_to_end(lake):
         F.max("p_churn").alias("hi"),
         F.avg((F.size("reasons_churn") > 0).cast("double")).alias("with_reasons"),
     ).first()
-    assert 0.0 <= fb["lo"] and fb["hi"] <= 1.0 and fb["with_reasons"] > 0.5
+    assert fb["lo"] >= 0.0 and fb["hi"] <= 1.0 and fb["with_reasons"] > 0.5
     old_p = {r["subscriber_id"]: r["p_churn"] for r in before}
     changed = sum(
         r["p_churn"] != old_p[r["subscriber_id"]]

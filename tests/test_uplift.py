@@ -386,7 +386,7 @@ def test_train_registers_the_uplift_model_and_score_writes_offer_scores(pipeline
         F.min(F.size("uplift_reasons")).alias("reasons"),
         F.countDistinct("model_version").alias("versions"),
     ).first()
-    assert 0.0 <= s["lo"] and s["hi"] <= 1.0 and s["diff"] < 1e-12
+    assert s["lo"] >= 0.0 and s["hi"] <= 1.0 and s["diff"] < 1e-12
     assert s["reasons"] >= 1 and s["versions"] == 1
     before = sorted(map(tuple, scores.select("subscriber_id", "offer_id", "channel", "uplift").collect()))
     score_uplift(ctx, features)

@@ -29,8 +29,9 @@ Rules (DESIGN invariant 6, "never silently dropped"):
   `ENUMS` / `SUBSCRIBER_CHANNELS`.
 - event time, churn_date or accepted_ts after the run's clock plus a tolerance (a DATE
   counts from its midnight UTC; `HAPPENED_COLUMNS`); any date or timestamp column
-  before the earliest plausible date (`EARLIEST_EVENT_DATE`, 1990-01-01 by default: a 1900 or 0001 date is a source
-  system's placeholder, not a real activation or event); for subscriber tables, event
+  before the earliest plausible date (`EARLIEST_EVENT_DATE`, 1990-01-01 by default: a
+  1900 or 0001 date is a source system's placeholder, not a real activation or event);
+  for subscriber tables, event
   date before the subscriber's activation date.
 - owner unknown: a subscriber id not among the *valid* subscribers (silver), an
   account_id not among the valid b2b accounts. A row whose subscriber was itself
@@ -345,7 +346,8 @@ def _consistency_rules(table: str) -> list[tuple[Column, Column]]:
                 # Features count an acceptance only by its time: without one it would vanish.
                 (_c("accepted") == F.lit(True)) & _c("accepted_ts").isNull(),
                 F.lit(
-                    "offer_history.accepted_ts: missing for an accepted offer (when it was accepted is unknown)"
+                    "offer_history.accepted_ts: missing for an accepted offer "
+                    "(when it was accepted is unknown)"
                 ),
             ),
             (

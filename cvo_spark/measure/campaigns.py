@@ -14,8 +14,9 @@ Statistics (per row, treatment t and control c, n contacts, k acceptances, p = k
   With a single subscriber in a group there is no variance to estimate: the interval is
   null. Like Wald's, it is a normal approximation: with very few acceptances in a group
   (none at all gives that group variance 0) it is too narrow, where Newcombe's score
-  interval holds up if contacts are one per subscriber. ``method='newcombe'`` (Newcombe's 1998 hybrid score interval from two Wilson
-  intervals) and ``method='wald'`` treat contacts as independent; they are kept for
+  interval holds up if contacts are one per subscriber. ``method='newcombe'``
+  (Newcombe's 1998 hybrid score interval from two Wilson intervals) and
+  ``method='wald'`` treat contacts as independent; they are kept for
   comparison and are too narrow when subscribers are contacted repeatedly (1,000 seeded
   replications in ``benchmarks/bench_clustered_ci.py``).
 - ``incremental_revenue`` = (mean revenue per contact t - mean per contact c) x n_t, the

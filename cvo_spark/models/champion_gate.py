@@ -99,11 +99,15 @@ def promotion_decision(
             f"interval {_f(candidate.get('auc_ci_low'))}-{_f(candidate.get('auc_ci_high'))} lies above 0.50",
         )
     v, g = champion.version, champion.gain
-    gain = f"ROC-AUC gain over champion v{v} {_signed(g.diff)} (paired 95% CI {_signed(g.low)} to {_signed(g.high)})"
+    gain = (
+        f"ROC-AUC gain over champion v{v} {_signed(g.diff)} "
+        f"(paired 95% CI {_signed(g.low)} to {_signed(g.high)})"
+    )
     if champion.trained_later is not None:
         return Decision(
             False,
-            f"not promoted: champion v{v} was trained for a later date ({champion.trained_later}) and learned "
+            f"not promoted: champion v{v} was trained for a later date ({champion.trained_later}) "
+            "and learned "
             f"from this evaluation period (a back-fill): no fair comparison; champion v{v} stays",
         )
     if not g.excludes_zero():
@@ -127,7 +131,9 @@ def promotion_decision(
 def gate_rows(
     promoted: bool, reason: str, champion: ChampionComparison | None, version: str, run_id: str
 ) -> list[tuple]:
-    """`model_evaluations` rows (model_kind, metric, value, model_version, mlflow_run_id, reading) of the gate.
+    """`model_evaluations` rows of the gate.
+
+    Columns: model_kind, metric, value, model_version, mlflow_run_id, reading.
 
     ``promoted`` (1 = this version became champion, 0 = not; the reading is the reason);
     with a champion to compare with, the paired ROC-AUC gain over it and its interval.
@@ -144,7 +150,8 @@ def gate_rows(
                 run_id,
                 (
                     f"ROC-AUC minus champion v{v}'s on the same out-of-time rows: {_signed(g.diff)} "
-                    f"(paired DeLong 95% CI {_signed(g.low)} to {_signed(g.high)}; promoted only when it excludes 0)"
+                    f"(paired DeLong 95% CI {_signed(g.low)} to {_signed(g.high)}; "
+                    "promoted only when it excludes 0)"
                 ),
             ),
             (

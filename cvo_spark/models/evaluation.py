@@ -388,35 +388,44 @@ def binary_readings(target: str, m: dict[str, float]) -> dict[str, str]:
     base = m.get("base_rate", float("nan"))
     return {
         "roc_auc": (
-            f"ROC-AUC {_fmt(auc, 2)} (95% CI {_fmt(m.get('auc_ci_low'), 2)}-{_fmt(m.get('auc_ci_high'), 2)}): "
+            f"ROC-AUC {_fmt(auc, 2)} "
+            f"(95% CI {_fmt(m.get('auc_ci_low'), 2)}-{_fmt(m.get('auc_ci_high'), 2)}): "
             f"0.50 is chance, 1.00 perfect; a random {target} subscriber outranks a random non-{target} one "
             f"{_fmt(auc * 100 if not math.isnan(auc) else auc, 0)}% of the time - {verdict}"
         ),
-        "auc_ci_low": "lower end of the 95% interval of the ROC-AUC; at or below 0.50 means not shown better than chance",
+        "auc_ci_low": (
+            "lower end of the 95% interval of the ROC-AUC; "
+            "at or below 0.50 means not shown better than chance"
+        ),
         "auc_ci_high": "upper end of the 95% interval of the ROC-AUC",
         "pr_auc": (
             f"PR-AUC {_fmt(m.get('pr_auc'), 3)} against a base rate of {_fmt(base, 3)}: "
             "precision averaged over recall; a random ranking scores about the base rate"
         ),
         "lift_top_decile": (
-            f"the 10% highest-scored subscribers are {_fmt(m.get('lift_top_decile'), 2)}x as likely to {target} "
+            f"the 10% highest-scored subscribers are {_fmt(m.get('lift_top_decile'), 2)}x "
+            f"as likely to {target} "
             "as average (1.0 = no better than random targeting)"
         ),
         "capture_top_decile": (
-            f"contacting the top 10% reaches {_fmt(m.get('capture_top_decile', float('nan')) * 100, 0)}% of all "
+            "contacting the top 10% reaches "
+            f"{_fmt(m.get('capture_top_decile', float('nan')) * 100, 0)}% of all "
             f"{target} cases (10% would be random)"
         ),
         "brier": (
-            f"Brier score {_fmt(m.get('brier'), 4)}: mean squared error of the probabilities, lower is better; "
-            f"always predicting the base rate would score {_fmt(base * (1 - base) if not math.isnan(base) else base, 4)}"
+            f"Brier score {_fmt(m.get('brier'), 4)}: mean squared error of the probabilities, "
+            "lower is better; always predicting the base rate would score "
+            f"{_fmt(base * (1 - base) if not math.isnan(base) else base, 4)}"
         ),
         "accuracy": (
-            f"{_fmt(m.get('accuracy', float('nan')) * 100, 1)}% right at a 0.5 cut; with a {_fmt(base * 100, 1)}% "
+            f"{_fmt(m.get('accuracy', float('nan')) * 100, 1)}% right at a 0.5 cut; "
+            f"with a {_fmt(base * 100, 1)}% "
             "base rate this says little, and 100% would be a leak to investigate, not a result"
         ),
         "base_rate": f"{_fmt(base * 100, 1)}% of out-of-time subscribers had the outcome",
         "mean_predicted": (
-            f"mean predicted probability {_fmt(m.get('mean_predicted'), 3)} vs observed rate {_fmt(base, 3)}: "
+            f"mean predicted probability {_fmt(m.get('mean_predicted'), 3)} "
+            f"vs observed rate {_fmt(base, 3)}: "
             "close means calibrated on average"
         ),
         "n": f"{int(m.get('n', 0)):,} out-of-time subscribers the model and its calibrator never saw",
@@ -434,7 +443,8 @@ def regression_readings(m: dict[str, float]) -> dict[str, str]:
             "(0 = no better than predicting the average, negative = worse)"
         ),
         "wape": (
-            f"WAPE {_fmt(m.get('wape', float('nan')) * 100, 1)}%: total absolute error as a share of total actual "
+            f"WAPE {_fmt(m.get('wape', float('nan')) * 100, 1)}%: "
+            "total absolute error as a share of total actual "
             "revenue (MAPE is not used: many actuals are zero)"
         ),
         "mean_actual": f"actual mean revenue in the window {_fmt(m.get('mean_actual'), 0)}",

@@ -387,7 +387,9 @@ def latest_version(name: str):
 def _champion_comparison(
     name: str, evaluation: DataFrame, fit: TargetFit, as_of: str
 ) -> ChampionComparison | None:
-    """The current champion judged beside `fit.model` on this run's evaluation rows (None: no usable champion).
+    """The current champion judged beside `fit.model` on this run's evaluation rows.
+
+    None: no usable champion.
 
     Both models score the same rows, so their ROC-AUCs are compared paired
     (`evaluation.delong_paired_difference`). A champion that cannot score these rows (e.g.

@@ -312,7 +312,10 @@ def with_scores(
 def regression_predictions(
     model: PipelineModel, df: DataFrame, prefix: str, out_col: str, scale: float = 1.0
 ) -> DataFrame:
-    """``subscriber_id, <out_col>``: a fitted `build_regressor` model's prediction, floored at 0, times `scale`."""
+    """``subscriber_id, <out_col>``: a fitted `build_regressor` model's prediction.
+
+    The prediction is floored at 0, then multiplied by `scale`.
+    """
     scored = model.transform(df)
     return scored.select(
         "subscriber_id", (F.greatest(F.col(_prefixed(prefix, "p")), F.lit(0.0)) * F.lit(scale)).alias(out_col)

@@ -237,7 +237,8 @@ def train_uplift(
     ]
     checks["uplift_qini"] = (
         f"{comparison.results['uplift'].coefficient:.4f} [{comparison.intervals['uplift'][0]:.4f}, "
-        f"{comparison.intervals['uplift'][1]:.4f}] (propensity {comparison.results['p_accept_if_contacted'].coefficient:.4f},"
+        f"{comparison.intervals['uplift'][1]:.4f}] "
+        f"(propensity {comparison.results['p_accept_if_contacted'].coefficient:.4f},"
         f" random {comparison.results['random'].coefficient:.4f})"
     )
     checks["uplift_registry"] = f"v{version} {status}"

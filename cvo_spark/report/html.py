@@ -369,9 +369,10 @@ def section_models(d: dict) -> str:
         "All numbers are on an out-of-time holdout: months the model never saw. ROC-AUC 0.5 is chance and "
         "1.0 perfect ranking; an out-of-time AUC near 1.0, or 100% accuracy, is a leak to investigate, not a "
         "result. Each model is compared with a simple baseline; a model that does not beat it adds nothing. "
-        "Lift 1.0 = no better than random targeting. Uplift: what contact adds over not contacting, judged on "
-        "the last weeks of logged contacts (treatment vs control) by the Qini curve, the incremental "
-        "acceptances among the contacts ranked first; the Qini coefficient is the area between that curve and "
+        "Lift 1.0 = no better than random targeting. Uplift: what contact adds over not contacting, "
+        "judged on the last weeks of logged contacts (treatment vs control) by the Qini curve, the "
+        "incremental acceptances among the contacts ranked first; the Qini coefficient is the area "
+        "between that curve and "
         "random targeting per treated contact (0 = random; its interval is a bootstrap over subscribers)."
     )
     rows = sorted(
@@ -412,7 +413,8 @@ def _gate_table(ev: list[dict]) -> str:
         + _note(
             "A trained version becomes champion, and scores subscribers, only when the report would let it "
             "rank (better than chance, interval above 0.50), it beats its baseline on the same rows, and any "
-            "gain over the current champion has a paired 95% interval above 0. Otherwise the current champion "
+            "gain over the current champion has a paired 95% interval above 0. "
+            "Otherwise the current champion "
             "stays; with no champion the baseline scores, and the score run's checks say so."
         )
         + records_table(rows, columns)
@@ -466,7 +468,8 @@ def _uplift_table(rows) -> str:
         "Uplift = the accept probability if contacted minus if not contacted, from the uplift model "
         "(offer_scores), averaged over every subscriber scored. A negative uplift means the contact puts "
         'people off ("sleeping dogs"); a high accept rate without contact with little uplift means they '
-        "would buy anyway. Incremental margin = uplift x (price - unit cost), before incentives and contact costs."
+        "would buy anyway. Incremental margin = uplift x (price - unit cost), "
+        "before incentives and contact costs."
     )
     return head + text + records_table(rows, [
         ("Offer", "offer_id", None),

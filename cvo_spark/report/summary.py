@@ -84,7 +84,8 @@ def _models(g: dict) -> list[str]:
     }
     if "qini_coefficient" in qini:
         lines.append(
-            f"  uplift model (out-of-time Qini coefficient; 0 = random): {fmt_num(qini['qini_coefficient'], 4)} "
+            "  uplift model (out-of-time Qini coefficient; 0 = random): "
+            f"{fmt_num(qini['qini_coefficient'], 4)} "
             f"[{fmt_num(qini.get('qini_ci_low'), 4)}, {fmt_num(qini.get('qini_ci_high'), 4)}]"
         )
     return lines

@@ -214,7 +214,8 @@ def segment_profiles(
 
     Needs ``persona_id``, ``persona_name``, ``value_tier``, ``revenue_3m``, ``arpu_3m`` and
     the source columns of `centroid_columns` (centroid key -> column to average, so a
-    centroid can report window-scaled values under the feature's name). Returns persona_id, persona_name, value_tier, subscribers,
+    centroid can report window-scaled values under the feature's name). Returns
+    persona_id, persona_name, value_tier, subscribers,
     revenue_3m, revenue_share (of every subscriber's revenue_3m; null when that is 0),
     arpu_3m_mean, centroid (map of the group's means in original units, plus
     voice_sms_share when voice_share and sms_share are given) and tactics (the persona's
