@@ -286,7 +286,10 @@ def synthetic_actions(spark: SparkSession, n: int, per_sub: int, seed: int) -> D
     channels = F.array(*[F.lit(c) for c in ("sms", "ussd", "app", "ecommerce", "banking")])
     subs = spark.range(n).withColumnRenamed("id", "idx")
     rows = subs.select("idx", F.explode(F.sequence(F.lit(0), F.lit(per_sub - 1))).alias("k"))
-    u = lambda s: F.rand(seed + s)
+
+    def u(s):
+        return F.rand(seed + s)
+
     offer_no = F.pmod(F.col("idx") * 7 + F.col("k") * 5, F.lit(12))
     return rows.select(
         F.format_string("s%09d", "idx").alias("subscriber_id"),

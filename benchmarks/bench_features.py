@@ -48,7 +48,10 @@ def duckdb_core_sql(
 ) -> str:
     """The usage_daily core aggregation of `cvo_spark.features.subscriber._agg_usage` in DuckDB SQL."""
     d = f"DATE '{as_of.isoformat()}'"
-    start = lambda n: f"({d} - INTERVAL {n - 1} DAY)"
+
+    def start(n):
+        return f"({d} - INTERVAL {n - 1} DAY)"
+
     return f"""
     CREATE OR REPLACE TABLE core AS
     WITH u AS (

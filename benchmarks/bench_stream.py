@@ -230,7 +230,10 @@ def main() -> None:
     )
 
     lat = latency(ctx, args.latency_files, args.latency_events, args.latency_interval, args.latency_wait)
-    fmt = lambda d: ", ".join(f"{k} {v:.2f}s" for k, v in d.items()) or "n/a"
+
+    def fmt(d):
+        return ", ".join(f"{k} {v:.2f}s" for k, v in d.items()) or "n/a"
+
     print(
         f"latency over {lat['files']} appends ({lat['arrived']} tracked rows arrived, trigger "
         f"{args.trigger_seconds}s): emitted_at - append: {fmt(lat['emitted_minus_append'])}; "

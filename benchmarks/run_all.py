@@ -177,7 +177,10 @@ def markdown(results: list[Measurement], exponents: dict[str, float | None], siz
                 f"| {runs} | {e['check']} |"
             )
     tail = exponents_of(results, last_two=True)
-    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"
+
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.2f}"
+
     lines += [
         "",
         "| stage | scaling exponent, all sizes (1.0 = linear) | between the two largest sizes |",

@@ -237,16 +237,21 @@ def test_contact_policy_rules_one_case_each(spark):
         {"subscriber_id": s}
         for s in ("recent", "old", "took", "control", "late_accept", "future", "busy", "calm", "one_slate")
     ]
-    x = lambda sid, ts, group="treatment", acc=False, acc_ts=None: (sid, "X", "app", ts, group, acc, acc_ts)
-    sms = lambda sid, day: (
-        sid,
-        "OTHER",
-        "sms",
-        datetime(2026, 6, day, 10),
-        "treatment",
-        True,
-        datetime(2026, 6, day, 11),
-    )
+
+    def x(sid, ts, group="treatment", acc=False, acc_ts=None):
+        return (sid, "X", "app", ts, group, acc, acc_ts)
+
+    def sms(sid, day):
+        return (
+            sid,
+            "OTHER",
+            "sms",
+            datetime(2026, 6, day, 10),
+            "treatment",
+            True,
+            datetime(2026, 6, day, 11),
+        )
+
     contacts = [
         x("recent", datetime(2026, 6, 20, 9)),
         x("old", datetime(2026, 6, 16, 9)),  # 15 days before as_of: outside the 14-day cool-down
@@ -482,7 +487,10 @@ def decision_rows(
 def test_consent_rest_and_trigger_contacts(spark):
     offers = [{"offer_id": "X", "channels": ["sms", "app"]}]
     subs = [{"subscriber_id": s} for s in ("optout", "unknown", "optin", "tired", "later_optout", "pinged")]
-    ignored = lambda sid, day: (sid, "OTHER", "sms", datetime(2026, 6, day, 10), "treatment", False, None)
+
+    def ignored(sid, day):
+        return (sid, "OTHER", "sms", datetime(2026, 6, day, 10), "treatment", False, None)
+
     rows = decision_rows(
         spark,
         subs,
@@ -509,7 +517,10 @@ def test_consent_rest_and_trigger_contacts(spark):
             ("pinged", "sms", datetime(2026, 6, 1, 20)),
         ],  # outside the 7-day window
     )
-    why = lambda sid, ch: rows[(sid, "X", ch)]["exclusion_reason"]
+
+    def why(sid, ch):
+        return rows[(sid, "X", ch)]["exclusion_reason"]
+
     assert why("optout", "sms") == "no consent for sms"
     assert why("unknown", "sms") == "no consent for sms (none on record; the config denies it when missing)"
     assert why("unknown", "app") is None  # the config allows app when nothing is on record

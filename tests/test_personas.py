@@ -188,13 +188,15 @@ def test_match_persona_ids_gives_fresh_ids_to_new_clusters():
 
 
 def test_name_personas_unique_by_best_fit():
-    c = lambda vs, d, arpu: {
-        "voice_share": vs,
-        "sms_share": 0.0,
-        "voice_sms_share": vs,
-        "digital_share": d,
-        "arpu_3m": arpu,
-    }
+    def c(vs, d, arpu):
+        return {
+            "voice_share": vs,
+            "sms_share": 0.0,
+            "voice_sms_share": vs,
+            "digital_share": d,
+            "arpu_3m": arpu,
+        }
+
     centroids = {
         0: c(0.1, 0.35, 50e3),  # digital, barely
         1: c(0.1, 0.60, 50e3),  # digital, clearly: keeps the plain name
@@ -311,7 +313,10 @@ def test_stage_writes_tables_and_keeps_ids_across_dates(spark, tmp_path):
 
 def adjusted_rand_index(contingency: dict[tuple[str, int], int]) -> float:
     """ARI from a (truth, cluster) -> count table (Hubert and Arabie)."""
-    comb2 = lambda n: n * (n - 1) / 2
+
+    def comb2(n):
+        return n * (n - 1) / 2
+
     rows, cols = {}, {}
     for (t, c), n in contingency.items():
         rows[t] = rows.get(t, 0) + n

@@ -347,7 +347,10 @@ def write_lake(ctx):
             spark.createDataFrame(both[0][k] + both[1][k], ddl), "gold", name, partition_by=["as_of"]
         )
     write_usage(ctx, D2)
-    ts = lambda d, h=9: datetime.combine(d, datetime.min.time()) + timedelta(hours=h)
+
+    def ts(d, h=9):
+        return datetime.combine(d, datetime.min.time()) + timedelta(hours=h)
+
     store.overwrite(
         spark.createDataFrame(
             [("s001", ts(D1), 10_000.0, "app"), ("s001", ts(D2), 10_000.0, "app")], INPUT_SCHEMAS["recharges"]
@@ -577,29 +580,32 @@ def test_decision_audit_catches_each_broken_rule_independently_of_the_engine(spa
             ],
         }
     )
-    row = lambda sid, ch, rank, offer, cost=0.0, group="treatment": (
-        sid,
-        ch,
-        rank,
-        D2,
-        offer,
-        "upsell",
-        20000.0,
-        1.0,
-        0.2,
-        ["r"],
-        group,
-        D2,
-        D2,
-        "r",
-        10.0,
-        0.01,
-        "model",
-        cost,
-        0.0,
-        1.0,
-        f"d-{sid}-{offer}-{ch}",
-    )
+
+    def row(sid, ch, rank, offer, cost=0.0, group="treatment"):
+        return (
+            sid,
+            ch,
+            rank,
+            D2,
+            offer,
+            "upsell",
+            20000.0,
+            1.0,
+            0.2,
+            ["r"],
+            group,
+            D2,
+            D2,
+            "r",
+            10.0,
+            0.01,
+            "model",
+            cost,
+            0.0,
+            1.0,
+            f"d-{sid}-{offer}-{ch}",
+        )
+
     good = [row("g", "sms", 1, "A", 100.0), row("g", "app", 1, "B")]
     bad = [
         row("many", "app", 1, "A"),

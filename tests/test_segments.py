@@ -180,7 +180,10 @@ def test_segment_profiles_per_tier_and_all_with_tactics(spark):
         ("arpu_3m_mean", DoubleType()), ("centroid", MapType(StringType(), DoubleType())),
         ("tactics", ArrayType(StringType())),
     )  # fmt: skip
-    c = lambda v, s: {"voice_share": v, "sms_share": s, "voice_sms_share": v + s}
+
+    def c(v, s):
+        return {"voice_share": v, "sms_share": s, "voice_sms_share": v + s}
+
     expected = spark.createDataFrame(
         [
             (

@@ -801,8 +801,13 @@ def reason_candidates(p: OfferParams) -> tuple[list[Column], Column, list[Column
     in priority order; from the model's contributions; the segment line, then fallbacks)."""
     cat, otype = F.col("category"), F.col("offer_type")
     days, qdays = p.trend_days, p.quota_days
-    up = lambda c: F.coalesce(F.col(c), F.lit(0.0)) >= 0.1
-    down = lambda c: F.coalesce(F.col(c), F.lit(0.0)) <= -0.1
+
+    def up(c: str) -> Column:
+        return F.coalesce(F.col(c), F.lit(0.0)) >= 0.1
+
+    def down(c: str) -> Column:
+        return F.coalesce(F.col(c), F.lit(0.0)) <= -0.1
+
     segment = F.concat_ws(
         ", ",
         base_persona(F.col("persona_name")),
@@ -896,7 +901,10 @@ def with_reasons(rows: DataFrame, p: OfferParams, max_reasons: int = 3) -> DataF
     then the propensity and expected value fill what is left.
     """
     own_data, from_model, fallbacks = reason_candidates(p)
-    present = lambda cols: F.filter(F.array(*cols), lambda r: r.isNotNull())
+
+    def present(cols: list[Column]) -> Column:
+        return F.filter(F.array(*cols), lambda r: r.isNotNull())
+
     reasons = F.concat(
         F.slice(present(own_data), 1, max(max_reasons - 1, 1)), present([from_model, *fallbacks])
     )

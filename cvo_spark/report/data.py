@@ -446,7 +446,10 @@ def collect_report(store: TableStore, as_of: date, top_n: int = 10) -> dict[str,
     """Every section's data as plain Python values; a missing section is an `Unavailable`."""
     g = load_gold(store, as_of)
     f, s, p, o = g["features"], g["segments"], g["segment_profiles"], g["offers"]
-    have = lambda *dfs: next((d for d in dfs if isinstance(d, Unavailable)), None)
+
+    def have(*dfs: Any) -> Unavailable | None:
+        return next((d for d in dfs if isinstance(d, Unavailable)), None)
+
     data: dict[str, Any] = {"as_of": as_of}
 
     data["headline"] = have(f) or _one(headline(f))

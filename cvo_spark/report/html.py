@@ -289,7 +289,10 @@ def section_b2b(d: dict) -> str:
         pts = [(r["account_share"], r["revenue_share"]) for r in lorenz]
         if pts and pts[0] != (0.0, 0.0):
             pts = [(0.0, 0.0)] + pts
-        pct = lambda v: f"{v * 100:.0f}%"
+
+        def pct(v: float) -> str:
+            return f"{v * 100:.0f}%"
+
         out.append(_charts(line_chart(
             {"Lorenz curve": pts, "Perfect equality": [(0.0, 0.0), (1.0, 1.0)]},
             "B2B Lorenz curve of revenue",
@@ -330,7 +333,9 @@ def _metric_text(r: dict) -> str:
 
 
 def _curve_charts(curves: list[dict]) -> str:
-    pct = lambda v: f"{v * 100:.0f}%"
+    def pct(v: float) -> str:
+        return f"{v * 100:.0f}%"
+
     charts = []
     for target in sorted({c["target"] for c in curves}):
         lift = [(c["x"], c["y"]) for c in curves if c["target"] == target and c["curve"] == "lift"]

@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType, TimestampType
 
@@ -292,7 +292,10 @@ def relevant_history(
     part of the ever-growing trigger_offers and offer_history, not all of it.
     """
     suppress, window = rules.suppress_minutes * 60, rules.contact_window_days * 86_400
-    at = lambda sec: F.timestamp_seconds(F.lit(int(sec)))  # constant-folded to a timestamp literal
+
+    def at(sec: float) -> Column:
+        return F.timestamp_seconds(F.lit(int(sec)))  # constant-folded to a timestamp literal
+
     emitted = emitted.where(
         (F.col("event_ts") > at(first_sec - max(suppress, window)))
         & (F.col("event_ts") < at(last_sec + suppress))
