@@ -231,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     for t in duck["times"]:
         print(f"duckdb_core: {t:.1f}s", file=sys.stderr)
     results["duckdb_core"] = {"times_s": duck["times"], "peak_rss_bytes": duck["peak_rss_bytes"]}
-    agree = all(abs(a - b) <= 1e-6 * max(1.0, abs(a)) for a, b in zip(spark_check, duck["check"]))
+    agree = all(
+        abs(a - b) <= 1e-6 * max(1.0, abs(a)) for a, b in zip(spark_check, duck["check"], strict=True)
+    )
 
     input_rows = sum(rows.values())
     usage_rows = rows["usage_daily"]

@@ -210,7 +210,7 @@ def features_vs_duckdb(spark, store, as_of: date, n: int, results: list) -> None
     threads = os.cpu_count() or 1
     duck = run_duckdb(sql, threads=threads, runs=len(ours_times))
     duck_check = [float(x or 0.0) for x in duck["check"]]
-    agree = all(abs(a - b) <= 1e-6 * max(1.0, abs(a)) for a, b in zip(spark_check, duck_check))
+    agree = all(abs(a - b) <= 1e-6 * max(1.0, abs(a)) for a, b in zip(spark_check, duck_check, strict=True))
     _comparison(
         "features core vs DuckDB",
         n,

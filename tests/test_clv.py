@@ -71,7 +71,7 @@ def _simulate(
         t_x[in_cal] = nxt[in_cal]
         future[in_hold] += 1
         if events is not None:
-            events.extend(zip(np.flatnonzero(in_cal), nxt[in_cal]))
+            events.extend(zip(np.flatnonzero(in_cal), nxt[in_cal], strict=True))
         alive &= nxt <= T + horizon
         t = np.where(alive, nxt, t)
         alive &= rng.random(n) >= p  # drop out after this purchase

@@ -48,7 +48,7 @@ SCORES = [
 
 @pytest.fixture(scope="module")
 def tiny(spark):
-    rows = [(f"s{i:02d}", float(y), float(p)) for i, (y, p) in enumerate(zip(LABELS, SCORES))]
+    rows = [(f"s{i:02d}", float(y), float(p)) for i, (y, p) in enumerate(zip(LABELS, SCORES, strict=True))]
     return spark.createDataFrame(rows, SCHEMA)
 
 

@@ -521,7 +521,9 @@ EXPECTED_COUNTS = {
 def ingested_counts() -> dict[str, int]:
     """`EXPECTED_COUNTS` as the stage's row_counts."""
     names = ("in", "silver", "quarantined", "duplicates")
-    return {f"{t}.{n}": v for t, counts in EXPECTED_COUNTS.items() for n, v in zip(names, counts)}
+    return {
+        f"{t}.{n}": v for t, counts in EXPECTED_COUNTS.items() for n, v in zip(names, counts, strict=True)
+    }
 
 
 def make_context(spark, lake, run_id: str, **config) -> StageContext:

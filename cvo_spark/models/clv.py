@@ -182,7 +182,7 @@ GAMMA_GAMMA_LOG_BOUNDS = ((-20.0, 20.0), (float(np.log(1.0 + 1e-3)), 20.0), (-20
 def _minimize_in_box(objective, x0: np.ndarray, bounds) -> np.ndarray | None:
     """Nelder-Mead from `x0`, polished by L-BFGS-B inside `bounds`; the optimum found,
     always inside the box (None when the objective is not finite there)."""
-    lo, hi = (np.array(b, dtype=float) for b in zip(*bounds))
+    lo, hi = (np.array(b, dtype=float) for b in zip(*bounds, strict=True))
     res = minimize(
         objective,
         np.clip(x0, lo, hi),
@@ -193,7 +193,7 @@ def _minimize_in_box(objective, x0: np.ndarray, bounds) -> np.ndarray | None:
         objective,
         np.clip(res.x, lo, hi),
         method="L-BFGS-B",
-        bounds=list(zip(lo, hi)),
+        bounds=list(zip(lo, hi, strict=True)),
         options={"ftol": 1e-13, "gtol": 1e-9},
     )
     return np.clip(res.x, lo, hi) if np.isfinite(res.fun) else None
@@ -229,7 +229,7 @@ def fit_bgnbd(x, t_x, T, weights=None, start: BgNbdParams | None = None) -> BgNb
     scale = float(np.sum(w))
 
     def objective(log_p: np.ndarray) -> float:
-        p = BgNbdParams(*np.exp(np.clip(log_p, *zip(*BGNBD_LOG_BOUNDS))))
+        p = BgNbdParams(*np.exp(np.clip(log_p, *zip(*BGNBD_LOG_BOUNDS, strict=True))))
         value = -bgnbd_log_likelihood(p, x, t_x, T, w) / scale
         return value if np.isfinite(value) else 1e10
 
@@ -332,7 +332,7 @@ def fit_gamma_gamma(x, m, weights=None, start: GammaGammaParams | None = None) -
     start = start or GammaGammaParams(1.0, 2.0, float(np.average(m, weights=w)))
 
     def objective(log_p: np.ndarray) -> float:
-        p = GammaGammaParams(*np.exp(np.clip(log_p, *zip(*GAMMA_GAMMA_LOG_BOUNDS))))
+        p = GammaGammaParams(*np.exp(np.clip(log_p, *zip(*GAMMA_GAMMA_LOG_BOUNDS, strict=True))))
         value = -gamma_gamma_log_likelihood(p, x, m, w) / scale
         return value if np.isfinite(value) else 1e10
 

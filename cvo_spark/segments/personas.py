@@ -378,7 +378,7 @@ def match_persona_ids(
         )
         cost = np.linalg.norm(z_new[:, None, :] - z_old[None, :, :], axis=2)
         rows, cols = linear_sum_assignment(cost)
-        ids = {new_keys[r]: old_keys[c] for r, c in zip(rows, cols)}
+        ids = {new_keys[r]: old_keys[c] for r, c in zip(rows, cols, strict=True)}
     fresh = max(previous_centroids, default=0) + 1
     for c in naming_order:
         if c not in ids:

@@ -169,8 +169,12 @@ SUBSCRIBER_HOURS = (6, 24)  # events happen between 06:00 and midnight
 
 # --------------------------------------------------------------------------- recharges, purchases, quota
 RECHARGE_DENOMINATIONS = (10_000, 20_000, 25_000, 50_000, 100_000, 150_000, 200_000)
-RECHARGE_CHANNEL_WEIGHTS = dict(zip(SUBSCRIBER_CHANNELS, (0.03, 0.12, 0.22, 0.13, 0.15, 0.02, 0.33)))
-PURCHASE_CHANNEL_WEIGHTS = dict(zip(SUBSCRIBER_CHANNELS, (0.10, 0.25, 0.35, 0.15, 0.08, 0.02, 0.05)))
+RECHARGE_CHANNEL_WEIGHTS = dict(
+    zip(SUBSCRIBER_CHANNELS, (0.03, 0.12, 0.22, 0.13, 0.15, 0.02, 0.33), strict=True)
+)
+PURCHASE_CHANNEL_WEIGHTS = dict(
+    zip(SUBSCRIBER_CHANNELS, (0.10, 0.25, 0.35, 0.15, 0.08, 0.02, 0.05), strict=True)
+)
 
 PRODUCTS: tuple[tuple[str, float], ...] = (
     ("data_1gb", 10_000),
@@ -423,7 +427,7 @@ def _with_profile(df: DataFrame, g: _Spec) -> DataFrame:
         F.when(uniform(key, Stream.PAYMENT) < by_persona([p.postpaid_prob for p in PERSONAS]), "postpaid")
         .otherwise("prepaid")
         .alias("payment_type"),
-        choice(uniform(key, Stream.REGION), *zip(*REGIONS)).alias("region"),
+        choice(uniform(key, Stream.REGION), *zip(*REGIONS, strict=True)).alias("region"),
         persona_choice(uniform(key, Stream.DEVICE), DEVICE_TIERS, [p.device_tier for p in PERSONAS]).alias(
             "device_tier"
         ),
@@ -602,7 +606,7 @@ def _recharge_events(sub: DataFrame, g: _Spec) -> DataFrame:
 def _recharges(sub: DataFrame, g: _Spec) -> DataFrame:
     """The recharges table."""
     key = row_key(g.seed, "idx", "ev")
-    channel = choice(attribute(key, Stream.RECHARGE, 1), *zip(*RECHARGE_CHANNEL_WEIGHTS.items()))
+    channel = choice(attribute(key, Stream.RECHARGE, 1), *zip(*RECHARGE_CHANNEL_WEIGHTS.items(), strict=True))
     return _recharge_events(sub, g).select(
         "subscriber_id",
         F.col("ts").alias("recharge_ts"),
@@ -632,7 +636,9 @@ def _purchases(sub: DataFrame, g: _Spec) -> DataFrame:
         F.col("ts").alias("purchase_ts"),
         pick([pid for pid, _ in PRODUCTS], F.col("p")).alias("product_id"),
         pick([float(price) for _, price in PRODUCTS], F.col("p")).alias("price"),
-        choice(attribute(key, Stream.PURCHASE, 3), *zip(*PURCHASE_CHANNEL_WEIGHTS.items())).alias("channel"),
+        choice(
+            attribute(key, Stream.PURCHASE, 3), *zip(*PURCHASE_CHANNEL_WEIGHTS.items(), strict=True)
+        ).alias("channel"),
     )
 
 
@@ -706,7 +712,7 @@ def _logged_contacts(sub: DataFrame, g: _Spec) -> DataFrame:
     control_draw = uniform(
         (F.lit(g.seed).cast("long"), F.col("subscriber_id"), F.col("offer_id")), Stream.CONTROL
     )
-    channel = choice(attribute(key, Stream.CONTACT, 3), *zip(*CONTACT_CHANNEL_WEIGHTS.items()))
+    channel = choice(attribute(key, Stream.CONTACT, 3), *zip(*CONTACT_CHANNEL_WEIGHTS.items(), strict=True))
     p_offer = (
         F.when(F.col("offer_id") == NEWBIE_OFFER_ID, F.lit(NEWBIE_OFFER_SHARE))
         .when(is_young, F.lit((1.0 - NEWBIE_OFFER_SHARE) / len(regular)))
@@ -839,7 +845,7 @@ def _b2b_frame(spark: SparkSession, g: _Spec, partitions: int) -> DataFrame:
             "idx",
             F.concat(F.lit("B2B"), F.lpad(F.col("idx").cast("string"), 6, "0")).alias("account_id"),
             _b2b_name(key).alias("account_name"),
-            choice(uniform(key, Stream.B2B_ACCOUNT), *zip(*B2B_INDUSTRIES)).alias("industry"),
+            choice(uniform(key, Stream.B2B_ACCOUNT), *zip(*B2B_INDUSTRIES, strict=True)).alias("industry"),
             revenue.alias("monthly_revenue"),
             _b2b_products(key).alias("products"),
             back.alias("back"),
@@ -890,7 +896,7 @@ def _b2b_messages(accounts: DataFrame, g: _Spec) -> DataFrame:
         [c for c, _, _ in B2B_CHANNELS],
         [w for _, w, _ in B2B_CHANNELS],
     )
-    status = choice(attribute(key, Stream.B2B_MESSAGE, 2), *zip(*B2B_STATUS))
+    status = choice(attribute(key, Stream.B2B_MESSAGE, 2), *zip(*B2B_STATUS, strict=True))
     price = F.create_map(*[x for c, _, p in B2B_CHANNELS for x in (F.lit(c), F.lit(p))])
     events = _events(accounts, g, F.col("msg_per_day"), Stream.B2B_MESSAGE, B2B_HOURS, thin=False)
     return events.select(

@@ -67,7 +67,7 @@ def stochastic_round(x: Column, u: Column) -> Column:
 def case_by_bounds(x: Column, values: Sequence, upper_bounds: Sequence) -> Column:
     """values[i] for the first i with x < upper_bounds[i]; the last value otherwise."""
     expr = F.when(x < upper_bounds[0], F.lit(values[0]))
-    for value, bound in zip(values[1:-1], upper_bounds[1:]):
+    for value, bound in zip(values[1:-1], upper_bounds[1:], strict=True):
         expr = expr.when(x < bound, F.lit(value))
     return expr.otherwise(F.lit(values[-1]))
 
