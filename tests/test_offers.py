@@ -32,14 +32,14 @@ from cvo_spark.offers.engine import (
 )
 
 AS_OF = date(2026, 6, 30)
-S, D, I, L, B = StringType(), DoubleType(), IntegerType(), LongType(), BooleanType()
+S, D, INT, L, B = StringType(), DoubleType(), IntegerType(), LongType(), BooleanType()
 FEATURES = StructType(
     [
         StructField(n, t)
         for n, t in (
             ("subscriber_id", S),
             ("payment_type", S),
-            ("length_of_stay_days", I),
+            ("length_of_stay_days", INT),
             ("arpu_3m", D),
             ("data_trend_pct", D),
             ("voice_trend_pct", D),

@@ -35,7 +35,7 @@ def _schema(*fields: tuple[str, DataType] | tuple[str, DataType, bool]) -> Struc
     return StructType(out)
 
 
-S, D, DT, TS, L, I, B = (
+S, D, DT, TS, L, INT, B = (
     StringType(),
     DoubleType(),
     DateType(),

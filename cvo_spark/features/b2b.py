@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 
-from cvo_spark.core.schemas import DT, D, I, L, S
+from cvo_spark.core.schemas import DT, INT, D, L, S
 from cvo_spark.core.util import require_columns
 from cvo_spark.features.subscriber import (
     day_start,
@@ -45,7 +45,7 @@ B2B_FEATURES_SCHEMA: StructType = StructType(
             ("industry", S),
             ("monthly_revenue", D),
             ("bandwidth_mbps", D),
-            ("contract_months", I),
+            ("contract_months", INT),
             ("message_count_3m", L),
             ("message_revenue_3m", D),
             ("aov", D),
@@ -56,7 +56,7 @@ B2B_FEATURES_SCHEMA: StructType = StructType(
             ("email_share", D),
             ("voice_share", D),
             ("revenue_trend_pct", D),
-            ("products_count", I),
+            ("products_count", INT),
         )
     ]
 )

@@ -47,7 +47,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 
 from cvo_spark.core.config import FeatureWindows
-from cvo_spark.core.schemas import DT, SUBSCRIBER_CHANNELS, B, D, I, L, S
+from cvo_spark.core.schemas import DT, INT, SUBSCRIBER_CHANNELS, B, D, L, S
 from cvo_spark.core.util import require_columns
 
 SUBSCRIBER_KEY = "subscriber_id"
@@ -66,7 +66,7 @@ FEATURES_SCHEMA: StructType = StructType(
             ("region", S),
             ("device_tier", S),
             ("activation_date", DT),
-            ("length_of_stay_days", I),
+            ("length_of_stay_days", INT),
             ("is_new", B),
             ("revenue_1m", D),
             ("revenue_3m", D),
@@ -83,15 +83,15 @@ FEATURES_SCHEMA: StructType = StructType(
             ("voice_minutes_3m", D),
             ("sms_count_3m", L),
             ("data_mb_3m", D),
-            ("active_days_3m", I),
+            ("active_days_3m", INT),
             ("recharge_count_3m", L),
             ("recharge_amount_3m", D),
             ("recharge_mean_amount", D),
             ("recharge_std_amount", D),
-            ("days_since_last_recharge", I),
+            ("days_since_last_recharge", INT),
             ("purchase_count_3m", L),
             ("purchase_amount_3m", D),
-            ("recency_days", I),
+            ("recency_days", INT),
             ("frequency_3m", L),
             ("monetary_3m", D),
             ("revenue_trend_pct", D),
@@ -104,7 +104,7 @@ FEATURES_SCHEMA: StructType = StructType(
             ("offers_contacted", L),
             ("offers_accepted", L),
             ("offer_accept_rate", D),
-            ("days_since_last_contact", I),
+            ("days_since_last_contact", INT),
             ("preferred_channel", S),
         )
     ]

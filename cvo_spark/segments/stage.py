@@ -73,31 +73,31 @@ def _schema(*fields: tuple[str, object]) -> StructType:
     return StructType([StructField(name, dtype, True) for name, dtype in fields])
 
 
-S, D, DT, L, I, B = StringType(), DoubleType(), DateType(), LongType(), IntegerType(), BooleanType()
+S, D, DT, L, INT, B = StringType(), DoubleType(), DateType(), LongType(), IntegerType(), BooleanType()
 
 SEGMENTS_SCHEMA = _schema(
     ("subscriber_id", S), ("as_of", DT), ("value_tier", S), ("is_high_value", B), ("lifecycle", S),
-    ("persona_id", I), ("persona_name", S), ("matrix_quadrant", S),
-    ("r_score", I), ("f_score", I), ("m_score", I), ("rfm_score", S),
+    ("persona_id", INT), ("persona_name", S), ("matrix_quadrant", S),
+    ("r_score", INT), ("f_score", INT), ("m_score", INT), ("rfm_score", S),
 )  # fmt: skip
 PROFILES_SCHEMA = _schema(
-    ("as_of", DT), ("persona_id", I), ("persona_name", S), ("value_tier", S), ("subscribers", L),
+    ("as_of", DT), ("persona_id", INT), ("persona_name", S), ("value_tier", S), ("subscribers", L),
     ("revenue_3m", D), ("revenue_share", D), ("arpu_3m_mean", D), ("centroid", MapType(S, D)),
     ("tactics", ArrayType(S)),
 )  # fmt: skip
-K_SELECTION_SCHEMA = _schema(("as_of", DT), ("k", I), ("silhouette", D), ("wcss", D), ("chosen", B))
+K_SELECTION_SCHEMA = _schema(("as_of", DT), ("k", INT), ("silhouette", D), ("wcss", D), ("chosen", B))
 MIGRATION_SCHEMA = _schema(
-    ("as_of", DT), ("from_as_of", DT), ("from_persona_id", I), ("from_persona_name", S),
-    ("to_persona_id", I), ("to_persona_name", S), ("subscribers", L),
+    ("as_of", DT), ("from_as_of", DT), ("from_persona_id", INT), ("from_persona_name", S),
+    ("to_persona_id", INT), ("to_persona_name", S), ("subscribers", L),
 )  # fmt: skip
 B2B_SEGMENTS_SCHEMA = _schema(
-    ("account_id", S), ("as_of", DT), ("cluster_id", I), ("cluster_name", S), ("quadrant", S),
+    ("account_id", S), ("as_of", DT), ("cluster_id", INT), ("cluster_name", S), ("quadrant", S),
     ("monthly_revenue", D), ("aov", D), ("message_count_3m", L), ("delivery_rate", D), ("failure_rate", D),
     ("revenue_trend_pct", D), ("is_upsell_candidate", B), ("is_cross_sell_candidate", B),
 )  # fmt: skip
 B2B_PROFILES_SCHEMA = _schema(
-    ("as_of", DT), ("cluster_id", I), ("cluster_name", S), ("accounts", L), ("revenue_share", D), ("arpu", D),
-    ("aov", D), ("delivery_rate", D), ("failure_rate", D), ("revenue_trend_pct", D),
+    ("as_of", DT), ("cluster_id", INT), ("cluster_name", S), ("accounts", L), ("revenue_share", D),
+    ("arpu", D), ("aov", D), ("delivery_rate", D), ("failure_rate", D), ("revenue_trend_pct", D),
 )  # fmt: skip
 B2B_CONCENTRATION_SCHEMA = _schema(("as_of", DT), ("metric", S), ("value", D))
 B2B_LORENZ_SCHEMA = _schema(("as_of", DT), ("account_share", D), ("revenue_share", D))
