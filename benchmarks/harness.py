@@ -14,7 +14,7 @@ import math
 import os
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Self
@@ -31,10 +31,8 @@ def tree_rss_bytes(pid: int | None = None, children: bool = True) -> int:
         return 0
     total = 0
     for p in procs:
-        try:
+        with suppress(psutil.Error):
             total += p.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 

@@ -61,6 +61,7 @@ Bad config (one clear line naming the key)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -703,10 +704,8 @@ class CvoProcess:
 
     def kill(self) -> None:
         """SIGKILL the whole group (python, spark-submit, the JVM) and wait until it is gone."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(30)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # the JVM is a grandchild: make sure it died too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date
 from pathlib import Path
 
@@ -18,10 +19,8 @@ from cvo_spark.models import mlflow_store
 # --------------------------------------------------------------------------- registry logic
 def _new_version(name: str) -> str:
     c = mlflow_store.client()
-    try:
+    with contextlib.suppress(mlflow.exceptions.MlflowException):  # already there
         c.create_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        pass  # already there
     return str(c.create_model_version(name, source="file:///nowhere/model").version)
 
 

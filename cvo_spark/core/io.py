@@ -113,7 +113,9 @@ class TableStore:
         if not log.getFileSystem(self.spark._jsc.hadoopConfiguration()).exists(log):
             return False
         try:
-            self.spark.read.format("delta").load(ref.path).schema  # fails if nothing is committed
+            # Resolving the schema is the point: it reads the log (refreshing the cached one)
+            # and raises AnalysisException if nothing is committed yet. The value is unused.
+            _ = self.spark.read.format("delta").load(ref.path).schema
         except AnalysisException:
             return False
         return True
