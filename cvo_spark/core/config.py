@@ -336,6 +336,10 @@ class ChecksConfig(_Section):
     freshness_tables: tuple[str, ...] = ("usage_daily", "recharges", "quota_events")
 
 
+def _default_consent_when_missing() -> dict[str, Literal["allow", "deny"]]:
+    return {"push": "deny", "pull": "allow"}
+
+
 class AllocationConfig(_Section):
     """Choosing for the whole base at once (`cvo_spark.offers.allocation`).
 
@@ -361,7 +365,7 @@ class AllocationConfig(_Section):
     fatigue_ignored_contacts: int = Field(3, gt=0)
     fatigue_window_days: int = Field(14, gt=0)
     consent_when_missing: dict[str, Literal["allow", "deny"]] = Field(
-        default_factory=lambda: {"push": "deny", "pull": "allow"}
+        default_factory=_default_consent_when_missing
     )
     #: Push channels are not used for trigger offers in [start, end) local hours (wraps midnight).
     quiet_hours_start: int = Field(21, ge=0, le=23)

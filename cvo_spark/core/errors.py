@@ -29,6 +29,8 @@ class PublishRefused(CvoError):
     """A fail-closed check stopped the publish; the last good snapshot stays."""
 
     exit_code = 3
+    #: Every check's outcome by name (set by `cvo_spark.offers.publish.decide`).
+    checks: dict[str, str]
 
 
 class ModelQualityError(CvoError):

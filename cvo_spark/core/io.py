@@ -42,6 +42,7 @@ from pyspark.sql.types import (
 from cvo_spark.core.config import Config
 from cvo_spark.core.errors import CvoError, MissingTableError, SchemaMismatchError
 from cvo_spark.core.schemas import INPUT_SCHEMAS, OPTIONAL_INPUT_COLUMNS
+from cvo_spark.core.util import first_row
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,13 @@ class TableRef:
 
 def _is_catalog(location: str) -> bool:
     return "." in location and "/" not in location and "://" not in location
+
+
+def _path(ref: TableRef) -> str:
+    """The path of a table that is not in a catalog (a TableRef has one or the other)."""
+    if ref.path is None:
+        raise ValueError(f"table {ref.layer}.{ref.name} has neither a catalog name nor a path")
+    return ref.path
 
 
 def _join(root: str, *parts: str) -> str:
@@ -103,19 +111,23 @@ class TableStore:
         ref = self.ref(layer, name)
         if ref.catalog_name:
             return self.spark.catalog.tableExists(ref.catalog_name)
-        if DeltaTable.isDeltaTable(self.spark, ref.path):
+        path = _path(ref)
+        if DeltaTable.isDeltaTable(self.spark, path):
             return True
         # Delta caches the table's log per path. A session that looked while another
         # process was creating the table (an empty `_delta_log`) keeps answering "no" until
         # the log is next read, so a long-lived session would never see a table the stream
         # or another job created. Reading the schema refreshes the cached log.
-        log = self.spark._jvm.org.apache.hadoop.fs.Path(ref.path, "_delta_log")
+        jvm = self.spark._jvm
+        if jvm is None:
+            raise RuntimeError(f"checking {ref} for a Delta log needs the JVM gateway of a classic session")
+        log = jvm.org.apache.hadoop.fs.Path(path, "_delta_log")
         if not log.getFileSystem(self.spark._jsc.hadoopConfiguration()).exists(log):
             return False
         try:
             # Resolving the schema is the point: it reads the log (refreshing the cached one)
             # and raises AnalysisException if nothing is committed yet. The value is unused.
-            _ = self.spark.read.format("delta").load(ref.path).schema
+            _ = self.spark.read.format("delta").load(path).schema
         except AnalysisException:
             return False
         return True
@@ -123,7 +135,7 @@ class TableStore:
     def _delta(self, ref: TableRef) -> DeltaTable:
         if ref.catalog_name:
             return DeltaTable.forName(self.spark, ref.catalog_name)
-        return DeltaTable.forPath(self.spark, ref.path)
+        return DeltaTable.forPath(self.spark, _path(ref))
 
     # ------------------------------------------------------------------ reads
     def read(self, layer: str, name: str, version: int | None = None) -> DataFrame:
@@ -251,7 +263,7 @@ class TableStore:
         ref = self.ref(layer, name)
         if not self.exists(layer, name):
             raise MissingTableError(f"missing table {layer}.{name}: no Delta table at {ref}")
-        return dict(self._delta(ref).detail().first()["properties"] or {})
+        return dict(first_row(self._delta(ref).detail(), f"DESCRIBE DETAIL of {ref}")["properties"] or {})
 
     def set_properties(self, layer: str, name: str, properties: Mapping[str, str]) -> None:
         """Set Delta table properties (one metadata-only commit: no data file changes)."""

@@ -124,6 +124,8 @@ def _quiet_known_warnings(spark: SparkSession) -> None:
     """Raise the listed loggers to ERROR in the driver JVM (where these plans are made)."""
     try:
         jvm = spark.sparkContext._jvm
+        if jvm is None:
+            raise RuntimeError("no JVM gateway in this session")
         level = jvm.org.apache.logging.log4j.Level.ERROR
         for name in QUIET_LOGGERS:
             jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)

@@ -607,6 +607,17 @@ def subscriber_features_from(
     new_max_days: int = 90,
 ) -> DataFrame:
     """`build_subscriber_features` on a mapping of silver tables by name (`SUBSCRIBER_FEATURE_INPUTS`)."""
+    subscribers, usage, recharges, purchases, quota_events, offer_history = (
+        silver[name] for name in SUBSCRIBER_FEATURE_INPUTS
+    )
     return build_subscriber_features(
-        *[silver[name] for name in SUBSCRIBER_FEATURE_INPUTS], as_of, windows, new_max_days=new_max_days
+        subscribers,
+        usage,
+        recharges,
+        purchases,
+        quota_events,
+        offer_history,
+        as_of,
+        windows,
+        new_max_days=new_max_days,
     )

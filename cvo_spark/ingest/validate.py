@@ -73,7 +73,7 @@ from cvo_spark.core.schemas import (
     OUTPUT_SCHEMAS,
     SUBSCRIBER_CHANNELS,
 )
-from cvo_spark.core.util import require_columns
+from cvo_spark.core.util import first_row, require_columns
 
 log = logging.getLogger(__name__)
 
@@ -465,7 +465,7 @@ def tag_rows(
     )
     if table in UNIQUE_KEY_TABLES:
         rules.append(_key_conflict_rule(table))
-    if table in OWNER_TABLE:
+    if table in OWNER_TABLE and owners is not None:  # owners is required here (checked above)
         tagged, owner_rules = _with_owner(tagged, table, owners)
         rules += owner_rules
 
@@ -519,12 +519,15 @@ def count_outcomes(tagged: DataFrame) -> dict[str, int]:
     """
     require_columns(tagged, ["_reason", "_copies"], "count_outcomes")
     good = _c("_reason").isNull()
-    row = tagged.agg(
-        F.coalesce(F.sum("_copies"), F.lit(0)).alias("rows"),
-        F.count(F.when(good, 1)).alias("silver"),
-        F.count(F.when(~good, 1)).alias("quarantined"),
-        F.coalesce(F.sum(_c("_copies") - 1), F.lit(0)).alias("duplicates"),
-    ).first()
+    row = first_row(
+        tagged.agg(
+            F.coalesce(F.sum("_copies"), F.lit(0)).alias("rows"),
+            F.count(F.when(good, 1)).alias("silver"),
+            F.count(F.when(~good, 1)).alias("quarantined"),
+            F.coalesce(F.sum(_c("_copies") - 1), F.lit(0)).alias("duplicates"),
+        ),
+        "count_outcomes",
+    )
     return {k: int(row[k]) for k in ("rows", "silver", "quarantined", "duplicates")}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pyspark.sql import functions as F
 
 from cvo_spark.core.stage import StageContext, StageResult
+from cvo_spark.core.util import first_row
 from cvo_spark.measure.campaigns import ALL_SEGMENTS, campaign_results
 
 
@@ -36,13 +37,18 @@ def run(ctx: StageContext) -> StageResult:
 
     # The written partition is small (offers x channels x periods x segments): summarise it.
     written = ctx.store.read("gold", "campaign_results").where(F.col("as_of") == F.lit(ctx.as_of))
-    summary = written.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.sum(F.col("srm_flag").cast("long")).alias("srm_flags"),
-        F.sum(F.when(F.col("segment") == ALL_SEGMENTS, F.col("contacted_treatment"))).alias("treatment"),
-        F.sum(F.when(F.col("segment") == ALL_SEGMENTS, F.col("contacted_control"))).alias("control"),
-        F.sum(F.when(F.col("segment") == ALL_SEGMENTS, F.col("incremental_revenue"))).alias("incremental"),
-    ).first()
+    summary = first_row(
+        written.agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.sum(F.col("srm_flag").cast("long")).alias("srm_flags"),
+            F.sum(F.when(F.col("segment") == ALL_SEGMENTS, F.col("contacted_treatment"))).alias("treatment"),
+            F.sum(F.when(F.col("segment") == ALL_SEGMENTS, F.col("contacted_control"))).alias("control"),
+            F.sum(F.when(F.col("segment") == ALL_SEGMENTS, F.col("incremental_revenue"))).alias(
+                "incremental"
+            ),
+        ),
+        "measure: summary of the written gold campaign_results",
+    )
     rows, flags = int(summary["rows"]), int(summary["srm_flags"] or 0)
     treatment, control = int(summary["treatment"] or 0), int(summary["control"] or 0)
     incremental = float(summary["incremental"] or 0.0)

@@ -228,8 +228,10 @@ def fit_bgnbd(x, t_x, T, weights=None, start: BgNbdParams | None = None) -> BgNb
     w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
     scale = float(np.sum(w))
 
+    lo, hi = zip(*BGNBD_LOG_BOUNDS, strict=True)
+
     def objective(log_p: np.ndarray) -> float:
-        p = BgNbdParams(*np.exp(np.clip(log_p, *zip(*BGNBD_LOG_BOUNDS, strict=True))))
+        p = BgNbdParams(*np.exp(np.clip(log_p, lo, hi)))
         value = -bgnbd_log_likelihood(p, x, t_x, T, w) / scale
         return value if np.isfinite(value) else 1e10
 
@@ -331,8 +333,10 @@ def fit_gamma_gamma(x, m, weights=None, start: GammaGammaParams | None = None) -
     # Method-of-moments-like start: spend scale sets gamma's order of magnitude.
     start = start or GammaGammaParams(1.0, 2.0, float(np.average(m, weights=w)))
 
+    lo, hi = zip(*GAMMA_GAMMA_LOG_BOUNDS, strict=True)
+
     def objective(log_p: np.ndarray) -> float:
-        p = GammaGammaParams(*np.exp(np.clip(log_p, *zip(*GAMMA_GAMMA_LOG_BOUNDS, strict=True))))
+        p = GammaGammaParams(*np.exp(np.clip(log_p, lo, hi)))
         value = -gamma_gamma_log_likelihood(p, x, m, w) / scale
         return value if np.isfinite(value) else 1e10
 

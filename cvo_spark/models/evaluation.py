@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from cvo_spark.core.errors import ModelQualityError
-from cvo_spark.core.util import require_columns
+from cvo_spark.core.util import first_row, require_columns
 
 #: An AUC below this, or whose confidence interval includes 0.5, is "no better than chance".
 CHANCE_AUC = 0.55
@@ -107,13 +107,16 @@ def delong_auc_variance(df: DataFrame, label_col: str, score_col: str) -> tuple[
     # Guarded: under ANSI a division by an empty class would fail the query, not give null.
     v10 = F.when(F.col("n0") > 0, (F.col("neg_below") + 0.5 * neg) / F.col("n0"))
     v01 = F.when(F.col("n1") > 0, (F.col("pos_above") + 0.5 * pos) / F.col("n1"))
-    r = placed.agg(
-        F.max("n1").alias("n1"),
-        F.max("n0").alias("n0"),
-        F.sum(pos * v10).alias("s10"),
-        F.sum(pos * v10 * v10).alias("ss10"),
-        F.sum(neg * v01 * v01).alias("ss01"),
-    ).first()
+    r = first_row(
+        placed.agg(
+            F.max("n1").alias("n1"),
+            F.max("n0").alias("n0"),
+            F.sum(pos * v10).alias("s10"),
+            F.sum(pos * v10 * v10).alias("ss10"),
+            F.sum(neg * v01 * v01).alias("ss01"),
+        ),
+        "ROC-AUC placement sums",
+    )
     n_pos, n_neg = float(r["n1"] or 0.0), float(r["n0"] or 0.0)
     if n_pos == 0 or n_neg == 0:
         return float("nan"), float("nan"), int(n_pos), int(n_neg)
@@ -302,13 +305,18 @@ def binary_metrics(
         *([F.col(tiebreak_col).cast("double").alias("tiebreak")] if tiebreak_col else []),
         *(["subscriber_id"] if "subscriber_id" in df.columns else []),
     )
-    stats = data.agg(
-        F.count(F.lit(1)).alias("n"),
-        F.sum("label").alias("pos"),
-        F.avg((F.col("score") - F.col("label")) ** 2).alias("brier"),
-        F.avg(((F.col("score") >= 0.5).cast("double") == F.col("label")).cast("double")).alias("accuracy"),
-        F.avg("score").alias("mean_score"),
-    ).first()
+    stats = first_row(
+        data.agg(
+            F.count(F.lit(1)).alias("n"),
+            F.sum("label").alias("pos"),
+            F.avg((F.col("score") - F.col("label")) ** 2).alias("brier"),
+            F.avg(((F.col("score") >= 0.5).cast("double") == F.col("label")).cast("double")).alias(
+                "accuracy"
+            ),
+            F.avg("score").alias("mean_score"),
+        ),
+        "binary metrics",
+    )
     n, pos = int(stats["n"]), float(stats["pos"] or 0.0)
     out = {
         "n": float(n),
@@ -347,16 +355,19 @@ def regression_metrics(df: DataFrame, actual_col: str, predicted_col: str) -> di
     """MAE, RMSE, R^2 and WAPE (= sum|error| / sum|actual|) of a prediction; never MAPE."""
     require_columns(df, [actual_col, predicted_col], "regression_metrics")
     y, p = F.col(actual_col).cast("double"), F.col(predicted_col).cast("double")
-    s = df.agg(
-        F.count(F.lit(1)).alias("n"),
-        F.avg(F.abs(y - p)).alias("mae"),
-        F.avg((y - p) ** 2).alias("mse"),
-        F.sum(F.abs(y - p)).alias("abs_err"),
-        F.sum(F.abs(y)).alias("abs_actual"),
-        F.var_pop(y).alias("var_y"),
-        F.avg(y).alias("mean_actual"),
-        F.avg(p).alias("mean_predicted"),
-    ).first()
+    s = first_row(
+        df.agg(
+            F.count(F.lit(1)).alias("n"),
+            F.avg(F.abs(y - p)).alias("mae"),
+            F.avg((y - p) ** 2).alias("mse"),
+            F.sum(F.abs(y - p)).alias("abs_err"),
+            F.sum(F.abs(y)).alias("abs_actual"),
+            F.var_pop(y).alias("var_y"),
+            F.avg(y).alias("mean_actual"),
+            F.avg(p).alias("mean_predicted"),
+        ),
+        "regression metrics",
+    )
     n = int(s["n"])
     if n == 0:
         return {k: float("nan") for k in ("n", "mae", "rmse", "r2", "wape", "mean_actual", "mean_predicted")}
@@ -373,7 +384,7 @@ def regression_metrics(df: DataFrame, actual_col: str, predicted_col: str) -> di
 
 
 # --------------------------------------------------------------------------- readings
-def _fmt(v: float, digits: int = 3) -> str:
+def _fmt(v: float | None, digits: int = 3) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 

@@ -31,14 +31,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlflow
 import mlflow.pyfunc
 import mlflow.spark
 from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 from pyspark import StorageLevel
+from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -124,7 +126,7 @@ def version_by_alias(name: str, alias: str):
         return None
 
 
-def beats(new: float, incumbent: float | None, higher_is_better: bool = True) -> bool:
+def beats(new: float | None, incumbent: float | None, higher_is_better: bool = True) -> bool:
     """Strictly better on the promotion metric; any number beats a missing or NaN incumbent."""
     if new is None or math.isnan(new):
         return False
@@ -147,7 +149,7 @@ REJECTED = "rejected"
 def assign_aliases(
     name: str,
     version: str,
-    new_metric: float,
+    new_metric: float | None,
     champion_metric: float | None,
     higher_is_better: bool = True,
     promotable: bool = True,
@@ -224,7 +226,7 @@ def tag_version(name: str, version: str, tags: dict[str, str]) -> None:
         c.set_model_version_tag(name, str(version), key, str(value))
 
 
-class ClvPyfunc(mlflow.pyfunc.PythonModel):
+class ClvPyfunc(PythonModel):
     """The BG/NBD + Gamma-Gamma parameters as an MLflow pyfunc.
 
     `predict` takes distinct (frequency, recency_days, t_days, monetary_value) rows (small,
@@ -443,9 +445,12 @@ def _log_baseline(fit: TargetFit, prefix: str, sample: DataFrame, as_of: str) ->
     from mlflow.models import infer_signature
 
     name = baseline_name(prefix, fit.target)
-    out = with_scores(fit.baseline_model, sample, fit.target, "p").select("p")
+    baseline = fit.baseline_model
+    if baseline is None:
+        raise ValueError(f"{fit.target}: no baseline model was fitted to register as {name}")
+    out = with_scores(baseline, sample, fit.target, "p").select("p")
     signature = infer_signature(sample.toPandas(), out.toPandas())
-    version = log_spark_model(fit.baseline_model, name, signature, artifact_path="baseline_model")
+    version = log_spark_model(baseline, name, signature, artifact_path="baseline_model")
     chance = ev.is_no_better_than_chance(
         fit.baseline_metrics.get("roc_auc", float("nan")),
         fit.baseline_metrics.get("auc_ci_low", float("nan")),
@@ -594,21 +599,24 @@ def log_clv(
             "as_of": as_of.isoformat(),
             "horizon_days": cfg.horizon_days,
         }
+        # `ClvFit.kind` says which model it holds: a ClvModel for bgnbd, else a PipelineModel.
         if fit.kind == "bgnbd":
-            meta["params"] = fit.model.as_dict()
-            mlflow.log_params({k: round(v, 6) for k, v in fit.model.as_dict().items()})
+            params = cast(clv_lib.ClvModel, fit.model).as_dict()
+            meta["params"] = params
+            mlflow.log_params({k: round(v, 6) for k, v in params.items()})
         log_json(meta, META_FILE)
         if fit.kind == "bgnbd":
-            version = log_clv_model(fit.model.as_dict(), name)
+            version = log_clv_model(cast(clv_lib.ClvModel, fit.model).as_dict(), name)
         else:
             from mlflow.models import infer_signature
 
+            pipeline = cast(PipelineModel, fit.model)
             sample = frame.select(*fit.features).limit(5)
             out = regression_predictions(
-                fit.model, sample.withColumn("subscriber_id", F.lit("x")), "clv", "clv"
+                pipeline, sample.withColumn("subscriber_id", F.lit("x")), "clv", "clv"
             )
             version = log_spark_model(
-                fit.model, name, infer_signature(sample.toPandas(), out.select("clv").toPandas())
+                pipeline, name, infer_signature(sample.toPandas(), out.select("clv").toPandas())
             )
         status = assign_aliases(
             name,

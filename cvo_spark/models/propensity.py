@@ -28,6 +28,7 @@ import math
 import tempfile
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import GBTClassifier, LogisticRegression
@@ -37,7 +38,7 @@ from pyspark.ml.regression import GBTRegressor, IsotonicRegression
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from cvo_spark.core.util import require_columns
+from cvo_spark.core.util import first_row, require_columns
 
 #: Numeric columns of the `features` table the models use (docs/tables.md). Exact
 #: duplicates (arpu_1m = revenue_1m, monetary_3m = revenue_3m) are left out so
@@ -159,7 +160,7 @@ def usable_features(train: DataFrame, candidates: Sequence[str]) -> list[str]:
     A column with no values cannot be imputed and a constant one carries no signal.
     """
     require_columns(train, list(candidates), "usable_features")
-    row = train.agg(*[F.stddev_pop(c).alias(c) for c in candidates]).first()
+    row = first_row(train.agg(*[F.stddev_pop(c).alias(c) for c in candidates]), "usable_features (spreads)")
     return [c for c in candidates if row[c] is not None and row[c] > 0]
 
 
@@ -217,7 +218,7 @@ def build_classifier(
     if kind == "xgboost":
         clf = _xgboost_classifier(label_col, prefix, seed, max_iter, max_depth, xgboost_workers)
         return Pipeline(stages=[*_inputs(features, prefix), clf])
-    common = {
+    common: dict[str, Any] = {
         "featuresCol": _prefixed(prefix, "vec"),
         "labelCol": label_col,
         "predictionCol": _prefixed(prefix, "pred"),
@@ -350,7 +351,10 @@ def linear_importances(model: PipelineModel, features: Sequence[str], train: Dat
     """
     require_columns(train, list(features), "linear_importances")
     coefs = next(s.coefficients.toArray() for s in model.stages if hasattr(s, "coefficients"))
-    row = train.agg(*[F.stddev_pop(c).alias(f"s{i}") for i, c in enumerate(features)]).first()
+    row = first_row(
+        train.agg(*[F.stddev_pop(c).alias(f"s{i}") for i, c in enumerate(features)]),
+        "linear_importances (spreads)",
+    )
     raw = {f: abs(float(coefs[i])) * float(row[f"s{i}"] or 0.0) for i, f in enumerate(features)}
     total = sum(raw.values()) or 1.0
     return {f: v / total for f, v in raw.items()}
@@ -375,7 +379,7 @@ def reason_stats(
     aggs = []
     for i, c in enumerate(features):
         aggs += [F.avg(c).alias(f"m{i}"), F.stddev_pop(c).alias(f"s{i}"), F.corr(c, label_col).alias(f"r{i}")]
-    row = train.agg(*aggs).first()
+    row = first_row(train.agg(*aggs), "reason_stats")
     stats = []
     for i, c in enumerate(features):
         mean, std, corr, imp = row[f"m{i}"], row[f"s{i}"], row[f"r{i}"], importances.get(c, 0.0)

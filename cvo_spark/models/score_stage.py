@@ -24,6 +24,7 @@ from pyspark.sql.types import ArrayType, DateType, DoubleType, MapType, StringTy
 
 from cvo_spark.core.errors import MissingTableError
 from cvo_spark.core.stage import StageContext, StageResult
+from cvo_spark.core.util import first_row
 from cvo_spark.models import clv as clv_lib
 from cvo_spark.models import mlflow_store
 from cvo_spark.models.champion_gate import fallback_note
@@ -160,11 +161,14 @@ def run(ctx: StageContext) -> StageResult:
     ctx.store.overwrite_partition(out, "gold", "scores", ctx.as_of)
     offer_score_rows, offer_score_checks = score_uplift(ctx, features)
     written = ctx.store.read("gold", "scores").where(F.col("as_of") == F.lit(ctx.as_of))
-    stats = written.agg(
-        F.count(F.lit(1)).alias("n"),
-        *[F.avg(f"p_{t}").alias(t) for t in TARGETS],
-        F.avg("clv_12m").alias("clv"),
-    ).first()
+    stats = first_row(
+        written.agg(
+            F.count(F.lit(1)).alias("n"),
+            *[F.avg(f"p_{t}").alias(t) for t in TARGETS],
+            F.avg("clv_12m").alias("clv"),
+        ),
+        "score: summary of the written gold scores",
+    )
     return StageResult(
         row_counts={"scores": int(stats["n"]), "offer_scores": offer_score_rows},
         checks={

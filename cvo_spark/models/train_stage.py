@@ -56,6 +56,7 @@ from pyspark.sql.types import (
 )
 
 from cvo_spark.core.stage import StageContext, StageResult
+from cvo_spark.core.util import first_row
 from cvo_spark.models import evaluation as ev
 from cvo_spark.models import mlflow_store
 from cvo_spark.models.champion_gate import gate_rows
@@ -123,7 +124,9 @@ def run(ctx: StageContext) -> StageResult:
         ctx.as_of, cfg.horizon_days, cfg.training_snapshots, cfg.snapshot_spacing_days
     )
     silver = {name: ctx.store.read_input("silver", name) for name in INPUTS}
-    data_start = silver["usage_daily"].agg(F.min("usage_date")).first()[0]
+    data_start = first_row(
+        silver["usage_daily"].agg(F.min("usage_date")), "train: first usage_date of silver"
+    )[0]
     snapshots = snapshots_with_history(planned, data_start, cfg.min_history_days)
     left_out = [d.isoformat() for d in planned if d not in snapshots]
     if left_out:
@@ -150,7 +153,10 @@ def run(ctx: StageContext) -> StageResult:
     # queries a fit runs cost more than the fits (2-3x the stage time on small data).
     # The table also records exactly which rows each as_of's models learned from.
     stored = ctx.store.write_and_reread(frame, "gold", "training_frames", ctx.as_of, TRAINED_AS_OF)
-    partitions = int(ctx.spark.conf.get("spark.sql.shuffle.partitions"))
+    shuffle_partitions = ctx.spark.conf.get("spark.sql.shuffle.partitions")
+    if shuffle_partitions is None:
+        raise ValueError("train: spark.sql.shuffle.partitions is not set in the session")
+    partitions = int(shuffle_partitions)
     frame = with_stable_layout(stored, partitions).persist(StorageLevel.MEMORY_AND_DISK)
     eval_rows: list[tuple] = []
     curves: list[tuple] = []

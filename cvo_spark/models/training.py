@@ -159,7 +159,7 @@ def propensity_rows(fit: TargetFit, version: str, run_id: str) -> list[tuple]:
 @dataclass
 class ClvFit:
     kind: str
-    model: object  # ClvModel (bgnbd) or PipelineModel (gbt)
+    model: clv_lib.ClvModel | PipelineModel  # ClvModel (bgnbd) or PipelineModel (gbt)
     metrics: dict[str, float]
     baseline_metrics: dict[str, float]
     features: list[str] = field(default_factory=list)
@@ -198,6 +198,7 @@ def fit_clv_target(
     """
     h = cfg.horizon_days
     truth = clv_evaluation_frame(silver, frame, latest, h).persist(StorageLevel.MEMORY_AND_DISK)
+    model: clv_lib.ClvModel | PipelineModel
     try:
         if cfg.clv_method == "bgnbd":
             model = clv_lib.fit_clv(clv_lib.rfm_summary(silver["recharges"], silver["purchases"], latest))

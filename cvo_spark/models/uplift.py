@@ -38,8 +38,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import cast
 
-from pyspark.ml import PipelineModel
+from pyspark.ml import PipelineModel, Transformer
+from pyspark.ml.classification import GBTClassifier
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -285,7 +287,7 @@ def fit_uplift(
     counts = {
         r["treated"]: r["n"] for r in train.groupBy("treated").agg(F.count(F.lit(1)).alias("n")).collect()
     }
-    models = []
+    models: list[Transformer] = []
     used = {}
     for prefix, arm, name in ((TREATED, 1, "treatment"), (CONTROL, 0, "control")):
         rows = train.where(F.col("treated") == arm)
@@ -305,7 +307,7 @@ def fit_uplift(
                 p.control_max_iter,
                 p.control_max_depth,
             )
-            pipeline.getStages()[-1].setMinInstancesPerNode(p.control_min_instances)
+            cast(GBTClassifier, pipeline.getStages()[-1]).setMinInstancesPerNode(p.control_min_instances)
         fitted = pipeline.fit(rows)
         models.extend(without_training_summary(s, scratch_dir) for s in fitted.stages)
     return UpliftFit(PipelineModel(stages=models), tuple(features), used)

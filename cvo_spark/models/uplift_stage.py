@@ -35,6 +35,7 @@ from pyspark.sql.types import (
 from cvo_spark.core.catalog import load_checked_catalog, offer_channels_frame, offers_frame
 from cvo_spark.core.config import Config
 from cvo_spark.core.stage import StageContext
+from cvo_spark.core.util import first_row
 from cvo_spark.features.subscriber import subscriber_features_from
 from cvo_spark.models import mlflow_store
 from cvo_spark.models.propensity import usable_features
@@ -272,11 +273,14 @@ def score_uplift(ctx: StageContext, features: DataFrame) -> tuple[int, dict[str,
     )
     ctx.store.overwrite_partition(scored, "gold", "offer_scores", ctx.as_of)
     written = ctx.store.read("gold", "offer_scores").where(F.col("as_of") == F.lit(ctx.as_of))
-    stats = written.agg(
-        F.count(F.lit(1)).alias("n"),
-        F.avg("uplift").alias("uplift"),
-        F.avg((F.col("uplift") < 0).cast("double")).alias("negative"),
-    ).first()
+    stats = first_row(
+        written.agg(
+            F.count(F.lit(1)).alias("n"),
+            F.avg("uplift").alias("uplift"),
+            F.avg((F.col("uplift") < 0).cast("double")).alias("negative"),
+        ),
+        "score: summary of the written gold offer_scores",
+    )
     return int(stats["n"]), {
         "offer_scores": f"uplift v{mv.version}: mean uplift {stats['uplift']:.4f}, "
         f"{stats['negative']:.1%} of pairs with a negative effect",

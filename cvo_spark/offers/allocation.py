@@ -42,11 +42,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from cvo_spark.core.util import require_columns
+from cvo_spark.core.util import first_row, require_columns
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class AllocationResult:
     #: The persisted action rows the caller built (unpersisted with `actions`).
     inputs: DataFrame | None = None
 
-    def report(self) -> list[dict[str, object]]:
+    def report(self) -> list[dict[str, Any]]:
         """Per constraint: limit, use, shadow price, whether it binds (what `runs` records)."""
         out = []
         for c in self.constraints:
@@ -487,7 +488,7 @@ def _live_use(live: DataFrame, c: Constraint) -> float:
         agg = F.sum((F.col("offer_id") == c.key).cast("long"))
     else:
         agg = F.countDistinct(F.when(F.col("channel") == c.key, F.col("subscriber_id")))
-    return float(live.agg(agg.alias("u")).first()["u"] or 0.0)
+    return float(first_row(live.agg(agg.alias("u")), f"use of constraint {c.name}")["u"] or 0.0)
 
 
 def repair(rows: DataFrame, constraints: Sequence[Constraint]) -> DataFrame:
@@ -564,6 +565,7 @@ def allocate(
     constraints = tuple(constraints)
     infeasible = _pool_infeasible(actions, constraints)
     per_sub = actions_by_subscriber(actions).persist()
+    history: list[dict[str, float]]
     try:
         if greedy:
             prices, passes, history = {c.name: 0.0 for c in constraints}, 0, []

@@ -332,6 +332,8 @@ def _first_reason(*rules: tuple[Column, Column]) -> Column:
     expr = None
     for cond, reason in rules:
         expr = F.when(cond, reason) if expr is None else expr.when(cond, reason)
+    if expr is None:
+        raise ValueError("_first_reason needs at least one (condition, reason) rule")
     return expr
 
 

@@ -16,13 +16,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 
 from cvo_spark.core.catalog import load_checked_catalog, offer_channels_frame, offers_frame
 from cvo_spark.core.errors import CvoError
 from cvo_spark.core.stage import StageContext
+from cvo_spark.core.util import first_row
 from cvo_spark.offers.allocation import (
     BELOW_THRESHOLD,
     CHOSEN,
@@ -140,7 +142,7 @@ def explain(ctx: StageContext, subscriber_id: str) -> str:
     profile_df = subscriber_profiles(features, segments, scores).withColumn(
         "control_bucket", control_bucket(F.col("subscriber_id"), params.campaign_id)
     )
-    profile = profile_df.first()
+    profile = first_row(profile_df, f"explain: profile (gold features, segments, scores) of subscriber {sid}")
     contacts, rejects = contact_history(
         history, ctx.as_of, params.contact_window_days, params.cooldown_days_after_reject
     )
@@ -179,7 +181,7 @@ def explain(ctx: StageContext, subscriber_id: str) -> str:
         keep_excluded=True,
         **extra,
     ).cache()
-    excluded = (
+    excluded: list[Row | dict[str, Any]] = list(
         candidates.where(F.col("exclusion_reason").isNotNull())
         .select("offer_id", "channel", "exclusion_reason")
         .collect()
@@ -283,7 +285,9 @@ def _allocation_exclusions(
     if _published_for(ctx):
         published = {(r["offer_id"], r["channel"]) for r in _gold(ctx, "offers", sid).collect()}
     chosen_on = {r["offer_id"]: r["channel"] for r in decided if r["status"] == CHOSEN}
-    push_contacts = actions.select("push_contacts").first()["push_contacts"]
+    push_contacts = first_row(actions.select("push_contacts"), "explain: push contacts of the allocation")[
+        "push_contacts"
+    ]
     out = []
     for r in decided:
         status, net = r["status"], r["net_value"]

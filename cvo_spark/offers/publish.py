@@ -38,13 +38,14 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cvo_spark.core.errors import ConfigError, PublishRefused
 from cvo_spark.core.io import TableStore
-from cvo_spark.core.util import require_columns
+from cvo_spark.core.util import first_row, require_columns
 
 #: Upper edges (Rupiah, exclusive) of the price bands the PSI check compares.
 PRICE_BAND_EDGES: tuple[float, ...] = (10_000, 25_000, 50_000, 100_000)
@@ -70,7 +71,8 @@ def check_freshness(newest: Mapping[str, date | None], as_of: date, max_days: in
     missing = sorted(t for t, d in newest.items() if d is None)
     if missing:
         return CheckResult("freshness", False, f"no {missing[0]} event at or before as_of {as_of}")
-    table, day = min(newest.items(), key=lambda kv: (kv[1], kv[0]))
+    dated = {t: d for t, d in newest.items() if d is not None}  # every one, after the check above
+    table, day = min(dated.items(), key=lambda kv: (kv[1], kv[0]))
     lag = (as_of - day).days
     detail = f"newest {table} event {day} is {lag} days before as_of {as_of} (limit {max_days})"
     return CheckResult("freshness", lag <= max_days, detail)
@@ -256,9 +258,7 @@ def newest_event_dates(tables: Mapping[str, tuple[DataFrame, str]], as_of: date)
     return {r["table"]: r["newest"] for r in union.collect()}
 
 
-def summarize_offers(
-    staged: DataFrame, floors: DataFrame, price_floor: float
-) -> dict[str, float | int | None]:
+def summarize_offers(staged: DataFrame, floors: DataFrame, price_floor: float) -> dict[str, Any]:
     """One aggregate over the staged rows: counts, duplicate keys, rows under a price floor
     and the spread of propensity.
 
@@ -276,9 +276,8 @@ def summarize_offers(
             & (F.col("price") < F.coalesce(F.col("min_price"), F.lit(0.0)))
         )
     )
-    row = (
-        staged.join(floors.select("subscriber_id", "min_price"), on="subscriber_id", how="left")
-        .agg(
+    row = first_row(
+        staged.join(floors.select("subscriber_id", "min_price"), on="subscriber_id", how="left").agg(
             F.count(F.lit(1)).alias("rows"),
             F.countDistinct("subscriber_id").alias("subscribers"),
             F.countDistinct(*OFFER_KEY).alias("distinct_keys"),
@@ -287,8 +286,8 @@ def summarize_offers(
             F.sum((F.col("group") == "control").cast("int")).alias("control"),
             F.stddev_pop("propensity").alias("propensity_std"),
             F.max(F.abs("propensity")).alias("propensity_max"),
-        )
-        .first()
+        ),
+        "summarize_offers (aggregate of the staged offers)",
     )
     out = row.asDict()
     for key in ("under_floor", "treatment", "control"):
@@ -299,7 +298,7 @@ def summarize_offers(
 
 def run_checks(
     staged: DataFrame,
-    summary: Mapping[str, float | int | None],
+    summary: Mapping[str, Any],
     active_subscribers: int,
     scores: DataFrame,
     newest_events: Mapping[str, date | None],
@@ -325,10 +324,13 @@ def run_checks(
     previous, previous_as_of : the last published snapshot's rows and date, or None.
     """
     require_columns(scores, MODEL_SCORES, "run_checks(scores)")
-    score_stats = scores.agg(
-        *[F.stddev_pop(c).alias(f"{c}_std") for c in MODEL_SCORES],
-        *[F.max(F.abs(c)).alias(f"{c}_max") for c in MODEL_SCORES],
-    ).first()
+    score_stats = first_row(
+        scores.agg(
+            *[F.stddev_pop(c).alias(f"{c}_std") for c in MODEL_SCORES],
+            *[F.max(F.abs(c)).alias(f"{c}_max") for c in MODEL_SCORES],
+        ),
+        "run_checks (spread of the model scores)",
+    )
     stats = {c: (score_stats[f"{c}_std"], score_stats[f"{c}_max"]) for c in MODEL_SCORES}
     stats["offer propensity"] = (summary["propensity_std"], summary["propensity_max"])
     by_offer, by_band = distributions(staged)
@@ -350,7 +352,10 @@ def previous_snapshot(store: TableStore, as_of: date) -> tuple[DataFrame | None,
     if not store.exists("gold", "offers"):
         return None, None
     published = store.read("gold", "offers")
-    last = published.where(F.col("as_of") < F.lit(as_of)).agg(F.max("as_of").alias("d")).first()["d"]
+    last = first_row(
+        published.where(F.col("as_of") < F.lit(as_of)).agg(F.max("as_of").alias("d")),
+        "previous_snapshot (newest published as_of)",
+    )["d"]
     return (None, None) if last is None else (published.where(F.col("as_of") == F.lit(last)), last)
 
 
@@ -523,9 +528,8 @@ def audit_decisions(
     slots = F.create_map(
         *[x for ch, spec in sorted(catalog.channels.items()) for x in (F.lit(ch), F.lit(spec.slots))]
     )
-    stats = (
-        per_sub.join(before, on="subscriber_id", how="left")
-        .agg(
+    stats = first_row(
+        per_sub.join(before, on="subscriber_id", how="left").agg(
             F.sum((F.col("offers") > max_offers).cast("long")).alias("over_offers"),
             F.sum(
                 (
@@ -533,8 +537,8 @@ def audit_decisions(
                     & (F.col("push_now") + F.coalesce(F.col("contacts"), F.lit(0)) > max_push_contacts)
                 ).cast("long")
             ).alias("over_push"),
-        )
-        .first()
+        ),
+        "contact policy audit (per-subscriber offer and push counts)",
     )
     multi = per_offer.where(F.col("channels") > 1).count()
     past_slots = sent.where(F.col("rank") > F.coalesce(slots[F.col("channel")], F.lit(0))).count()

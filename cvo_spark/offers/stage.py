@@ -26,6 +26,7 @@ from cvo_spark.core.config import Config
 from cvo_spark.core.errors import MissingTableError
 from cvo_spark.core.schemas import EVENT_TIME_COLUMN
 from cvo_spark.core.stage import StageContext, StageResult
+from cvo_spark.core.util import first_row
 from cvo_spark.offers.allocation import AllocationParams, AllocationResult, Constraint, paced_allowance
 from cvo_spark.offers.engine import OfferParams, build_offers
 from cvo_spark.offers.publish import (
@@ -320,7 +321,13 @@ def run(ctx: StageContext) -> StageResult:
     publish_snapshot(ctx.store, staged, as_of)
     published = ctx.store.read("gold", "offers").where(F.col("as_of") == F.lit(as_of))
     # The decision log (DESIGN `decisions`): what was decided, with which models, by what chance.
-    uplift_version = offer_scores.select("model_version").first()["model_version"] if offer_scores else None
+    uplift_version = (
+        first_row(offer_scores.select("model_version"), "offers: model_version of gold offer_scores")[
+            "model_version"
+        ]
+        if offer_scores
+        else None
+    )
     ctx.store.overwrite_partition(
         decision_rows(published, scores, config.offers.campaign_id, uplift_version),
         "gold",

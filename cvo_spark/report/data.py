@@ -17,7 +17,7 @@ Three layers, so notebooks can reuse the same numbers the HTML shows:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -114,8 +114,9 @@ def load_gold(store: TableStore, as_of: date) -> Gold:
                 continue
         gold[table] = df
     for table in ("model_evaluations", "model_curves"):
-        if isinstance(gold[table], DataFrame):
-            gold[table] = latest_training(gold[table], as_of)
+        trained = gold[table]
+        if isinstance(trained, DataFrame):
+            gold[table] = latest_training(trained, as_of)
     quarantine = gold["quarantine"]
     if isinstance(quarantine, Unavailable) and quarantine.empty and isinstance(gold["runs"], DataFrame):
         # An empty as_of partition after a successful ingest means a clean input, not a
@@ -132,7 +133,7 @@ def load_gold(store: TableStore, as_of: date) -> Gold:
     ):
         ingest_runs = gold["runs"].where(F.col("stage") == "ingest").select("run_id").distinct()
         if ingest_runs.limit(1).count() > 0:
-            gold["quarantine"] = gold["quarantine"].join(ingest_runs, on="run_id", how="left_semi")
+            gold["quarantine"] = quarantine.join(ingest_runs, on="run_id", how="left_semi")
     return gold
 
 
@@ -442,42 +443,45 @@ def _one(df: DataFrame) -> dict[str, Any]:
     return rows[0] if rows else {}
 
 
+def _section(build: Callable[..., Any], *tables: DataFrame | Unavailable) -> Any:
+    """`build(*tables)` when every table is there, else the first missing one's `Unavailable`."""
+    missing = next((t for t in tables if isinstance(t, Unavailable)), None)
+    return missing if missing is not None else build(*tables)
+
+
 def collect_report(store: TableStore, as_of: date, top_n: int = 10) -> dict[str, Any]:
     """Every section's data as plain Python values; a missing section is an `Unavailable`."""
     g = load_gold(store, as_of)
     f, s, p, o = g["features"], g["segments"], g["segment_profiles"], g["offers"]
 
-    def have(*dfs: Any) -> Unavailable | None:
-        return next((d for d in dfs if isinstance(d, Unavailable)), None)
-
     data: dict[str, Any] = {"as_of": as_of}
 
-    data["headline"] = have(f) or _one(headline(f))
-    data["high_value"] = have(s, f) or _one(high_value_share(s, f))
-    data["clv"] = have(g["scores"]) or _one(mean_clv(g["scores"]))
+    data["headline"] = _section(lambda f: _one(headline(f)), f)
+    data["high_value"] = _section(lambda s, f: _one(high_value_share(s, f)), s, f)
+    data["clv"] = _section(lambda t: _one(mean_clv(t)), g["scores"])
     ladder = [tier.name for tier in store.config.segments.value_tiers.ladder]
-    data["tiers"] = have(s, f) or _rows(tier_summary(s, f, ladder))
-    data["lifecycle"] = have(s, f) or _rows(group_summary(s, f, "lifecycle"))
-    data["matrix"] = have(s, f) or _rows(matrix_summary(s, f))
-    data["personas"] = have(p) or _rows(persona_profiles(p))
-    data["persona_tiers"] = have(p) or _rows(persona_by_tier(p))
-    data["k_selection"] = have(g["persona_k_selection"]) or _rows(g["persona_k_selection"].orderBy("k"))
-    data["b2b_concentration"] = have(g["b2b_concentration"]) or _rows(g["b2b_concentration"])
-    data["b2b_lorenz"] = have(g["b2b_lorenz"]) or _rows(lorenz_points(g["b2b_lorenz"]))
-    data["b2b_profiles"] = have(g["b2b_profiles"]) or _rows(
-        g["b2b_profiles"].orderBy(F.col("revenue_share").desc())
+    data["tiers"] = _section(lambda s, f: _rows(tier_summary(s, f, ladder)), s, f)
+    data["lifecycle"] = _section(lambda s, f: _rows(group_summary(s, f, "lifecycle")), s, f)
+    data["matrix"] = _section(lambda s, f: _rows(matrix_summary(s, f)), s, f)
+    data["personas"] = _section(lambda p: _rows(persona_profiles(p)), p)
+    data["persona_tiers"] = _section(lambda p: _rows(persona_by_tier(p)), p)
+    data["k_selection"] = _section(lambda t: _rows(t.orderBy("k")), g["persona_k_selection"])
+    data["b2b_concentration"] = _section(_rows, g["b2b_concentration"])
+    data["b2b_lorenz"] = _section(lambda t: _rows(lorenz_points(t)), g["b2b_lorenz"])
+    data["b2b_profiles"] = _section(
+        lambda t: _rows(t.orderBy(F.col("revenue_share").desc())), g["b2b_profiles"]
     )
-    data["evaluations"] = have(g["model_evaluations"]) or _rows(
-        g["model_evaluations"].orderBy("target", "model_kind", "metric")
+    data["evaluations"] = _section(
+        lambda t: _rows(t.orderBy("target", "model_kind", "metric")), g["model_evaluations"]
     )
-    data["curves"] = have(g["model_curves"]) or _rows(g["model_curves"].orderBy("target", "curve", "bucket"))
-    data["offer_summary"] = have(o) or _rows(offer_summary(o))
-    data["uplift_by_offer"] = have(g["offer_scores"]) or _rows(uplift_by_offer(g["offer_scores"]))
-    data["top_offers"] = have(o) or _rows(top_opportunities(o, top_n))
-    data["roi"] = have(o) or _rows(roi_scenarios(o))
-    data["campaigns"] = have(g["campaign_results"]) or _rows(campaign_overview(g["campaign_results"]))
-    data["quarantine"] = have(g["quarantine"]) or _rows(quarantine_counts(g["quarantine"]))
-    data["runs"] = have(g["runs"]) or _rows(run_audit(g["runs"]))
+    data["curves"] = _section(lambda t: _rows(t.orderBy("target", "curve", "bucket")), g["model_curves"])
+    data["offer_summary"] = _section(lambda o: _rows(offer_summary(o)), o)
+    data["uplift_by_offer"] = _section(lambda t: _rows(uplift_by_offer(t)), g["offer_scores"])
+    data["top_offers"] = _section(lambda o: _rows(top_opportunities(o, top_n)), o)
+    data["roi"] = _section(lambda o: _rows(roi_scenarios(o)), o)
+    data["campaigns"] = _section(lambda t: _rows(campaign_overview(t)), g["campaign_results"])
+    data["quarantine"] = _section(lambda t: _rows(quarantine_counts(t)), g["quarantine"])
+    data["runs"] = _section(lambda t: _rows(run_audit(t)), g["runs"])
     return data
 
 

@@ -29,6 +29,9 @@ from cvo_spark.report.charts import (
     quadrant_chart,
     records_table,
 )
+from cvo_spark.report.charts import (
+    Column as TableColumn,
+)
 from cvo_spark.report.data import ROI_CONVERSION_RATES, Unavailable
 from cvo_spark.segments.rules import QUADRANT_INCUBATOR, QUADRANT_RISK, QUADRANT_SNIPER, QUADRANT_STAR
 
@@ -73,7 +76,7 @@ CENTROID_FORMATS: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
     ("recharge_count_3m", "recharges (3m)", lambda v: fmt_num(v, 1)),
 )
 
-_PCT_AXIS = {"yfmt": lambda v: f"{v * 100:.0f}%", "value_fmt": fmt_pct}
+_PCT_AXIS: dict[str, Any] = {"yfmt": lambda v: f"{v * 100:.0f}%", "value_fmt": fmt_pct}
 
 
 def _na(value: Unavailable) -> str:
@@ -188,7 +191,7 @@ def section_k_selection(d: dict) -> str:
             "WCSS (within-cluster sum of squares, on standardised features) always falls as k grows; look "
             "for the elbow.</p>"
         )
-    common = {"highlight_x": chosen, "xfmt": lambda v: f"{v:g}", "integer_x": True}
+    common: dict[str, Any] = {"highlight_x": chosen, "xfmt": lambda v: f"{v:g}", "integer_x": True}
     charts = _charts(
         line_chart({"silhouette": [(r["k"], r["silhouette"]) for r in ks]},
                    "Silhouette by number of personas",
@@ -407,7 +410,7 @@ def _gate_table(ev: list[dict]) -> str:
     rows = sorted((r for r in ev if r["metric"] == "promoted"), key=lambda r: r["target"])
     if not rows:
         return ""
-    columns = [
+    columns: list[TableColumn] = [
         ("Target", "target", None),
         ("Version", "model_version", None),
         ("Champion", lambda r: "yes" if r["value"] == 1.0 else "no", None),

@@ -24,12 +24,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.clustering import KMeans
+from pyspark.ml.clustering import KMeans, KMeansModel
 from pyspark.ml.evaluation import ClusteringEvaluator
-from pyspark.ml.feature import SQLTransformer, StandardScaler, VectorAssembler
+from pyspark.ml.feature import SQLTransformer, StandardScaler, StandardScalerModel, VectorAssembler
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from scipy.optimize import linear_sum_assignment
@@ -108,11 +109,11 @@ class KMeansFit:
 
     @property
     def scaler_mean(self) -> np.ndarray:
-        return np.asarray(self.model.stages[2].mean.toArray())
+        return np.asarray(cast(StandardScalerModel, self.model.stages[2]).mean.toArray())
 
     @property
     def scaler_std(self) -> np.ndarray:
-        return np.asarray(self.model.stages[2].std.toArray())
+        return np.asarray(cast(StandardScalerModel, self.model.stages[2]).std.toArray())
 
 
 # --------------------------------------------------------------------------- fitting
@@ -210,7 +211,8 @@ def fit_kmeans(
     require_columns(df, [key, *features, *extra], "fit_kmeans")
     k_values = sorted(set(k_values))
     pipeline = kmeans_pipeline(features, log_features, k_values[0], seed, max_iter, prediction_col, rates)
-    *prep_stages, kmeans = pipeline.getStages()
+    *prep_stages, last = pipeline.getStages()
+    kmeans = cast(KMeans, last)
     rows = df.count()
     fit_rows = seeded_sample(df.select(key, *features, *extra), key, fit_sample_rows, seed, rows=rows)
     # KMeans' k-means|| initialisation samples per partition, so the fit is only
@@ -227,7 +229,7 @@ def fit_kmeans(
             raise NotEnoughDataError(f"k-means: {n} rows to fit, fewer than k={k_values[0]}")
         k_values = [k for k in k_values if k <= n]
         sil_rows = seeded_sample(scaled, key, silhouette_sample_rows, seed + 1, rows=n)
-        fitted: dict[int, tuple[object, float | None, float]] = {}
+        fitted: dict[int, tuple[KMeansModel, float | None, float]] = {}
         for k in k_values:
             starts = [kmeans.copy({kmeans.k: k, kmeans.seed: seed + i}).fit(scaled) for i in range(n_init)]
             km = min(starts, key=lambda m: m.summary.trainingCost)  # first wins ties
@@ -410,7 +412,7 @@ def with_clusters(
     """
     require_columns(df, [*fit.features, *([fit.rates.los_col] if fit.rates.columns else [])], "with_clusters")
     model = fit.model.copy()
-    model.stages[-1].setPredictionCol(prediction_col)
+    cast(KMeansModel, model.stages[-1]).setPredictionCol(prediction_col)
     cluster = F.col(prediction_col)
     scored = (
         model.transform(df)

@@ -25,7 +25,7 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from cvo_spark.core.util import require_columns
+from cvo_spark.core.util import first_row, require_columns
 
 #: percentile_approx accuracy: relative rank error 1/accuracy (1e-5 here), a few MB of
 #: sketch at any data size.
@@ -106,7 +106,9 @@ def median_thresholds(
 ) -> dict[str, float | None]:
     """Medians of `columns` in one aggregation (``percentile_approx``; None for an all-null column)."""
     require_columns(df, columns, "median_thresholds")
-    row = df.agg(*[F.percentile_approx(F.col(c), 0.5, accuracy).alias(c) for c in columns]).first()
+    row = first_row(
+        df.agg(*[F.percentile_approx(F.col(c), 0.5, accuracy).alias(c) for c in columns]), "median_thresholds"
+    )
     return {c: (None if row[c] is None else float(row[c])) for c in columns}
 
 
@@ -149,12 +151,15 @@ def quintile_cuts(
     An all-null column gets no cut points.
     """
     require_columns(df, columns, "quintile_cuts")
-    row = df.agg(
-        *[
-            F.percentile_approx(F.col(c).cast("double"), [0.2, 0.4, 0.6, 0.8], accuracy).alias(c)
-            for c in columns
-        ]
-    ).first()
+    row = first_row(
+        df.agg(
+            *[
+                F.percentile_approx(F.col(c).cast("double"), [0.2, 0.4, 0.6, 0.8], accuracy).alias(c)
+                for c in columns
+            ]
+        ),
+        "quintile_cuts",
+    )
     return {c: [float(v) for v in (row[c] or []) if v is not None] for c in columns}
 
 

@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
     BooleanType,
+    DataType,
     DateType,
     DoubleType,
     IntegerType,
@@ -32,9 +33,10 @@ from pyspark.sql.types import (
 )
 
 from cvo_spark.core.config import PersonasConfig, SegmentsConfig
-from cvo_spark.core.errors import MissingTableError
+from cvo_spark.core.errors import ConfigError, MissingTableError
 from cvo_spark.core.io import TableStore
 from cvo_spark.core.stage import StageContext, StageResult
+from cvo_spark.core.util import first_row
 from cvo_spark.segments import b2b
 from cvo_spark.segments.personas import (
     NAMING_COLUMNS,
@@ -69,7 +71,7 @@ USAGE_COL = "usage_mb_eq_3m"
 RATE_PREFIX = "__rate_"
 
 
-def _schema(*fields: tuple[str, object]) -> StructType:
+def _schema(*fields: tuple[str, DataType]) -> StructType:
     return StructType([StructField(name, dtype, True) for name, dtype in fields])
 
 
@@ -119,7 +121,10 @@ def _previous_as_of(store: TableStore, name: str, as_of: date) -> date | None:
     """The latest as_of strictly before `as_of` in gold `name`, or None."""
     if not store.exists("gold", name):
         return None
-    return store.read("gold", name).filter(F.col("as_of") < F.lit(as_of)).agg(F.max("as_of")).first()[0]
+    return first_row(
+        store.read("gold", name).filter(F.col("as_of") < F.lit(as_of)).agg(F.max("as_of")),
+        f"previous as_of of gold {name}",
+    )[0]
 
 
 def _previous_centroids(store: TableStore, as_of: date) -> dict[int, dict[str, float]]:
@@ -197,6 +202,8 @@ def _segment_subscribers(ctx: StageContext, cfg: SegmentsConfig, result: StageRe
         medians = median_thresholds(df, ["arpu_3m", USAGE_COL])
         revenue_thr, usage_thr = medians["arpu_3m"] or 0.0, medians[USAGE_COL] or 0.0
     else:
+        if mx.revenue_threshold is None or mx.usage_threshold is None:
+            raise ConfigError("segments.matrix: method fixed needs revenue_threshold and usage_threshold")
         revenue_thr, usage_thr = mx.revenue_threshold, mx.usage_threshold
     cuts = quintile_cuts(df, ["recency_days", "frequency_3m", "monetary_3m"])
     df = with_matrix_quadrant(df, "arpu_3m", USAGE_COL, revenue_thr, usage_thr).transform(

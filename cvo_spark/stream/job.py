@@ -45,6 +45,7 @@ from pyspark.sql.streaming import StreamingQuery
 from cvo_spark.core.errors import ConfigError, MissingTableError
 from cvo_spark.core.io import TableStore
 from cvo_spark.core.stage import StageContext
+from cvo_spark.core.util import first_row
 from cvo_spark.offers.stage import offer_params
 from cvo_spark.stream.triggers import (
     EVENT_KEY,
@@ -70,7 +71,9 @@ def resolve_offers_as_of(store: TableStore, offers_as_of: date | None) -> date:
         if offers.where(F.col("as_of") == F.lit(offers_as_of)).limit(1).count() == 0:
             raise MissingTableError(f"stream: gold.offers has no partition as_of={offers_as_of}")
         return offers_as_of
-    newest = offers.agg(F.max("as_of").alias("as_of")).first()["as_of"]
+    newest = first_row(offers.agg(F.max("as_of").alias("as_of")), "stream: newest as_of of gold.offers")[
+        "as_of"
+    ]
     if newest is None:
         raise MissingTableError("stream: gold.offers is empty: run the offers stage first")
     return newest
@@ -98,7 +101,10 @@ class TriggerOfferSink:
         """`cvo_trigger_offers-<query id>`: the id lives in the checkpoint, so it is stable
         across restarts and new for a fresh checkpoint (whose batch ids start again at 0)."""
         if self._app_id is None:
-            query_id = spark.read.json(f"{self.checkpoint.rstrip('/')}/metadata").first()["id"]
+            metadata = f"{self.checkpoint.rstrip('/')}/metadata"
+            query_id = first_row(spark.read.json(metadata), f"stream: query id in checkpoint {metadata}")[
+                "id"
+            ]
             self._app_id = f"{QUERY_NAME}-{query_id}"
         return self._app_id
 
@@ -154,11 +160,14 @@ class TriggerOfferSink:
         # stateful plan would recompute the de-duplication state.
         events = events.persist()
         try:
-            span = events.agg(
-                F.count(F.lit(1)).alias("n"),
-                F.min(F.unix_seconds("event_ts")).alias("first"),
-                F.max(F.unix_seconds("event_ts")).alias("last"),
-            ).first()
+            span = first_row(
+                events.agg(
+                    F.count(F.lit(1)).alias("n"),
+                    F.min(F.unix_seconds("event_ts")).alias("first"),
+                    F.max(F.unix_seconds("event_ts")).alias("last"),
+                ),
+                f"stream: span of batch {batch_id}",
+            )
             # Watermark-only batches (no new rows) write nothing: no empty Delta commits.
             if span["n"]:
                 self.write(self.batch_output(events, span["first"], span["last"]), batch_id)

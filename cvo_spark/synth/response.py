@@ -29,6 +29,8 @@ No engine code reads any of this: it is the truth the engine is judged against.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -80,7 +82,7 @@ PERSUADABLE, SURE_THING, LOST_CAUSE, SLEEPING_DOG = "persuadable", "sure_thing",
 PERSUADABLE_MIN_EFFECT = 0.02
 
 
-def _by_family(values: dict[str, tuple[float, ...]], family: Column, persona_idx: Column) -> Column:
+def _by_family(values: Mapping[str, tuple[float, ...]], family: Column, persona_idx: Column) -> Column:
     expr = F.lit(None).cast("double")
     for fam, per_persona in sorted(values.items()):
         arr = F.array(*[F.lit(float(v)) for v in per_persona])
