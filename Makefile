@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Each sets up what it needs.
-.PHONY: setup demo test test-fast bench clean
+# `make lint` (format, lint rules, types) runs in CI before the tests.
+.PHONY: setup demo test test-fast lint bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -13,6 +14,11 @@ test: setup
 
 test-fast: setup
 	.venv/bin/pytest -m "not slow"
+
+lint: setup
+	.venv/bin/ruff format --check .
+	.venv/bin/ruff check .
+	.venv/bin/mypy
 
 bench:
 	CVO_EXTRAS=test,bench bash scripts/setup.sh
