@@ -82,6 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("subscriber_id")
     e.add_argument("--as-of", type=_iso_date, required=True)
 
+    ev = sub.add_parser(
+        "evaluate-policy", help="off-policy estimate of candidate policies' value from logged decisions"
+    )
+    _common(ev)
+    ev.add_argument("--as-of", type=_iso_date, required=True)
+    ev.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        help="policy to judge (repeatable): uplift, response_model, random, no_contact "
+        "(default: the config's policy_evaluation.policies)",
+    )
+
     rep = sub.add_parser("report", help="write the HTML report")
     _common(rep)
     rep.add_argument("--as-of", type=_iso_date, required=True)
@@ -205,6 +218,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_policy(args: argparse.Namespace) -> int:
+    from cvo_spark.pipeline import run_stage
+
+    config = _config(args)
+    ctx = _context(config, args.as_of, options={"policies": tuple(args.policy)})
+    result = run_stage(ctx, "evaluate-policy")
+    print(result.message)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from cvo_spark.pipeline import run_stage
 
@@ -220,6 +243,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "stream": cmd_stream,
     "explain": cmd_explain,
+    "evaluate-policy": cmd_evaluate_policy,
     "report": cmd_report,
 }
 

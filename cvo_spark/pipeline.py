@@ -34,6 +34,8 @@ STAGE_MODULES: dict[str, str] = {
     "offers": "cvo_spark.offers.stage",
     "measure": "cvo_spark.measure.stage",
     "report": "cvo_spark.report.stage",
+    # On demand only (`cvo evaluate-policy`), never part of `cvo run`.
+    "evaluate-policy": "cvo_spark.policy.stage",
 }
 
 

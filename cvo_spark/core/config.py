@@ -452,6 +452,20 @@ class MeasureConfig(_Section):
     uplift_interval: Literal["clustered", "newcombe", "wald"] = "clustered"
 
 
+class PolicyEvaluationConfig(_Section):
+    """Off-policy evaluation (`cvo evaluate-policy`, `cvo_spark.policy`).
+
+    ``policies``: the candidate policies judged by default (see `cvo_spark.policy.policies`).
+    ``bootstrap_replicates``: Poisson resamples of subscribers for the intervals.
+    """
+
+    policies: tuple[Literal["uplift", "response_model", "random", "no_contact"], ...] = Field(
+        ("uplift", "response_model", "random", "no_contact"), min_length=1
+    )
+    bootstrap_replicates: int = Field(200, ge=0)
+    seed: int = 7
+
+
 class Config(_Section):
     lake: str = "lake"
     spark: SparkConfig = SparkConfig()
@@ -465,6 +479,7 @@ class Config(_Section):
     offers: OffersConfig = OffersConfig()
     stream: StreamConfig = StreamConfig()
     measure: MeasureConfig = MeasureConfig()
+    policy_evaluation: PolicyEvaluationConfig = PolicyEvaluationConfig()
 
     def with_lake(self, lake: str | None) -> Config:
         """A copy pointing at another lake root (the CLI's --lake)."""
