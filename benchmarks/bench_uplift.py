@@ -53,7 +53,7 @@ from cvo_spark.models import mlflow_store  # noqa: E402
 from cvo_spark.models.labels import TARGETS  # noqa: E402
 from cvo_spark.models.propensity import usable_features  # noqa: E402
 from cvo_spark.models.qini import compare_rankings  # noqa: E402
-from cvo_spark.models.score_stage import _champion, score_propensities  # noqa: E402
+from cvo_spark.models.score_stage import _scoring_model, score_propensities  # noqa: E402
 from cvo_spark.models.uplift import (  # noqa: E402
     fit_uplift,
     model_features,
@@ -110,7 +110,8 @@ def build_lake(spark: SparkSession, root: Path, n: int, days: int, seed: int) ->
 def engine_propensity(rows: DataFrame, ctx: StageContext) -> DataFrame:
     """Today's engine's propensity and expected value for each row (its champions, its formula)."""
     prefix = ctx.config.mlflow.model_prefix
-    champions = {t: _champion(prefix, t) for t in TARGETS}
+    # The model score uses for each target (champion, else its baseline): (model, version, meta).
+    champions = {t: _scoring_model(prefix, t)[:3] for t in TARGETS}
     scored = score_propensities(rows, champions, ctx.config.models.reason_codes)
     p: OfferParams = offer_params(ctx.config)
     if "clv_12m" not in scored.columns:

@@ -113,6 +113,32 @@ def test_candidate_policies(spark):
         candidate_policies(scored, ("bogus",))
 
 
+def test_report_shows_policies_best_net_value_first(spark):
+    from datetime import date
+
+    from cvo_spark.report.data import Unavailable, policy_overview
+    from cvo_spark.report.html import _policy_table
+
+    schema = "policy string, estimator string, value double, ci_low double, ci_high double, net_value double"
+    rows = [
+        ("random", "dr", 10.0, 5.0, 15.0, -30.0),
+        ("random", "ips", 11.0, 4.0, 16.0, -29.0),
+        ("random", "snips", 9.0, 4.0, 14.0, -31.0),
+        ("uplift", "dr", 50.0, 20.0, 80.0, 49.0),
+        ("uplift", "ips", 55.0, 10.0, 90.0, 54.0),
+        ("uplift", "snips", 45.0, 15.0, 75.0, 44.0),
+    ]
+    overview = [r.asDict() for r in policy_overview(spark.createDataFrame(rows, schema)).collect()]
+    assert [(r["policy"], r["value"], r["ips"], r["snips"]) for r in overview] == [
+        ("uplift", 50.0, 55.0, 45.0),
+        ("random", 10.0, 11.0, 9.0),
+    ]
+    html = _policy_table(overview, date(2026, 6, 30))
+    assert "Policies judged offline" in html and "uplift" in html and "random" in html
+    missing = _policy_table(Unavailable("policy_evaluations", "evaluate-policy"), date(2026, 6, 30))
+    assert "cvo evaluate-policy --as-of 2026-06-30" in missing
+
+
 # --------------------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_evaluate_policy_on_the_pipeline_lake(pipeline_lake, spark, capsys):

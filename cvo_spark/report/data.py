@@ -44,6 +44,7 @@ TABLE_STAGE: dict[str, str] = {
     "model_curves": "train",
     "offers": "offers",
     "campaign_results": "measure",
+    "policy_evaluations": "evaluate-policy",
     "quarantine": "ingest",
     "runs": "any",
 }
@@ -62,6 +63,7 @@ _DATED = (
     "offer_scores",
     "offers",
     "campaign_results",
+    "policy_evaluations",
     "runs",
 )
 
@@ -405,6 +407,18 @@ def campaign_overview(results: DataFrame, n: int = 15) -> DataFrame:
     )
 
 
+def policy_overview(evaluations: DataFrame) -> DataFrame:
+    """One row per policy: the doubly robust estimate with its interval, IPS and SNIPS beside
+    it, and the diagnostics; best net value (after contact costs) first."""
+    require_columns(evaluations, ["policy", "estimator", "value", "ci_low", "ci_high"], "policy_overview")
+    dr = evaluations.where(F.col("estimator") == "dr")
+    others = evaluations.groupBy("policy").agg(
+        F.max(F.when(F.col("estimator") == "ips", F.col("value"))).alias("ips"),
+        F.max(F.when(F.col("estimator") == "snips", F.col("value"))).alias("snips"),
+    )
+    return dr.join(others, on="policy", how="left").orderBy(F.col("net_value").desc(), "policy")
+
+
 def quarantine_counts(quarantine: DataFrame) -> DataFrame:
     """Rejected rows per source table and reason."""
     require_columns(quarantine, ["source_table", "reason"], "quarantine_counts")
@@ -480,6 +494,7 @@ def collect_report(store: TableStore, as_of: date, top_n: int = 10) -> dict[str,
     data["top_offers"] = _section(lambda o: _rows(top_opportunities(o, top_n)), o)
     data["roi"] = _section(lambda o: _rows(roi_scenarios(o)), o)
     data["campaigns"] = _section(lambda t: _rows(campaign_overview(t)), g["campaign_results"])
+    data["policies"] = _section(lambda t: _rows(policy_overview(t)), g["policy_evaluations"])
     data["quarantine"] = _section(lambda t: _rows(quarantine_counts(t)), g["quarantine"])
     data["runs"] = _section(lambda t: _rows(run_audit(t)), g["runs"])
     return data

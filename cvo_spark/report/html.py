@@ -458,7 +458,39 @@ def section_offers(d: dict) -> str:
             ("Mean propensity", "propensity_mean", fmt_pct),
         ]))  # fmt: skip
     out.append(_uplift_table(d.get("uplift_by_offer")))
+    out.append(_policy_table(d.get("policies"), d.get("as_of")))
     return "".join(out)
+
+
+def _policy_table(rows, as_of) -> str:
+    """Candidate policies judged offline on logged decisions (gold policy_evaluations)."""
+    head = "<h3>Policies judged offline, before they go live</h3>"
+    if rows is None:
+        return ""
+    if isinstance(rows, Unavailable):
+        return head + _note(
+            f"Not evaluated for this date: run <code>cvo evaluate-policy --as-of {as_of}</code> "
+            "(after the train stage) to judge candidate policies on the logged decisions."
+        )
+    text = _note(
+        "Incremental margin per contact opportunity over not contacting, estimated from the logged "
+        "decisions of the out-of-time evaluation window, each weighted by the probability with which it "
+        "was chosen. Doubly robust (DR) corrects the uplift model's own estimate by what the log saw; its "
+        "interval is a bootstrap over subscribers. IPS and SNIPS use the weights alone. The effective "
+        "sample size says how many logged decisions the estimate really rests on; a policy's contacts on "
+        "actions the log never tested cannot be judged and are counted."
+    )
+    return head + text + records_table(rows, [
+        ("Policy", "policy", None),
+        ("DR [interval]", _with_interval(fmt_money, "value", "ci_low", "ci_high"), str),
+        ("IPS", "ips", fmt_money),
+        ("SNIPS", "snips", fmt_money),
+        ("Contact share", "contact_share", fmt_pct),
+        ("Contact cost", "contact_cost", fmt_money),
+        ("Net of cost (DR)", "net_value", fmt_money),
+        ("Effective sample", "effective_sample_size", fmt_int),
+        ("Untested share", "unsupported_share", fmt_pct),
+    ])  # fmt: skip
 
 
 def _uplift_table(rows) -> str:
