@@ -88,6 +88,7 @@ def measure_decisions(
             "leaks"
         ),
     ).first()
+    assert summary is not None  # a global aggregate has exactly one row
     rows, flags, leaks = int(summary["rows"]), int(summary["srm_flags"] or 0), int(summary["leaks"] or 0)
     checks = {
         "decision_srm_flags": str(flags),
