@@ -91,6 +91,7 @@ from cvo_spark.core.schemas import INPUT_SCHEMAS, OPTIONAL_INPUT_TABLES, REQUIRE
 from cvo_spark.core.stage import StageContext
 from cvo_spark.features import stage as features_stage
 from cvo_spark.ingest import stage as ingest_stage
+from cvo_spark.synth.generate import GENERATED_TABLES
 
 REPO = Path(__file__).resolve().parents[1]
 AS_OF = date(2026, 6, 30)
@@ -551,7 +552,7 @@ GOLD_KEYS = {
     "offers": ("subscriber_id", "channel", "rank"),
 }
 WRITES = {
-    "ingest": [("silver", t) for t in INPUT_SCHEMAS] + [("gold", "quarantine")],
+    "ingest": [("silver", t) for t in GENERATED_TABLES] + [("gold", "quarantine")],
     "features": [("gold", "features"), ("gold", "b2b_features")],
     "offers": [("gold", "offers_staging"), ("gold", "offers")],
 }

@@ -339,6 +339,80 @@ def test_event_table_rules(spark, subscriber_owners, table):
     assert (out["silver"], out["quarantined"]) == (reasons.count(None), len(reasons) - reasons.count(None))
 
 
+def test_channel_response_rules(spark):
+    # The owner of a response is a decision of the engine's log, and its day.
+    decisions = spark.createDataFrame(
+        [("d1", date(2026, 6, 1)), ("d2", date(2026, 6, 5)), ("d2", date(2026, 6, 6))],
+        "decision_id string, as_of date",
+    )
+    rows = [
+        ("d1", "delivered", ts("2026-06-01T18:00:00")),  # the publish day itself: fine
+        ("d1", "accepted", ts("2026-06-03T09:00:00")),
+        ("d1", "accepted", ts("2026-06-03T09:00:00")),  # exact duplicate: removed and counted
+        ("d2", "declined", ts("2026-06-05T10:00:00")),  # a re-published id keeps its first day
+        ("d2", "opened", ts("2026-06-04T10:00:00")),
+        ("d9", "clicked", ts("2026-06-02T10:00:00")),
+        ("", "opened", ts("2026-06-02T10:00:00")),
+        ("d1", "bought", ts("2026-06-02T10:00:00")),
+        ("d1", None, ts("2026-06-02T10:00:00")),
+        ("d1", "accepted", ts("2027-01-01T00:00:00")),
+    ]
+    tagged = tag_rows(
+        spark.createDataFrame(rows, INPUT_SCHEMAS["channel_responses"]),
+        "channel_responses",
+        NOW,
+        TOL,
+        owners=decisions,
+    )
+    assert verdicts(tagged, "decision_id", "event") == sorted(
+        [
+            ("d1", "delivered", None),
+            ("d1", "accepted", None),
+            ("d2", "declined", None),
+            ("d2", "opened", "channel_responses.event_ts: before the decision's as_of 2026-06-05"),
+            ("d9", "clicked", "channel_responses.decision_id: unknown decision (not among gold decisions)"),
+            ("", "opened", "channel_responses.decision_id: null or empty key"),
+            ("d1", "bought", "channel_responses.event: unknown value 'bought'"),
+            ("d1", None, "channel_responses.event: missing value"),
+            ("d1", "accepted", "channel_responses.event_ts: in the future: 2027-01-01 00:00:00"),
+        ],
+        key=repr,
+    )
+    assert count_outcomes(tagged) == {"rows": 10, "silver": 3, "quarantined": 6, "duplicates": 1}
+
+
+def test_stage_ingests_channel_responses_against_the_decision_log(spark, tmp_path):
+    """Responses are optional: sent, they are checked against gold `decisions` (none there
+    yet: every response is an unknown decision, quarantined, none lost); the next run, with
+    the decision logged, takes them into silver."""
+    write_bronze_lake(spark, tmp_path)
+    ctx = make_context(spark, tmp_path, "run-r")
+    responses = spark.createDataFrame(
+        [("d1", "delivered", ts("2026-06-02T10:00:00")), ("d1", "accepted", ts("2026-06-03T10:00:00"))],
+        INPUT_SCHEMAS["channel_responses"],
+    )
+    ctx.store.overwrite(responses, "bronze", "channel_responses")
+
+    first = ingest_stage.run(ctx)
+    assert [first.row_counts[f"channel_responses.{n}"] for n in ("in", "silver", "quarantined")] == [2, 0, 2]
+    reasons = {
+        r["reason"]
+        for r in ctx.store.read("gold", "quarantine")
+        .where(F.col("source_table") == "channel_responses")
+        .collect()
+    }
+    assert reasons == {"channel_responses.decision_id: unknown decision (not among gold decisions)"}
+
+    decision = spark.createDataFrame([("d1", date(2026, 6, 1))], "decision_id string, as_of date")
+    ctx.store.overwrite(decision, "gold", "decisions")
+    second = ingest_stage.run(ctx)
+    assert [second.row_counts[f"channel_responses.{n}"] for n in ("in", "silver", "quarantined")] == [2, 2, 0]
+    assert ctx.store.read("silver", "channel_responses").count() == 2
+    assert (
+        ctx.store.read("gold", "quarantine").where(F.col("source_table") == "channel_responses").count() == 0
+    )
+
+
 def test_b2b_rules(spark):
     accounts = spark.createDataFrame(
         [
@@ -723,7 +797,7 @@ def test_stage_pseudonymises_every_subscriber_table(spark, ingested_twice, tmp_p
 # --------------------------------------------------------------------------- generated data
 @pytest.mark.slow
 def test_generated_bronze_is_clean_except_injected_rows(spark, tmp_path):
-    from cvo_spark.synth.generate import write_bronze
+    from cvo_spark.synth.generate import GENERATED_TABLES, write_bronze
 
     write_bronze(spark, str(tmp_path / "bronze"), subscribers=500, days=60, seed=11)
     ctx = make_context(spark, tmp_path, "run-gen")
@@ -747,7 +821,7 @@ def test_generated_bronze_is_clean_except_injected_rows(spark, tmp_path):
         "usage_daily.subscriber_id: unknown subscriber (not among valid subscribers)",
     ]
     counts = result.row_counts
-    for table in INPUT_SCHEMAS:
+    for table in GENERATED_TABLES:
         bronze = store.read("bronze", table)
         n_in = counts[f"{table}.in"]
         assert n_in == bronze.count()

@@ -22,7 +22,7 @@ from cvo_spark.core.stage import StageContext
 from cvo_spark.features import stage as features_stage
 from cvo_spark.features.b2b import build_b2b_features
 from cvo_spark.features.subscriber import build_subscriber_features
-from cvo_spark.synth.generate import DEFAULT_END_DATE, generate_bronze
+from cvo_spark.synth.generate import DEFAULT_END_DATE, GENERATED_TABLES, generate_bronze
 
 D = DEFAULT_END_DATE - timedelta(days=10)
 AFTER_D = datetime(D.year, D.month, D.day, tzinfo=UTC) + timedelta(days=1)  # first instant after D
@@ -118,7 +118,7 @@ def silver_store(spark, tmp_path_factory) -> TableStore:
     config = Config(lake=str(tmp_path_factory.mktemp("pit") / "lake"))
     store = TableStore(spark, config)
     tables = generate_bronze(spark, subscribers=300, days=60, seed=SEED)
-    for name in INPUT_SCHEMAS:
+    for name in GENERATED_TABLES:
         store.overwrite(tables[name], "silver", name)
     return store
 

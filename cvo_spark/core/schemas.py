@@ -123,6 +123,13 @@ INPUT_SCHEMAS: dict[str, StructType] = {
         ("allowed", B),
         ("updated_ts", TS),
     ),
+    # Optional input: what subscribers did with the engine's own decisions (decision_id from
+    # the channel exports and gold `decisions`).
+    "channel_responses": _schema(
+        ("decision_id", S),
+        ("event", S),
+        ("event_ts", TS),
+    ),
 }
 
 #: The event-time column of each input table: what "as of D" and freshness look at.
@@ -136,11 +143,12 @@ EVENT_TIME_COLUMN: dict[str, str] = {
     "b2b_accounts": "contract_start",
     "b2b_messages": "message_ts",
     "consents": "updated_ts",
+    "channel_responses": "event_ts",
 }
 
 #: Input tables a source may not send at all; absent, they mean what the config says
 #: (DESIGN: "absent means what the config says, never a silent allowed").
-OPTIONAL_INPUT_TABLES: tuple[str, ...] = ("consents",)
+OPTIONAL_INPUT_TABLES: tuple[str, ...] = ("consents", "channel_responses")
 
 #: Contract columns a source may leave out: absent in bronze, they are null in silver (DESIGN:
 #: offer_history's propensity is the logging policy's probability of the logged choice,
@@ -155,7 +163,10 @@ REQUIRED_INPUT_SCHEMAS: dict[str, StructType] = {
 #: The key that identifies the owner of a row (null or empty keys are quarantined).
 KEY_COLUMN: dict[str, str] = {
     name: ("account_id" if name.startswith("b2b") else "subscriber_id") for name in INPUT_SCHEMAS
-}
+} | {"channel_responses": "decision_id"}
+
+#: What a channel reports about a decision it delivered (`channel_responses.event`).
+RESPONSE_EVENTS: tuple[str, ...] = ("delivered", "opened", "clicked", "accepted", "declined")
 
 #: Allowed values of the enumerated input columns.
 ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
@@ -166,6 +177,7 @@ ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
     ("offer_history", "group"): ("treatment", "control"),
     ("b2b_messages", "channel"): ("whatsapp", "sms", "email", "voice"),
     ("b2b_messages", "status"): ("delivered", "failed", "pending"),
+    ("channel_responses", "event"): RESPONSE_EVENTS,
 }
 
 #: Channels subscribers buy and recharge through, and are contacted on.

@@ -1,7 +1,8 @@
 """Stage `ingest`: bronze -> silver, bad rows -> gold quarantine, with an accounting check.
 
-Reads all eight input tables first (a missing one raises `MissingTableError`, a bad
-schema `SchemaMismatchError`, before anything is written), validates each with
+Reads every input table first (an optional one only when the source sends it; a missing
+required one raises `MissingTableError`, a bad schema `SchemaMismatchError`, before
+anything is written), validates each with
 `cvo_spark.ingest.validate.tag_rows` (owners first, so the other tables are checked against the
 *valid* subscribers and accounts), checks ``rows_in = silver + quarantined + duplicates``
 per table, and only then writes:
@@ -36,6 +37,7 @@ from cvo_spark.core.stage import StageContext, StageResult
 from cvo_spark.ingest.validate import (
     EARLIEST_EVENT_DATE,
     INGEST_ORDER,
+    OWNER_COLUMNS,
     OWNER_TABLE,
     check_accounting,
     check_bronze_schema,
@@ -91,12 +93,17 @@ def check_id_mode(store: TableStore, table: str, mode: str) -> None:
         )
 
 
-def _owners(table: str, valid: dict[str, DataFrame]) -> DataFrame | None:
+def _owners(table: str, valid: dict[str, DataFrame], store: TableStore) -> DataFrame | None:
     owner = OWNER_TABLE.get(table)
     if owner is None:
         return None
-    cols = [KEY_COLUMN[owner], "activation_date"] if owner == "subscribers" else [KEY_COLUMN[owner]]
-    return valid[owner].select(*cols)
+    if owner == "decisions":
+        # Channel responses answer the engine's own decisions: the gold log, empty before the
+        # first publish (then every response is an unknown decision, quarantined, not lost).
+        if store.exists("gold", "decisions"):
+            return store.read("gold", "decisions").select("decision_id", "as_of")
+        return store.spark.createDataFrame([], "decision_id string, as_of date")
+    return valid[owner].select(KEY_COLUMN[owner], *OWNER_COLUMNS[owner])
 
 
 def ingest(
@@ -127,7 +134,7 @@ def ingest(
                 table,
                 now,
                 future_tolerance_hours,
-                _owners(table, valid),
+                _owners(table, valid, store),
                 pseudonym_key,
                 earliest_event_date,
             ).persist(StorageLevel.MEMORY_AND_DISK)

@@ -36,7 +36,10 @@ Rules (DESIGN invariant 6, "never silently dropped"):
 - owner unknown: a subscriber id not among the *valid* subscribers (silver), an
   account_id not among the valid b2b accounts. A row whose subscriber was itself
   quarantined is therefore quarantined too, with that reason — downstream joins would
-  otherwise drop it silently.
+  otherwise drop it silently. A channel response whose decision_id is not in gold
+  `decisions`, or dated before the decision's day, is quarantined the same way (silver is
+  rebuilt from bronze on every run, so a response that arrived before its decision was
+  logged reaches silver on the next run).
 - contradictions inside a row (`_consistency_rules`): churn_date before activation_date,
   a churned subscriber without churn_date, accepted_ts before contacted_ts, set on an
   offer not accepted or missing on one accepted, remaining_quota_pct above 100.
@@ -98,10 +101,19 @@ ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
 #: Tables whose key is a subscriber id (pseudonymised when privacy is on).
 SUBSCRIBER_TABLES: tuple[str, ...] = tuple(t for t, k in KEY_COLUMN.items() if k == "subscriber_id")
 
-#: The table whose valid keys a row's key must be found in.
+#: The table whose valid keys a row's key must be found in. A channel response belongs to
+#: a decision of the engine's own log (gold `decisions`), not to an input table.
 OWNER_TABLE: dict[str, str] = {
     **{t: "subscribers" for t in SUBSCRIBER_TABLES if t != "subscribers"},
     "b2b_messages": "b2b_accounts",
+    "channel_responses": "decisions",
+}
+#: The owner's columns `tag_rows` needs besides its key: a subscriber's activation date, a
+#: decision's day (``as_of``; a response cannot come before the decision was published).
+OWNER_COLUMNS: dict[str, tuple[str, ...]] = {
+    "subscribers": ("activation_date",),
+    "b2b_accounts": (),
+    "decisions": ("as_of",),
 }
 
 #: Tables whose key identifies one row (owners of the other tables).
@@ -379,28 +391,32 @@ def _with_owner(
     """Left-join the valid owner keys; rules for unknown owner and event before activation."""
     key = KEY_COLUMN[table]
     owner_table = OWNER_TABLE[table]
-    owner_cols = [key, "activation_date"] if owner_table == "subscribers" else [key]
-    require_columns(owners, owner_cols, f"tag_rows({table}) owners")
+    require_columns(owners, [key, *OWNER_COLUMNS[owner_table]], f"tag_rows({table}) owners")
+    if owner_table == "decisions":
+        # The decision log may repeat an id (a re-published day): one row per id, its first day,
+        # so the lookup stays a one-to-one join.
+        owners = owners.groupBy(_c(key)).agg(F.min("as_of").alias("as_of"))
+    since = {"subscribers": "activation_date", "decisions": "as_of"}.get(owner_table)
     lookup = owners.select(
         _c(key),
         F.lit(True).alias(_OWNER_KNOWN),
-        *([_c("activation_date").alias(_OWNER_ACTIVATION)] if owner_table == "subscribers" else []),
+        *([_c(since).alias(_OWNER_ACTIVATION)] if since else []),
     )
     joined = tagged.join(lookup, on=key, how="left")
     has_key = _c(key).isNotNull() & (F.trim(_c(key)) != "")
-    what = "subscriber" if owner_table == "subscribers" else "account"
+    what = {"subscribers": "subscriber", "decisions": "decision"}.get(owner_table, "account")
+    where = "gold decisions" if owner_table == "decisions" else f"valid {owner_table}"
     rules = [
         (
             has_key & _c(_OWNER_KNOWN).isNull(),
-            F.lit(f"{table}.{key}: unknown {what} (not among valid {owner_table})"),
+            F.lit(f"{table}.{key}: unknown {what} (not among {where})"),
         )
     ]
-    if owner_table == "subscribers":
+    if since:
         event = EVENT_TIME_COLUMN[table]
+        label = "activation_date" if owner_table == "subscribers" else "the decision's as_of"
         before = F.to_date(_c(event)) < _c(_OWNER_ACTIVATION)
-        message = F.concat(
-            F.lit(f"{table}.{event}: before activation_date "), _c(_OWNER_ACTIVATION).cast("string")
-        )
+        message = F.concat(F.lit(f"{table}.{event}: before {label} "), _c(_OWNER_ACTIVATION).cast("string"))
         rules.append((before, message))
     return joined, rules
 
@@ -436,7 +452,8 @@ def tag_rows(
     future_tolerance_hours : events later than ``now`` plus this are quarantined.
     owners : for tables in `OWNER_TABLE`, the *valid* owner rows (silver): columns
         ``subscriber_id, activation_date`` for subscriber tables, ``account_id`` for
-        b2b_messages; keys unique.
+        b2b_messages (keys unique); for channel_responses the gold decisions
+        (``decision_id, as_of``; empty when the engine has published none yet).
     pseudonym_key : when given, subscriber ids are replaced by their HMAC first.
     earliest_event_date : a date or timestamp value before this day is quarantined.
 

@@ -41,6 +41,7 @@ Rows whose treatment or control group is empty get null rates, uplift and revenu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from statistics import NormalDist
 
@@ -120,6 +121,18 @@ def chi2_1df_p_value(statistic: Column) -> Column:
     return erfc(F.sqrt(statistic / 2.0))
 
 
+def period_label(moment: Column, period: str) -> Column:
+    """The period a date or timestamp falls in: 'YYYY-MM' ('month'), its Monday 'YYYY-MM-DD'
+    ('week'), or the one label 'ALL' ('all')."""
+    if period == "month":
+        return F.date_format(moment, "yyyy-MM")
+    if period == "week":
+        return F.date_format(F.date_trunc("week", moment), "yyyy-MM-dd")
+    if period == "all":
+        return F.lit(ALL_PERIODS)
+    raise ValueError(f"period must be 'month', 'week' or 'all', got {period!r}")
+
+
 def filter_contacts_as_of(offer_history: DataFrame, as_of: date, period: str = "month") -> DataFrame:
     """Contacts made on or before `as_of`, with the outcome known by the end of that day.
 
@@ -133,14 +146,7 @@ def filter_contacts_as_of(offer_history: DataFrame, as_of: date, period: str = "
     later events never changes the result.
     """
     require_columns(offer_history, ("subscriber_id", *_HISTORY_COLUMNS), "filter_contacts_as_of")
-    if period == "month":
-        period_col = F.date_format(F.col("contacted_ts"), "yyyy-MM")
-    elif period == "week":
-        period_col = F.date_format(F.date_trunc("week", F.col("contacted_ts")), "yyyy-MM-dd")
-    elif period == "all":
-        period_col = F.lit(ALL_PERIODS)
-    else:
-        raise ValueError(f"period must be 'month', 'week' or 'all', got {period!r}")
+    period_col = period_label(F.col("contacted_ts"), period)
     as_of_lit = F.lit(as_of)
     accepted = F.coalesce(F.col("accepted"), F.lit(False)) & (
         F.col("accepted_ts").isNull() | (F.to_date("accepted_ts") <= as_of_lit)
@@ -253,17 +259,26 @@ def aggregate_groups(labelled: DataFrame) -> DataFrame:
     )
 
 
-def aggregate_subscribers(labelled: DataFrame) -> DataFrame:
+def aggregate_subscribers(
+    labelled: DataFrame, keys: Sequence[str] = KEYS, values: Sequence[str] = ()
+) -> DataFrame:
     """One row per offer, channel, period, segment, group and subscriber: the cluster totals.
 
-    Needs the columns of `aggregate_groups`. Returns the keys, group, subscriber_id and
-    n_i (contacts, long), k_i (acceptances, long), r_i (revenue, double).
+    Needs the columns of `aggregate_groups` (with `keys` in place of the campaign_results
+    keys, e.g. the decision keys of `cvo_spark.measure.decisions`). Returns the keys, group,
+    subscriber_id and n_i (contacts, long), k_i (acceptances, long), r_i (revenue, double),
+    plus ``<v>_i`` (the subscriber's sum of column ``v``) for each name in `values`.
     """
-    require_columns(labelled, _GROUP_COLUMNS, "aggregate_subscribers")
-    return labelled.groupBy(*KEYS, "group", "subscriber_id").agg(
+    require_columns(
+        labelled,
+        ("subscriber_id", *keys, "group", "is_accepted", "contact_revenue", *values),
+        "aggregate_subscribers",
+    )
+    return labelled.groupBy(*keys, "group", "subscriber_id").agg(
         F.count(F.lit(1)).alias("n_i"),
         F.sum(F.col("is_accepted").cast("long")).alias("k_i"),
         F.sum(F.col("contact_revenue")).alias("r_i"),
+        *[F.sum(F.col(v).cast("double")).alias(f"{v}_i") for v in values],
     )
 
 
@@ -273,7 +288,12 @@ def _non_negative(variance: Column) -> Column:
     return F.when(variance < 0.0, F.lit(0.0)).otherwise(variance)
 
 
-def aggregate_clustered_groups(per_subscriber: DataFrame) -> DataFrame:
+def aggregate_clustered_groups(
+    per_subscriber: DataFrame,
+    keys: Sequence[str] = KEYS,
+    baseline: str = "control",
+    values: Sequence[str] = (),
+) -> DataFrame:
     """Per offer, channel, period and segment: group totals and subscriber-clustered variances.
 
     Needs the columns of `aggregate_subscribers`. Returns the keys plus n_t, n_c, k_t, k_c,
@@ -283,37 +303,46 @@ def aggregate_clustered_groups(per_subscriber: DataFrame) -> DataFrame:
     null for a group with fewer than 2 subscribers. One aggregation over the per-subscriber
     rows: the (co)variances come from ``var_samp`` / ``covar_samp`` (see
     `cvo_spark.measure.intervals`), never from collecting subscribers.
+
+    The ``_c`` side is the group named `baseline` ('control' by default; 'holdout' to
+    measure against the universal holdout); rows of any other group are ignored. For each
+    name v in `values` (a ``<v>_i`` column of `aggregate_subscribers`) it also returns
+    ``v_t``, ``v_c`` (sums) and ``v_var_t``, ``v_var_c`` (clustered variance of v per
+    contact, like rpc_var for revenue).
     """
+    value_cols = [f"{v}_i" for v in values]
     require_columns(
-        per_subscriber, (*KEYS, "group", "subscriber_id", "n_i", "k_i", "r_i"), "aggregate_clustered_groups"
+        per_subscriber,
+        (*keys, "group", "subscriber_id", "n_i", "k_i", "r_i", *value_cols),
+        "aggregate_clustered_groups",
     )
-    n_i, k_i, r_i = (F.col(c).cast("double") for c in ("n_i", "k_i", "r_i"))
+    n_i = F.col("n_i").cast("double")
+    sums = {"k": F.col("k_i").cast("double"), "revenue": F.col("r_i").cast("double")}
+    sums.update({v: F.col(f"{v}_i").cast("double") for v in values})
     aggs, variances = [], []
-    for g, name in (("t", "treatment"), ("c", "control")):
+    for g, name in (("t", "treatment"), ("c", baseline)):
         is_g = F.col("group") == name
-        n_g, k_g, r_g = (F.when(is_g, x) for x in (n_i, k_i, r_i))
+        n_g = F.when(is_g, n_i)
         aggs += [
             F.sum(F.when(is_g, F.col("n_i")).otherwise(0)).alias(f"n_{g}"),
             F.sum(F.when(is_g, F.col("k_i")).otherwise(0)).alias(f"k_{g}"),
-            F.sum(F.when(is_g, r_i).otherwise(0.0)).alias(f"revenue_{g}"),
             F.sum(is_g.cast("long")).alias(f"subscribers_{g}"),
             F.var_samp(n_g).alias(f"_snn_{g}"),
-            F.var_samp(k_g).alias(f"_skk_{g}"),
-            F.covar_samp(k_g, n_g).alias(f"_skn_{g}"),
-            F.var_samp(r_g).alias(f"_srr_{g}"),
-            F.covar_samp(r_g, n_g).alias(f"_srn_{g}"),
         ]
         m, total = F.col(f"subscribers_{g}").cast("double"), F.col(f"n_{g}").cast("double")
-        s_nn = F.col(f"_snn_{g}")
-        rate, rpc = F.col(f"k_{g}") / total, F.col(f"revenue_{g}") / total
-        rate_var = clustered_ratio_variance(m, total, F.col(f"_skk_{g}"), F.col(f"_skn_{g}"), s_nn, rate)
-        rpc_var = clustered_ratio_variance(m, total, F.col(f"_srr_{g}"), F.col(f"_srn_{g}"), s_nn, rpc)
-        # Guarded: under ANSI a division by zero contacts would fail the query, not give null.
-        variances += [
-            F.when(total > 0, _non_negative(rate_var)).alias(f"rate_var_{g}"),
-            F.when(total > 0, _non_negative(rpc_var)).alias(f"rpc_var_{g}"),
-        ]
-    grouped = per_subscriber.groupBy(*KEYS).agg(*aggs)
+        for v, x in sums.items():
+            x_g = F.when(is_g, x)
+            if v != "k":
+                aggs.append(F.sum(F.when(is_g, x).otherwise(0.0)).alias(f"{v}_{g}"))
+            aggs += [F.var_samp(x_g).alias(f"_s{v}{v}_{g}"), F.covar_samp(x_g, n_g).alias(f"_s{v}n_{g}")]
+            ratio = F.col(f"{v}_{g}") / total
+            var = clustered_ratio_variance(
+                m, total, F.col(f"_s{v}{v}_{g}"), F.col(f"_s{v}n_{g}"), F.col(f"_snn_{g}"), ratio
+            )
+            # Guarded: under ANSI a division by zero contacts would fail the query, not give null.
+            out = {"k": "rate_var", "revenue": "rpc_var"}.get(v, f"{v}_var")
+            variances.append(F.when(total > 0, _non_negative(var)).alias(f"{out}_{g}"))
+    grouped = per_subscriber.groupBy(*keys).agg(*aggs)
     totals = [c for c in grouped.columns if not c.startswith("_")]
     return grouped.select(*totals, *variances)
 
