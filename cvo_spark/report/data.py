@@ -43,6 +43,7 @@ TABLE_STAGE: dict[str, str] = {
     "model_evaluations": "train",
     "model_curves": "train",
     "offers": "offers",
+    "campaign_power": "offers",
     "campaign_results": "measure",
     "quarantine": "ingest",
     "runs": "any",
@@ -61,6 +62,7 @@ _DATED = (
     "scores",
     "offer_scores",
     "offers",
+    "campaign_power",
     "campaign_results",
     "runs",
 )
