@@ -40,8 +40,9 @@ PERSONAS = ("Legacy Active", "Digital Active", "Socially Active 2", "Traditional
 
 def offer_rows(rows):
     """The 14 columns these tests set, then the decision-core columns (net_value, uplift,
-    uplift_source, expected_cost, contact_cost unset; probability 1; a decision id)."""
-    return [(*r, None, None, None, None, None, 1.0, f"d-{r[0]}-{r[4]}-{r[1]}") for r in rows]
+    uplift_source, expected_cost, contact_cost unset; probability 1; a decision id; the
+    default campaign)."""
+    return [(*r, None, None, None, None, None, 1.0, f"d-{r[0]}-{r[4]}-{r[1]}", "cvo") for r in rows]
 
 
 # ------------------------------------------------------------------------ pure checks
@@ -397,7 +398,8 @@ def lake(spark, tmp_path_factory):
     assert result.checks["psi_offer_id"] == "ok: no previous published snapshot to compare with"
     assert (
         result.row_counts["offers"] > 0
-        and result.row_counts["control"] + result.row_counts["treatment"] == result.row_counts["offers"]
+        and result.row_counts["control"] + result.row_counts["treatment"] + result.row_counts["holdout"]
+        == result.row_counts["offers"]
     )
     return root
 
@@ -604,6 +606,7 @@ def test_decision_audit_catches_each_broken_rule_independently_of_the_engine(spa
             0.0,
             1.0,
             f"d-{sid}-{offer}-{ch}",
+            "cvo",
         )
 
     good = [row("g", "sms", 1, "A", 100.0), row("g", "app", 1, "B")]

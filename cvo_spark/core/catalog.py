@@ -12,7 +12,7 @@ the driver (`offers_frame`, `offer_channels_frame`) that the offers transforms b
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,8 @@ from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StringType, St
 
 from cvo_spark.core.config import Config
 from cvo_spark.core.errors import ConfigError
-from cvo_spark.core.schemas import ENUMS, PRODUCT_CATEGORIES, SUBSCRIBER_CHANNELS
+from cvo_spark.core.rules import PAYMENT_TYPES, Eligibility, known_value
+from cvo_spark.core.schemas import PRODUCT_CATEGORIES, SUBSCRIBER_CHANNELS
 
 #: Push channels send a message the subscriber did not ask for (a contact: costs, caps,
 #: consent, quiet hours); pull channels show slots when the subscriber comes (app, shops).
@@ -41,49 +42,13 @@ DEFAULT_CHANNEL_KIND: dict[str, str] = {
 
 #: Offer types and the model score each one is driven by (see cvo_spark/offers/engine.py).
 OFFER_TYPES: tuple[str, ...] = ("upsell", "cross_sell", "retention", "loyalty")
-PAYMENT_TYPES: tuple[str, ...] = ENUMS[("subscribers", "payment_type")]
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _known(value: str, known: Iterable[str], what: str) -> str:
-    known = tuple(known)
-    if value not in known:
-        raise ValueError(f"unknown {what} {value!r}; known: {', '.join(known)}")
-    return value
-
-
-class Eligibility(_Frozen):
-    """Who may get an offer. Every key is optional; an omitted key does not restrict."""
-
-    value_tiers: tuple[str, ...] | None = None
-    personas: tuple[str, ...] | None = None
-    lifecycle: tuple[str, ...] | None = None
-    payment_types: tuple[str, ...] | None = None
-    min_arpu_3m: float | None = Field(None, ge=0)
-    max_arpu_3m: float | None = Field(None, ge=0)
-    min_tenure_days: int | None = Field(None, ge=0)
-    max_tenure_days: int | None = Field(None, ge=0)
-
-    @field_validator("payment_types")
-    @classmethod
-    def _payment_types(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        for v in value or ():
-            _known(v, PAYMENT_TYPES, "payment type")
-        return value
-
-    @model_validator(mode="after")
-    def _ranges(self) -> Eligibility:
-        pairs = (
-            ("arpu_3m", self.min_arpu_3m, self.max_arpu_3m),
-            ("tenure_days", self.min_tenure_days, self.max_tenure_days),
-        )
-        for name, low, high in pairs:
-            if low is not None and high is not None and low > high:
-                raise ValueError(f"min_{name} {low} > max_{name} {high}")
-        return self
+_known = known_value
 
 
 class Offer(_Frozen):
@@ -292,6 +257,13 @@ def load_catalog(path: str | Path) -> Catalog:
     return parse_catalog(data, str(path))
 
 
+def _check_rule_names(rule: Eligibility, known: Mapping[str, tuple[str, ...]], where: str) -> None:
+    for key, names in known.items():
+        for name in getattr(rule, key) or ():
+            if name not in names:
+                raise ConfigError(f"{where}.{key}: unknown name {name!r}; known: {', '.join(names)}")
+
+
 def check_catalog_names(
     catalog: Catalog,
     value_tiers: Iterable[str],
@@ -303,13 +275,35 @@ def check_catalog_names(
     rules, lifecycle names): a typo would silently make an offer unreachable."""
     known = {"value_tiers": tuple(value_tiers), "personas": tuple(personas), "lifecycle": tuple(lifecycles)}
     for i, offer in enumerate(catalog.offers):
-        for key, names in known.items():
-            for name in getattr(offer.eligibility, key) or ():
-                if name not in names:
-                    raise ConfigError(
-                        f"{source}: offers[{i}] ({offer.offer_id}).eligibility.{key}: unknown name {name!r}; "
-                        f"known: {', '.join(names)}"
-                    )
+        _check_rule_names(offer.eligibility, known, f"{source}: offers[{i}] ({offer.offer_id}).eligibility")
+
+
+def check_campaigns(
+    catalog: Catalog,
+    campaigns: Iterable[Any],
+    value_tiers: Iterable[str],
+    personas: Iterable[str],
+    lifecycles: Iterable[str],
+) -> None:
+    """Campaigns (config ``offers.campaigns``) against the catalog and segment config: every
+    offer in the catalog, every audience name known, no budget name taken twice."""
+    known = {"value_tiers": tuple(value_tiers), "personas": tuple(personas), "lifecycle": tuple(lifecycles)}
+    budgets = {b.name for b in catalog.budgets}
+    for i, c in enumerate(campaigns):
+        where = f"offers.campaigns[{i}] ({c.id})"
+        for offer_id in c.offers:
+            if offer_id not in catalog.offer_ids:
+                raise ConfigError(f"{where}.offers: unknown offer_id {offer_id!r} (not in the catalog)")
+        _check_rule_names(c.audience, known, f"{where}.audience")
+        if c.budget is not None and campaign_budget_name(c.id) in budgets:
+            raise ConfigError(
+                f"{where}.budget: the catalog already has a budget named {campaign_budget_name(c.id)!r}"
+            )
+
+
+def campaign_budget_name(campaign_id: str) -> str:
+    """The name a campaign's budget takes among the catalog's budgets."""
+    return f"campaign_{campaign_id}"
 
 
 def check_type_weights(type_weights: dict[str, float]) -> None:
@@ -343,6 +337,9 @@ OFFERS_FRAME_SCHEMA = StructType(
         StructField("elig_max_tenure_days", _I),
         StructField("incentive", _D, False),
         StructField("regular_price", _D),
+        # The campaign the offer runs in today and its control share (null: the defaults).
+        StructField("campaign_id", _S),
+        StructField("control_share", _D),
     ]
 )
 OFFER_CHANNELS_SCHEMA = StructType(
@@ -360,12 +357,20 @@ def _list(value: tuple[str, ...] | None) -> list[str] | None:
     return list(value) if value is not None else None
 
 
-def offers_frame(spark: SparkSession, catalog: Catalog, default_validity_days: int) -> DataFrame:
-    """One row per offer: id, type, category, price, unit_cost, validity_days and the
-    eligibility rules as `elig_*` columns (null = no restriction)."""
+def offers_frame(
+    spark: SparkSession,
+    catalog: Catalog,
+    default_validity_days: int,
+    campaigns: Mapping[str, tuple[str, float]] | None = None,
+) -> DataFrame:
+    """One row per offer: id, type, category, price, unit_cost, validity_days, the
+    eligibility rules as `elig_*` columns (null = no restriction) and, from `campaigns`
+    (offer_id -> (campaign_id, control_share), `cvo_spark.offers.campaigns.run_catalog`),
+    the campaign it runs in (null: the default campaign of the offer params)."""
     rows = []
     for o in catalog.offers:
         e = o.eligibility
+        campaign_id, control_share = (campaigns or {}).get(o.offer_id, (None, None))
         rows.append(
             (
                 o.offer_id,
@@ -384,6 +389,8 @@ def offers_frame(spark: SparkSession, catalog: Catalog, default_validity_days: i
                 e.max_tenure_days,
                 float(o.incentive),
                 None if o.regular_price is None else float(o.regular_price),
+                campaign_id,
+                None if control_share is None else float(control_share),
             )
         )
     return spark.createDataFrame(rows, OFFERS_FRAME_SCHEMA)
@@ -409,11 +416,14 @@ def offer_channels_frame(spark: SparkSession, catalog: Catalog) -> DataFrame:
 __all__ = [
     "CHANNEL_KINDS",
     "OFFER_TYPES",
+    "PAYMENT_TYPES",
     "Budget",
     "Catalog",
     "ChannelSpec",
     "Eligibility",
     "Offer",
+    "campaign_budget_name",
+    "check_campaigns",
     "check_catalog_names",
     "check_type_weights",
     "load_catalog",
@@ -431,12 +441,12 @@ def load_checked_catalog(config: Config) -> Catalog:
     path = resolve_catalog_path(config.offers.catalog_file, Path.cwd())
     catalog = load_catalog(path)
     seg = config.segments
-    check_catalog_names(
-        catalog,
-        value_tiers=[t.name for t in seg.value_tiers.ladder] + [seg.value_tiers.high_value_name],
-        personas=[r.name for r in seg.personas.naming],
-        lifecycles=[seg.lifecycle.new_name, seg.lifecycle.base_name],
-        source=str(path),
-    )
+    names = {
+        "value_tiers": [t.name for t in seg.value_tiers.ladder] + [seg.value_tiers.high_value_name],
+        "personas": [r.name for r in seg.personas.naming],
+        "lifecycles": [seg.lifecycle.new_name, seg.lifecycle.base_name],
+    }
+    check_catalog_names(catalog, **names, source=str(path))
+    check_campaigns(catalog, config.offers.campaigns, **names)
     check_type_weights(config.offers.type_weights)
     return catalog

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cvo_spark.core.errors import ConfigError
+from cvo_spark.core.rules import Eligibility
 from cvo_spark.core.schemas import SUBSCRIBER_CHANNELS
 
 
@@ -390,11 +391,80 @@ class AllocationConfig(_Section):
         return self
 
 
+class CampaignGoal(_Section):
+    """What a campaign wants to show: ``min_uplift`` is the smallest absolute rise in accept
+    rate (treatment over its control, 0.01 = 1 pp) it must be able to detect; the power
+    check before launch flags a campaign whose audience cannot (null: no power check).
+    ``metric`` names the figure the campaign is judged on in measurement."""
+
+    min_uplift: float | None = Field(None, gt=0, lt=1)
+    metric: Literal["accept_rate", "incremental_revenue", "incremental_margin"] = "accept_rate"
+
+
+class CampaignConfig(_Section):
+    """One campaign as data: who (``audience``, the catalog's eligibility rule form), what
+    (``offers``, catalog offer ids), when (``start``..``end``, both inclusive), its goal,
+    its control share (null: ``offers.control_share``) and an optional incentive budget
+    (Rupiah over its dates, paced like a catalog budget, on its offers).
+
+    While a campaign runs, its offers go only to its audience, with its id (decision ids,
+    control hash of subscriber and campaign); outside its dates they are not offered. A
+    catalog offer no campaign names stays in the always-on default campaign
+    (``offers.campaign_id``), as when no campaign is configured.
+    """
+
+    id: str = Field(pattern=r"^[a-z0-9_]+$")
+    start: date
+    end: date
+    audience: Eligibility = Eligibility()
+    offers: tuple[str, ...] = Field(min_length=1)
+    goal: CampaignGoal = CampaignGoal()
+    control_share: float | None = Field(None, gt=0, lt=1)
+    budget: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _dates_and_offers(self) -> CampaignConfig:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        if len(set(self.offers)) != len(self.offers):
+            raise ValueError("an offer is listed twice")
+        return self
+
+    def active(self, as_of: date) -> bool:
+        return self.start <= as_of <= self.end
+
+
+class PowerConfig(_Section):
+    """Power before launch (`cvo_spark.measure.power`), checked per campaign at the offers stage.
+
+    The baseline accept rate is the control group's over the campaign's offers in the last
+    ``baseline_days`` of offer_history (at least ``min_baseline_contacts`` contacts), else
+    every offer's control contacts, else ``default_accept_rate``.
+    """
+
+    alpha: float = Field(0.05, gt=0, lt=1)
+    power: float = Field(0.8, gt=0, lt=1)
+    icc: float = Field(0.1, ge=0, le=1)
+    contacts_per_subscriber: float = Field(1.0, ge=1)
+    baseline_days: int = Field(90, gt=0)
+    min_baseline_contacts: int = Field(100, ge=1)
+    default_accept_rate: float = Field(0.05, gt=0, lt=1)
+
+
 class OffersConfig(_Section):
     #: Relative paths are resolved against the folder of the config file that names them.
     catalog_file: str = "offers.yaml"
-    campaign_id: str = "cvo"
+    #: The always-on default campaign: catalog offers no configured campaign names.
+    campaign_id: str = Field("cvo", pattern=r"^[a-z0-9_]+$")
     control_share: float = Field(0.1, ge=0, lt=1)
+    #: Share of all subscribers in the universal holdout: chosen by a hash of subscriber_id
+    #: and ``universal_holdout_key`` alone (stable across runs and campaigns, independent of
+    #: every campaign's control hash); decided and logged like everyone, never sent anything
+    #: by any campaign or trigger. Changing the key reshuffles the holdout: don't.
+    universal_holdout_share: float = Field(0.05, ge=0, lt=1)
+    universal_holdout_key: str = Field("cvo-universal-holdout", min_length=1)
+    campaigns: tuple[CampaignConfig, ...] = ()
+    power: PowerConfig = PowerConfig()
     validity_days: int = Field(7, gt=0)
     contact_window_days: int = Field(7, gt=0)
     max_contacts_per_channel: int = Field(3, ge=0)
@@ -415,6 +485,26 @@ class OffersConfig(_Section):
     #: No published offer may be priced under this (publish check `price_floor`).
     price_floor: float = Field(5_000.0, ge=0)
     allocation: AllocationConfig = AllocationConfig()
+
+    @model_validator(mode="after")
+    def _campaigns_apart(self) -> OffersConfig:
+        seen: dict[str, CampaignConfig] = {}
+        for i, c in enumerate(self.campaigns):
+            if c.id == self.campaign_id or c.id in seen:
+                raise ValueError(f"campaigns[{i}].id: duplicate campaign id {c.id!r}")
+            for other in seen.values():
+                shared = sorted(set(c.offers) & set(other.offers))
+                if shared and c.start <= other.end and other.start <= c.end:
+                    raise ValueError(
+                        f"campaigns[{i}] ({c.id}).offers: {shared[0]} is also in campaign {other.id} "
+                        f"on overlapping dates (an offer belongs to one running campaign at a time)"
+                    )
+            seen[c.id] = c
+        return self
+
+    def active_campaigns(self, as_of: date) -> tuple[CampaignConfig, ...]:
+        """The configured campaigns running on `as_of` (start <= as_of <= end)."""
+        return tuple(c for c in self.campaigns if c.active(as_of))
 
 
 class StreamConfig(_Section):
@@ -489,7 +579,7 @@ class Config(_Section):
 def _format_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     extra = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""

@@ -198,15 +198,18 @@ class TableStore:
         as_of: date,
         column: str = "as_of",
         merge_schema: bool = False,
+        only: str | None = None,
     ) -> None:
         """Replace exactly the rows with ``column = as_of`` in one commit (idempotent re-runs).
 
         Rows of `df` must all carry that date; Delta's replaceWhere enforces it and fails
         the write otherwise, so a bug can never overwrite a neighbouring day. With
         `merge_schema`, new columns are added to the table (older partitions read null).
+        `only` narrows what is replaced to the rows of the date that also meet this SQL
+        predicate (e.g. ``source = 'batch'``: other writers' rows of the day stay).
         """
         ref = self.ref(layer, name)
-        condition = f"{column} = DATE'{as_of.isoformat()}'"
+        condition = f"{column} = DATE'{as_of.isoformat()}'" + (f" AND ({only})" if only else "")
         if not self.exists(layer, name):
             self._save(self._writer(df, "overwrite", [column]), ref)
             return

@@ -32,8 +32,11 @@ actions cannot reach is reported as infeasible; the stage then publishes nothing
 Greedy (the baseline to beat) is the same fold with all prices at zero followed by the
 same repair: fill by value per subscriber, cut by value where a limit is exceeded.
 
-Only treatment decisions use budgets and capacity (control rows are never sent); control
-subscribers are decided with the same prices, so they stay a fair counterfactual.
+Only treatment decisions use budgets and capacity (control and holdout rows are never
+sent); they are decided with the same prices, so they stay a fair counterfactual. The
+group is per action: with campaigns a subscriber can be in one campaign's control and
+another's treatment, so a contact counts towards a channel's capacity from the first
+*treatment* action the subscriber takes on that channel.
 """
 
 from __future__ import annotations
@@ -184,9 +187,9 @@ def _price_maps(constraints: Sequence[Constraint], prices: Mapping[str, float]) 
 
 # ---------------------------------------------------------------------------- per subscriber
 def actions_by_subscriber(actions: DataFrame) -> DataFrame:
-    """One row per subscriber: ``subscriber_id, group, push_left, actions`` (array of
-    structs offer_id, channel, is_push, slots, net_value, expected_cost). Needs
-    ACTION_COLUMNS."""
+    """One row per subscriber: ``subscriber_id, push_left, actions`` (array of structs
+    offer_id, channel, is_push, slots, net_value, expected_cost, contact_cost, group).
+    Needs ACTION_COLUMNS."""
     require_columns(actions, ACTION_COLUMNS, "actions_by_subscriber")
     item = F.struct(
         F.col("offer_id"),
@@ -196,9 +199,9 @@ def actions_by_subscriber(actions: DataFrame) -> DataFrame:
         F.col("net_value").cast("double").alias("net_value"),
         F.col("expected_cost").cast("double").alias("expected_cost"),
         F.col("contact_cost").cast("double").alias("contact_cost"),
+        F.col("group"),
     )
     return actions.groupBy("subscriber_id").agg(
-        F.first("group").alias("group"),
         F.first("push_left").cast("int").alias("push_left"),
         F.collect_list(item).alias("actions"),
     )
@@ -231,6 +234,7 @@ def _decide(
             a["slots"].alias("slots"),
             a["net_value"].alias("net_value"),
             a["expected_cost"].alias("expected_cost"),
+            a["group"].alias("group"),
         )
 
     # Best first; ties on offer_id then channel, so the fold is deterministic.
@@ -248,11 +252,13 @@ def _decide(
     )
     out_type = (
         "array<struct<offer_id:string,channel:string,status:string,adjusted_value:double,"
-        "first_on_channel:boolean,net_value:double,expected_cost:double,contact_cost:double>>"
+        "first_on_channel:boolean,first_sent_on_channel:boolean,net_value:double,"
+        "expected_cost:double,contact_cost:double,group:string>>"
     )
     init = F.struct(
         F.array().cast("array<string>").alias("offers"),
         F.array().cast("array<string>").alias("channels"),
+        F.array().cast("array<string>").alias("sent"),
         F.lit(0).alias("push_used"),
         F.array().cast(out_type).alias("out"),
     )
@@ -277,15 +283,19 @@ def _decide(
             .otherwise(F.lit(CHOSEN))
         )
         take = status == CHOSEN
+        # Contacts that use capacity: the first treatment action on the channel.
+        first_sent = take & (a["group"] == "treatment") & ~F.array_contains(acc["sent"], a["channel"])
         decided = F.struct(
             a["offer_id"].alias("offer_id"),
             a["channel"].alias("channel"),
             status.alias("status"),
             adjusted.alias("adjusted_value"),
             (take & new_channel).alias("first_on_channel"),
+            first_sent.alias("first_sent_on_channel"),
             a["net_value"].alias("net_value"),
             a["expected_cost"].alias("expected_cost"),
             a["contact_cost"].alias("contact_cost"),
+            a["group"].alias("group"),
         )
         return F.struct(
             F.when(take, F.array_union(acc["offers"], F.array(a["offer_id"])))
@@ -294,6 +304,9 @@ def _decide(
             F.when(take, F.concat(acc["channels"], F.array(a["channel"])))
             .otherwise(acc["channels"])
             .alias("channels"),
+            F.when(first_sent, F.concat(acc["sent"], F.array(a["channel"])))
+            .otherwise(acc["sent"])
+            .alias("sent"),
             (acc["push_used"] + F.when(take & a["is_push"] & new_channel, 1).otherwise(0)).alias("push_used"),
             F.concat(acc["out"], F.array(decided)).alias("out"),
         )
@@ -303,16 +316,16 @@ def _decide(
 
 def _usage_rows(decided: DataFrame) -> list:
     """Per (offer, channel) of chosen treatment actions: decisions, contacts, expected cost, value."""
-    chosen = (
-        decided.where(F.col("group") == "treatment")
-        .select(F.explode(F.filter("decided", lambda d: d["status"] == CHOSEN)).alias("d"))
-        .select("d.*")
-    )
+    chosen = decided.select(
+        F.explode(F.filter("decided", lambda d: (d["status"] == CHOSEN) & (d["group"] == "treatment"))).alias(
+            "d"
+        )
+    ).select("d.*")
     return (
         chosen.groupBy("offer_id", "channel")
         .agg(
             F.count(F.lit(1)).alias("decisions"),
-            F.sum(F.col("first_on_channel").cast("long")).alias("contacts"),
+            F.sum(F.col("first_sent_on_channel").cast("long")).alias("contacts"),
             F.sum("expected_cost").alias("cost"),
             F.sum("net_value").alias("value"),
         )
@@ -475,9 +488,7 @@ def binding_constraint(
 
 # ---------------------------------------------------------------------------- repair
 def _explode_decided(decided: DataFrame) -> DataFrame:
-    return decided.select("subscriber_id", "group", F.explode("decided").alias("d")).select(
-        "subscriber_id", "group", "d.*"
-    )
+    return decided.select("subscriber_id", F.explode("decided").alias("d")).select("subscriber_id", "d.*")
 
 
 def _live_use(live: DataFrame, c: Constraint) -> float:

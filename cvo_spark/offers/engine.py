@@ -78,6 +78,8 @@ OFFERS_SCHEMA = StructType(
         # Stable id of the decision (campaign, as_of, subscriber, offer, channel): exports and
         # gold `decisions` carry it, so responses can be joined back to what was decided.
         StructField("decision_id", StringType()),
+        # The campaign the decision belongs to (`offers.campaigns`, else the default campaign).
+        StructField("campaign_id", StringType()),
     ]
 )
 
@@ -113,6 +115,10 @@ class OfferParams:
 
     campaign_id: str = "cvo"
     control_share: float = 0.1
+    #: Universal holdout (hash of subscriber_id and the key alone); 0 = none. The config's
+    #: default is 0.05 (offers.universal_holdout_share).
+    universal_holdout_share: float = 0.0
+    universal_holdout_key: str = "cvo-universal-holdout"
     contact_window_days: int = 7
     max_contacts_per_channel: int = 3
     cooldown_days_after_reject: int = 14
@@ -156,12 +162,17 @@ def base_persona(col: Column) -> Column:
     return F.regexp_replace(col, r"\s+\d+$", "")
 
 
-def decision_id(campaign_id: str, as_of: date) -> Column:
+def _str_or_col(value: str | Column) -> Column:
+    return F.lit(value) if isinstance(value, str) else value
+
+
+def decision_id(campaign_id: str | Column, as_of: date) -> Column:
     """32 hex characters of sha2(campaign | as_of | subscriber_id | offer_id | channel): the
-    same decision gets the same id on a re-run (idempotent), another day or campaign another."""
+    same decision gets the same id on a re-run (idempotent), another day or campaign another.
+    `campaign_id` is a name or a column (one campaign per row)."""
     key = F.concat_ws(
         "|",
-        F.lit(campaign_id),
+        _str_or_col(campaign_id),
         F.lit(as_of.isoformat()),
         F.col("subscriber_id"),
         F.col("offer_id"),
@@ -170,15 +181,33 @@ def decision_id(campaign_id: str, as_of: date) -> Column:
     return F.substring(F.sha2(key, 256), 1, 32)
 
 
-def control_bucket(subscriber_id: Column, campaign_id: str) -> Column:
+def control_bucket(subscriber_id: Column, campaign_id: str | Column) -> Column:
     """A uniform number in [0, 1) from a stable hash of (campaign_id, subscriber_id).
 
     xxhash64 is deterministic across runs, machines and Spark versions, so the same
     subscriber stays in the same group of a campaign (invariant 5) and another campaign
-    draws an independent control group.
+    draws an independent control group. `campaign_id` may be a column (Spark hashes the
+    value, so a column holding 'cvo' draws the same group as the literal 'cvo').
     """
-    h = F.xxhash64(F.lit(campaign_id), subscriber_id)
+    h = F.xxhash64(_str_or_col(campaign_id), subscriber_id)
     return F.pmod(h, F.lit(1_000_000)).cast("double") / 1_000_000.0
+
+
+def holdout_bucket(subscriber_id: Column, key: str) -> Column:
+    """A uniform number in [0, 1) from a hash of subscriber_id and the holdout key alone.
+
+    The universal holdout is ``holdout_bucket < universal_holdout_share``: the same
+    subscribers in every run and every campaign (DESIGN invariant 9). The hash takes a
+    fixed tag before the key, so it never coincides with a campaign's control hash (two
+    inputs) even for a campaign named like the key, and is independent of all of them.
+    """
+    h = F.xxhash64(F.lit("universal_holdout"), F.lit(key), subscriber_id)
+    return F.pmod(h, F.lit(1_000_000)).cast("double") / 1_000_000.0
+
+
+def is_holdout(subscriber_id: Column, share: float, key: str) -> Column:
+    """Whether a subscriber is in the universal holdout (never true with share 0)."""
+    return holdout_bucket(subscriber_id, key) < F.lit(float(share))
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -749,10 +778,27 @@ def candidate_offers(
 
 
 def with_group(rows: DataFrame, p: OfferParams) -> DataFrame:
-    """Add ``group``: 'control' for the `control_share` of subscribers the campaign hash
-    holds out (decided like everyone, written, never sent), else 'treatment'."""
-    held_out = control_bucket(F.col("subscriber_id"), p.campaign_id) < F.lit(p.control_share)
-    return rows.withColumn("group", F.when(held_out, F.lit("control")).otherwise(F.lit("treatment")))
+    """Add ``campaign_id`` and ``group``, per row.
+
+    'holdout' for the subscribers of the universal holdout (`is_holdout`: a hash of the
+    subscriber alone, whatever the campaign); else 'control' for the row's campaign's
+    control share of the rest (a hash of subscriber and campaign); else 'treatment'.
+    Holdout and control rows are decided like everyone, written, never sent. The row's
+    campaign is its ``campaign_id`` / ``control_share`` columns (from the catalog frame of
+    a run with campaigns) where set, else ``p.campaign_id`` / ``p.control_share``.
+    """
+    campaign = F.lit(p.campaign_id)
+    share = F.lit(p.control_share)
+    if "campaign_id" in rows.columns:
+        campaign = F.coalesce(F.col("campaign_id"), campaign)
+    if "control_share" in rows.columns:
+        share = F.coalesce(F.col("control_share"), share)
+    holdout = is_holdout(F.col("subscriber_id"), p.universal_holdout_share, p.universal_holdout_key)
+    control = control_bucket(F.col("subscriber_id"), F.col("campaign_id")) < share
+    return rows.withColumn("campaign_id", campaign).withColumn(
+        "group",
+        F.when(holdout, F.lit("holdout")).when(control, F.lit("control")).otherwise(F.lit("treatment")),
+    )
 
 
 def allocation_actions(candidates: DataFrame, p: OfferParams) -> DataFrame:
@@ -915,11 +961,11 @@ def with_reasons(rows: DataFrame, p: OfferParams, max_reasons: int = 3) -> DataF
 
 # ---------------------------------------------------------------------------- output
 def select_offers(candidates: DataFrame, as_of: date, run_id: str, p: OfferParams) -> DataFrame:
-    """The kept candidates as `offers` rows (OFFERS_SCHEMA): control group, reasons, validity.
+    """The kept candidates as `offers` rows (OFFERS_SCHEMA): group, reasons, validity.
 
     Needs the columns `candidate_offers` produces (and, after `allocate_offers`, its
-    group and rank). ``group`` is 'control' for the `control_share` of subscribers the
-    hash holds out (they are written, never exported). valid_from = as_of + 1 day,
+    group and rank). ``group`` (`with_group`) is 'holdout' for the universal holdout and
+    'control' for the campaign's control share: both are written, never exported. valid_from = as_of + 1 day,
     valid_to = valid_from + validity_days - 1 (both inclusive: a 7-day offer runs 7 days,
     and trigger offers read valid_to as the last valid day). ``probability`` is the
     probability with which the decision was chosen: 1 for this deterministic policy.
@@ -927,8 +973,8 @@ def select_offers(candidates: DataFrame, as_of: date, run_id: str, p: OfferParam
     """
     valid_from = F.lit(as_of + timedelta(days=1))
     kept = candidates.where(F.col("exclusion_reason").isNull())
-    if "group" not in kept.columns:
-        kept = kept.transform(with_group, p)
+    if "group" not in kept.columns or "campaign_id" not in kept.columns:
+        kept = kept.drop("group").transform(with_group, p)
     for name in ("net_value", "uplift", "expected_cost", "contact_cost"):
         if name not in kept.columns:
             kept = kept.withColumn(name, F.lit(None).cast("double"))
@@ -937,7 +983,7 @@ def select_offers(candidates: DataFrame, as_of: date, run_id: str, p: OfferParam
     kept = (
         kept.transform(with_reasons, p)
         .withColumn("probability", F.lit(1.0))
-        .withColumn("decision_id", decision_id(p.campaign_id, as_of))
+        .withColumn("decision_id", decision_id(F.col("campaign_id"), as_of))
         .withColumn("as_of", F.lit(as_of))
         .withColumn("valid_from", valid_from)
         .withColumn("valid_to", F.date_add(valid_from, F.col("validity_days") - 1))

@@ -21,7 +21,7 @@ from typing import Any
 from pyspark.sql import DataFrame, Row
 from pyspark.sql import functions as F
 
-from cvo_spark.core.catalog import load_checked_catalog, offer_channels_frame, offers_frame
+from cvo_spark.core.catalog import offer_channels_frame, offers_frame
 from cvo_spark.core.errors import CvoError
 from cvo_spark.core.stage import StageContext
 from cvo_spark.core.util import first_row
@@ -45,10 +45,11 @@ from cvo_spark.offers.engine import (
     contact_history,
     contact_load,
     control_bucket,
+    is_holdout,
     select_offers,
     subscriber_profiles,
 )
-from cvo_spark.offers.stage import allocation_params, offer_params
+from cvo_spark.offers.stage import allocation_params, offer_params, run_catalog_of
 
 
 def _gold(ctx: StageContext, name: str, subscriber_id: str) -> DataFrame:
@@ -134,13 +135,18 @@ def explain(ctx: StageContext, subscriber_id: str) -> str:
     """A readable account of one subscriber's offers as of `ctx.as_of` (see module docstring)."""
     sid = resolve_subscriber_id(ctx, subscriber_id)
     config = ctx.config
-    catalog = load_checked_catalog(config)
-    params = offer_params(config)
+    catalog, campaigns = run_catalog_of(config, ctx.as_of)
+    params = offer_params(config, catalog)
     features, segments, scores = (_gold(ctx, n, sid) for n in ("features", "segments", "scores"))
     history = ctx.store.read("silver", "offer_history").where(F.col("subscriber_id") == F.lit(sid))
 
-    profile_df = subscriber_profiles(features, segments, scores).withColumn(
-        "control_bucket", control_bucket(F.col("subscriber_id"), params.campaign_id)
+    profile_df = (
+        subscriber_profiles(features, segments, scores)
+        .withColumn("control_bucket", control_bucket(F.col("subscriber_id"), params.campaign_id))
+        .withColumn(
+            "in_holdout",
+            is_holdout(F.col("subscriber_id"), params.universal_holdout_share, params.universal_holdout_key),
+        )
     )
     profile = first_row(profile_df, f"explain: profile (gold features, segments, scores) of subscriber {sid}")
     contacts, rejects = contact_history(
@@ -172,8 +178,8 @@ def explain(ctx: StageContext, subscriber_id: str) -> str:
             "offer_scores": scores_of,
         }
     candidates = candidate_offers(
-        profile_df.drop("control_bucket"),
-        offers_frame(ctx.spark, catalog, config.offers.validity_days),
+        profile_df.drop("control_bucket", "in_holdout"),
+        offers_frame(ctx.spark, catalog, config.offers.validity_days, campaigns),
         offer_channels_frame(ctx.spark, catalog),
         contacts,
         rejects,
@@ -208,9 +214,12 @@ def explain(ctx: StageContext, subscriber_id: str) -> str:
 
     # The group the offers were written with, when there are any: the config's control
     # share or campaign id may have changed since they were published.
+    # With campaigns a subscriber can be control in one and treatment in another.
     written = {o["group"] for o in offers}
-    if len(written) == 1:
-        group = written.pop()
+    if profile["in_holdout"]:
+        group = "holdout"
+    elif written:
+        group = ", ".join(sorted(written))
     else:
         group = "control" if profile["control_bucket"] < params.control_share else "treatment"
     persona = profile["persona_name"]
@@ -218,7 +227,14 @@ def explain(ctx: StageContext, subscriber_id: str) -> str:
     shown_id = sid if sid == subscriber_id else f"{sid[:12]}… (pseudonym)"
     lines = [
         f"subscriber {shown_id} as of {ctx.as_of}",
-        f"group: {group}" + (" (held out: offers recorded, never sent)" if group == "control" else ""),
+        f"group: {group}"
+        + (
+            " (universal holdout: decided and logged, never sent anything by any campaign or trigger)"
+            if group == "holdout"
+            else " (held out: offers recorded, never sent)"
+            if group == "control"
+            else ""
+        ),
         (
             f"value tier: {tier}{' (High Value)' if profile['is_high_value'] else ''} · "
             f"lifecycle: {profile['lifecycle'] or 'n/a'} · persona: {persona or 'n/a'}"
@@ -260,7 +276,7 @@ def _stored_constraints(ctx: StageContext) -> tuple[tuple[Constraint, ...], dict
     rows = (
         ctx.store.read("gold", "allocation_constraints").where(F.col("as_of") == F.lit(ctx.as_of)).collect()
     )
-    catalog = load_checked_catalog(ctx.config)
+    catalog = run_catalog_of(ctx.config, ctx.as_of)[0]  # campaign budgets included
     budgets = {b.name: catalog.budget_offers(b) for b in catalog.budgets}
     constraints = []
     for r in rows:

@@ -18,6 +18,9 @@ Checks (names are what ``cvo run --override NAME`` accepts):
 - ``price_floor``: no row priced under the global floor, and no High Value subscriber
   offered a non-retention offer under their floor (share x arpu_3m).
 - ``duplicate_keys``: (subscriber_id, channel, rank, as_of) is unique.
+- ``holdout``: every row of a subscriber in the universal holdout (hash of subscriber_id
+  and the holdout key alone) is a 'holdout' row, and no other row is: the holdout gets
+  nothing from any campaign, and is not lost from the measurement either.
 - ``propensity``: no collapsed model: each model score (p_upsell, p_cross_sell, p_churn)
   and the offers' propensity have std >= min_propensity_std and are not all zero.
 - ``psi_offer_id`` / ``psi_price_band``: population stability index of the offer mix and
@@ -46,6 +49,7 @@ from pyspark.sql import functions as F
 from cvo_spark.core.errors import ConfigError, PublishRefused
 from cvo_spark.core.io import TableStore
 from cvo_spark.core.util import first_row, require_columns
+from cvo_spark.offers.engine import is_holdout
 
 #: Upper edges (Rupiah, exclusive) of the price bands the PSI check compares.
 PRICE_BAND_EDGES: tuple[float, ...] = (10_000, 25_000, 50_000, 100_000)
@@ -163,6 +167,7 @@ CHECK_NAMES = (
     "propensity",
     "psi_offer_id",
     "psi_price_band",
+    "holdout",
     "allocation",
     "offer_cap",
     "one_channel_per_offer",
@@ -284,13 +289,14 @@ def summarize_offers(staged: DataFrame, floors: DataFrame, price_floor: float) -
             F.sum(under.cast("int")).alias("under_floor"),
             F.sum((F.col("group") == "treatment").cast("int")).alias("treatment"),
             F.sum((F.col("group") == "control").cast("int")).alias("control"),
+            F.sum((F.col("group") == "holdout").cast("int")).alias("holdout"),
             F.stddev_pop("propensity").alias("propensity_std"),
             F.max(F.abs("propensity")).alias("propensity_max"),
         ),
         "summarize_offers (aggregate of the staged offers)",
     )
     out = row.asDict()
-    for key in ("under_floor", "treatment", "control"):
+    for key in ("under_floor", "treatment", "control", "holdout"):
         out[key] = int(out[key] or 0)
     out["duplicates"] = out["rows"] - out["distinct_keys"]
     return out
@@ -345,6 +351,33 @@ def run_checks(
         check_psi("psi_offer_id", prev_offer, by_offer, max_psi, previous_as_of),
         check_psi("psi_price_band", prev_band, by_band, max_psi, previous_as_of),
     ]
+
+
+def check_holdout(staged: DataFrame, share: float, key: str) -> CheckResult:
+    """Rows whose group disagrees with the universal holdout hash (`engine.is_holdout`),
+    counted apart from the engine: a holdout subscriber's row that is not 'holdout' would be
+    sent; a 'holdout' row of anyone else would be lost from treatment and control."""
+    held = is_holdout(F.col("subscriber_id"), share, key)
+    is_holdout_row = F.col("group") == "holdout"
+    row = first_row(
+        staged.agg(
+            F.sum((held & ~is_holdout_row).cast("long")).alias("leaked"),
+            F.sum((~held & is_holdout_row).cast("long")).alias("stray"),
+            F.countDistinct(F.when(held, F.col("subscriber_id"))).alias("held"),
+        ),
+        "check_holdout (aggregate of the staged offers)",
+    )
+    leaked, stray = int(row["leaked"] or 0), int(row["stray"] or 0)
+    if leaked or stray:
+        return CheckResult(
+            "holdout",
+            False,
+            f"{leaked:,} row(s) of universal-holdout subscribers not marked holdout, "
+            f"{stray:,} 'holdout' row(s) of others",
+        )
+    return CheckResult(
+        "holdout", True, f"{int(row['held'] or 0):,} universal-holdout subscriber(s) decided, none sent"
+    )
 
 
 def previous_snapshot(store: TableStore, as_of: date) -> tuple[DataFrame | None, date | None]:
@@ -630,23 +663,32 @@ DECISIONS_COLUMNS = (
     "valid_to",
     "run_id",
     "as_of",
+    # The event a trigger decision answered (null for batch decisions).
+    "event_type",
+    "event_ts",
 )
+#: Gold `decisions` rows of one source, for the batch's replaceWhere: a re-run of the
+#: offers stage replaces its own rows of the day, never the trigger decisions of that day.
+BATCH_SOURCE = "source = 'batch'"
 
 
 def decision_rows(
     published: DataFrame, scores: DataFrame, campaign_id: str, uplift_version: str | None
 ) -> DataFrame:
-    """gold `decisions` rows of a published batch: one per offers row (treatment and control).
+    """gold `decisions` rows of a published batch: one per offers row (treatment, control
+    and holdout).
 
     Needs the published offers (OFFERS_SCHEMA) and the as_of scores (subscriber_id,
     model_versions). ``model_versions`` is the scores' map plus ``uplift`` when the row's
     uplift came from the model; ``probability`` is the offers row's (invariant 9);
-    ``source`` 'batch'.
+    ``source`` 'batch'; ``campaign_id`` the row's (`campaign_id` for offers published
+    before rows carried one).
     """
     require_columns(scores, ("subscriber_id",), "decision_rows(scores)")
     if "model_versions" not in scores.columns:  # scores written before versions were kept
         scores = scores.withColumn("model_versions", F.lit(None).cast("map<string,string>"))
     versions = F.coalesce(F.col("model_versions"), F.create_map().cast("map<string,string>"))
+    row_campaign = [F.col("campaign_id")] if "campaign_id" in published.columns else []
     if uplift_version is not None:
         uplift = F.when(
             F.col("uplift_source") == "model", F.create_map(F.lit("uplift"), F.lit(uplift_version))
@@ -656,6 +698,8 @@ def decision_rows(
         published.join(scores.select("subscriber_id", "model_versions"), on="subscriber_id", how="left")
         .withColumn("model_versions", versions)
         .withColumn("source", F.lit("batch"))
-        .withColumn("campaign_id", F.lit(campaign_id))
+        .withColumn("campaign_id", F.coalesce(*row_campaign, F.lit(campaign_id)))
+        .withColumn("event_type", F.lit(None).cast("string"))
+        .withColumn("event_ts", F.lit(None).cast("timestamp"))
         .select(*DECISIONS_COLUMNS)
     )

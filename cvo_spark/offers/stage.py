@@ -8,6 +8,7 @@ publishes them to gold `offers` in one commit and writes the channel exports.
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from pathlib import Path
 
@@ -28,10 +29,13 @@ from cvo_spark.core.schemas import EVENT_TIME_COLUMN
 from cvo_spark.core.stage import StageContext, StageResult
 from cvo_spark.core.util import first_row
 from cvo_spark.offers.allocation import AllocationParams, AllocationResult, Constraint, paced_allowance
+from cvo_spark.offers.campaigns import CAMPAIGN_POWER_SCHEMA, PowerSettings, power_checks, run_catalog
 from cvo_spark.offers.engine import OfferParams, build_offers
 from cvo_spark.offers.publish import (
+    BATCH_SOURCE,
     audit_decisions,
     check_allocation,
+    check_holdout,
     decide,
     decision_rows,
     export_channels,
@@ -41,6 +45,8 @@ from cvo_spark.offers.publish import (
     run_checks,
     summarize_offers,
 )
+
+log = logging.getLogger(__name__)
 
 
 def consent_defaults(config: Config, catalog: Catalog) -> dict[str, bool]:
@@ -71,6 +77,8 @@ def offer_params(config: Config, catalog: Catalog | None = None) -> OfferParams:
         uplift_fallback_share=a.uplift_fallback_share,
         campaign_id=o.campaign_id,
         control_share=o.control_share,
+        universal_holdout_share=o.universal_holdout_share,
+        universal_holdout_key=o.universal_holdout_key,
         contact_window_days=o.contact_window_days,
         max_contacts_per_channel=o.max_contacts_per_channel,
         cooldown_days_after_reject=o.cooldown_days_after_reject,
@@ -228,14 +236,66 @@ def exports_root(config: Config) -> str:
     return str(Path(config.lake, config.offers.exports_dir).absolute())
 
 
+def run_catalog_of(config: Config, as_of: date) -> tuple[Catalog, dict[str, tuple[str, float]]]:
+    """The checked catalog with the campaigns running on `as_of` folded in
+    (`cvo_spark.offers.campaigns.run_catalog`), and offer_id -> (campaign_id, control_share)."""
+    o = config.offers
+    return run_catalog(load_checked_catalog(config), o.campaigns, as_of, o.campaign_id, o.control_share)
+
+
+def power_settings(config: Config) -> PowerSettings:
+    p = config.offers.power
+    return PowerSettings(
+        alpha=p.alpha,
+        power=p.power,
+        icc=p.icc,
+        contacts_per_subscriber=p.contacts_per_subscriber,
+        min_baseline_contacts=p.min_baseline_contacts,
+        default_accept_rate=p.default_accept_rate,
+        default_control_share=config.offers.control_share,
+    )
+
+
+def check_power(ctx: StageContext, features: DataFrame, segments: DataFrame, history: DataFrame) -> list[str]:
+    """Power before launch of each running campaign with a goal: rows in gold
+    ``campaign_power`` (the as_of partition replaced), a warning per underpowered campaign;
+    returns their messages."""
+    o = ctx.config.offers
+    profiles = features.select("subscriber_id", "payment_type", "arpu_3m", "length_of_stay_days").join(
+        segments.select("subscriber_id", "value_tier", "persona_name", "lifecycle"),
+        on="subscriber_id",
+        how="left",
+    )
+    rows = power_checks(
+        profiles,
+        history,
+        o.campaigns,
+        ctx.as_of,
+        ctx.run_id,
+        power_settings(ctx.config),
+        holdout_share=o.universal_holdout_share,
+        holdout_key=o.universal_holdout_key,
+        baseline_days=o.power.baseline_days,
+    )
+    if rows or ctx.store.exists("gold", "campaign_power"):  # an empty partition replaces a stale one
+        frame = ctx.spark.createDataFrame(rows, CAMPAIGN_POWER_SCHEMA)
+        ctx.store.overwrite_partition(frame, "gold", "campaign_power", ctx.as_of)
+    names = CAMPAIGN_POWER_SCHEMA.fieldNames()
+    flagged = [r[names.index("message")] for r in rows if r[names.index("underpowered")]]
+    for message in flagged:
+        log.warning("underpowered: %s", message)
+    return flagged
+
+
 def run(ctx: StageContext) -> StageResult:
     config, as_of = ctx.config, ctx.as_of
-    catalog = load_checked_catalog(config)
+    catalog, campaigns = run_catalog_of(config, as_of)
     params = offer_params(config, catalog)
     features = read_as_of(ctx, "features")
     segments = read_as_of(ctx, "segments")
     scores = read_as_of(ctx, "scores")
     history = ctx.store.read("silver", "offer_history")
+    underpowered = check_power(ctx, features, segments, history)
     consents = ctx.store.read("silver", "consents") if ctx.store.exists("silver", "consents") else None
     constraints = allocation_constraints(catalog, budget_spend(history, catalog, as_of), as_of)
     # Optional gold inputs, looked up once: the batch, the audit and the decision log share them.
@@ -247,7 +307,7 @@ def run(ctx: StageContext) -> StageResult:
         segments,
         scores,
         history,
-        offers_frame(ctx.spark, catalog, config.offers.validity_days),
+        offers_frame(ctx.spark, catalog, config.offers.validity_days, campaigns),
         offer_channels_frame(ctx.spark, catalog),
         as_of,
         ctx.run_id,
@@ -293,6 +353,9 @@ def run(ctx: StageContext) -> StageResult:
         min_propensity_std=checks_cfg.min_propensity_std,
         max_psi=checks_cfg.max_psi,
     )
+    results.append(
+        check_holdout(staged, config.offers.universal_holdout_share, config.offers.universal_holdout_key)
+    )
     allocation = batch.allocation
     if allocation is not None:
         ctx.store.overwrite_partition(
@@ -334,12 +397,18 @@ def run(ctx: StageContext) -> StageResult:
         "decisions",
         as_of,
         merge_schema=True,
+        only=BATCH_SOURCE,  # the day's trigger decisions (`cvo stream`) stay
     )
     export_channels(published, exports_root(config), as_of, catalog.channels, config.offers.export_format)
     row_counts = {
         "offers": int(summary["rows"]),
         "treatment": summary["treatment"],
         "control": summary["control"],
+        "holdout": summary["holdout"],
         "subscribers": int(summary["subscribers"]),
+        "underpowered_campaigns": len(underpowered),
     }
-    return StageResult(row_counts=row_counts, checks=checks, message=f"published offers as of {as_of}")
+    message = f"published offers as of {as_of}"
+    if underpowered:
+        message += "; underpowered: " + "; ".join(underpowered)
+    return StageResult(row_counts=row_counts, checks=checks, message=message)

@@ -112,9 +112,19 @@ def _offers(g: dict) -> list[str]:
     return [
         (
             f"  offers published: {fmt_int(sum(groups.values()))} "
-            f"(treatment {fmt_int(groups.get('treatment', 0))}, control {fmt_int(groups.get('control', 0))})"
+            f"(treatment {fmt_int(groups.get('treatment', 0))}, control {fmt_int(groups.get('control', 0))}, "
+            f"universal holdout {fmt_int(groups.get('holdout', 0))})"
         )
     ]
+
+
+def _campaigns(g: dict) -> list[str]:
+    """Power before launch of the running campaigns with a goal (none configured: no line)."""
+    power = g["campaign_power"]
+    if isinstance(power, Unavailable):
+        return []
+    rows = power.select("campaign_id", "underpowered", "message").orderBy("campaign_id").collect()
+    return [f"  {'UNDERPOWERED ' if r['underpowered'] else ''}{r['message']}" for r in rows]
 
 
 def _runs(g: dict) -> list[str]:
@@ -152,6 +162,7 @@ SECTIONS: tuple[tuple[str, Callable[[dict], list[str]]], ...] = (
     ("models", _models),
     ("predicted CLV", _clv),
     ("offers", _offers),
+    ("campaign power", _campaigns),
     ("runs", _runs),
 )
 

@@ -3,9 +3,11 @@
 Silver ``quota_events`` is read as a Delta stream. For each event the job picks the best
 eligible offer from the latest published gold ``offers`` snapshot and appends one row to
 gold ``trigger_offers`` (subscriber_id, event_type, event_ts, offer_id, channel,
-emitted_at). The rules (already emitted, control group, offer choice, contact cap,
-suppression) are the pure transforms of `cvo_spark.stream.triggers`; this module is the
-streaming IO around them.
+emitted_at). Every trigger decision, the emitted ones and those of the universal holdout
+(decided like everyone, never emitted), is also logged in gold ``decisions`` (source
+'trigger'). The rules (already emitted, control group and holdout, offer choice, contact
+cap, suppression) are the pure transforms of `cvo_spark.stream.triggers`; this module is
+the streaming IO around them.
 
 Delivery guarantees:
 
@@ -13,7 +15,10 @@ Delivery guarantees:
   root) and each micro-batch is appended with Delta's idempotent-write options
   ``txnAppId`` (the streaming query id, stable for a checkpoint) / ``txnVersion`` (the
   batch id). A batch re-run after a crash between the write and the checkpoint commit is
-  skipped by Delta; rule 1 is a second guard.
+  skipped by Delta; rule 1 is a second guard. The batch's decisions are written to gold
+  ``decisions`` first, by an insert-only MERGE on decision_id (stable per event and offer),
+  so a replay adds nothing there either, and a crash between the two writes leaves no
+  emitted offer without its decision row.
 - **Late events**: ``withWatermark(event_ts, watermark_minutes)`` plus ``dropDuplicates``
   on the event key (the key holds event_ts, so the de-duplication state is evicted as
   the watermark passes). An out-of-order event less than the watermark delay older than
@@ -52,7 +57,8 @@ from cvo_spark.stream.triggers import (
     TRIGGER_OFFERS_SCHEMA,
     TriggerRules,
     relevant_history,
-    select_trigger_offers,
+    select_trigger_decisions,
+    trigger_decision_rows,
 )
 
 QUERY_NAME = "cvo_trigger_offers"
@@ -89,11 +95,19 @@ class TriggerOfferSink:
     restart.
     """
 
-    def __init__(self, store: TableStore, rules: TriggerRules, checkpoint: str, offers_as_of: date | None):
+    def __init__(
+        self,
+        store: TableStore,
+        rules: TriggerRules,
+        checkpoint: str,
+        offers_as_of: date | None,
+        default_campaign_id: str = "cvo",
+    ):
         self.store = store
         self.rules = rules
         self.checkpoint = checkpoint
         self.offers_as_of = offers_as_of
+        self.default_campaign_id = default_campaign_id
         self._app_id: str | None = None
         self._resolved: tuple[date, float] | None = None
 
@@ -109,9 +123,19 @@ class TriggerOfferSink:
         return self._app_id
 
     def _emitted(self, spark: SparkSession) -> DataFrame:
+        """Earlier trigger decisions (event key, channel): the emitted offers, plus the
+        holdout's logged decisions, so rules 1, 4 and 5 treat the holdout alike."""
+        cols = [*EVENT_KEY, "channel"]
         if self.store.exists("gold", "trigger_offers"):
-            return self.store.read("gold", "trigger_offers")
-        return spark.createDataFrame([], TRIGGER_OFFERS_SCHEMA)
+            emitted = self.store.read("gold", "trigger_offers").select(*cols)
+        else:
+            emitted = spark.createDataFrame([], TRIGGER_OFFERS_SCHEMA).select(*cols)
+        if self.store.exists("gold", "decisions"):
+            log = self.store.read("gold", "decisions")
+            if "event_ts" in log.columns:
+                held = log.where((F.col("source") == "trigger") & (F.col("group") == "holdout"))
+                emitted = emitted.unionByName(held.select(*cols))
+        return emitted
 
     def _contacts(self, spark: SparkSession) -> DataFrame:
         if not self.store.exists("silver", "offer_history"):
@@ -133,19 +157,48 @@ class TriggerOfferSink:
             as_of = self._resolved[0]
         return self.store.read("gold", "offers").where(F.col("as_of") == F.lit(as_of))
 
-    def batch_output(self, events: DataFrame, first_sec: int, last_sec: int) -> DataFrame:
-        """The rows this batch appends (trigger_offers schema); its events span
-        [first_sec, last_sec] (unix seconds), which bounds the history read."""
+    def batch_decisions(self, events: DataFrame, first_sec: int, last_sec: int) -> DataFrame:
+        """This batch's trigger decisions (`select_trigger_decisions`: treatment and
+        holdout); its events span [first_sec, last_sec] (unix seconds), which bounds the
+        history read."""
         spark = events.sparkSession
         emitted, contacts = relevant_history(
             self._emitted(spark), self._contacts(spark), first_sec, last_sec, self.rules
         )
-        chosen = select_trigger_offers(events, self.offers(), contacts, emitted, self.rules)
+        return select_trigger_decisions(events, self.offers(), contacts, emitted, self.rules)
+
+    def batch_output(self, events: DataFrame, first_sec: int, last_sec: int) -> DataFrame:
+        """The rows this batch appends (trigger_offers schema): the treatment decisions."""
+        return self.emitted_rows(self.batch_decisions(events, first_sec, last_sec))
+
+    @staticmethod
+    def emitted_rows(decisions: DataFrame) -> DataFrame:
         # No explicit coalesce: adaptive execution already merges a small batch's shuffle
         # partitions into one file, while a large back-fill keeps its parallelism.
-        return chosen.withColumn("emitted_at", F.current_timestamp()).select(
-            *[F.col(f.name).cast(f.dataType) for f in TRIGGER_OFFERS_SCHEMA.fields]
+        return (
+            decisions.where(F.col("group") == "treatment")
+            .withColumn("emitted_at", F.current_timestamp())
+            .select(*[F.col(f.name).cast(f.dataType) for f in TRIGGER_OFFERS_SCHEMA.fields])
         )
+
+    def log_decisions(self, decisions: DataFrame, batch_id: int) -> None:
+        """Insert this batch's decisions into gold `decisions` (insert-only MERGE on
+        decision_id: a replayed batch adds nothing), aligned to the table's columns."""
+        spark = decisions.sparkSession
+        rows = trigger_decision_rows(decisions, f"{self.app_id(spark)}-{batch_id}", self.default_campaign_id)
+        if not self.store.exists("gold", "decisions"):
+            self.store.append(rows, "gold", "decisions", partition_by=["as_of"])
+            return
+        target = self.store.read("gold", "decisions").schema
+        # A log written before a column existed: keep its columns (the batch's next run,
+        # which merges its schema, adds them); a column only the log has reads null.
+        aligned = rows.select(
+            *[
+                (F.col(f.name) if f.name in rows.columns else F.lit(None)).cast(f.dataType).alias(f.name)
+                for f in target.fields
+            ]
+        )
+        self.store.insert_new(aligned, "gold", "decisions", keys=["decision_id"])
 
     def write(self, rows: DataFrame, batch_id: int) -> None:
         self.store.append(
@@ -170,7 +223,15 @@ class TriggerOfferSink:
             )
             # Watermark-only batches (no new rows) write nothing: no empty Delta commits.
             if span["n"]:
-                self.write(self.batch_output(events, span["first"], span["last"]), batch_id)
+                # Materialised once: both writes below see the same choice, computed
+                # before either changes the history it reads.
+                decisions = self.batch_decisions(events, span["first"], span["last"]).persist()
+                try:
+                    decisions.count()
+                    self.log_decisions(decisions, batch_id)  # first: no offer without its log row
+                    self.write(self.emitted_rows(decisions), batch_id)
+                finally:
+                    decisions.unpersist()
         finally:
             events.unpersist()
 
@@ -194,6 +255,8 @@ def rules_from(ctx: StageContext) -> TriggerRules:
         push_channels=offer_params(ctx.config).push_channels,
         quiet_start=o.allocation.quiet_hours_start,
         quiet_end=o.allocation.quiet_hours_end,
+        holdout_share=o.universal_holdout_share,
+        holdout_key=o.universal_holdout_key,
     )
 
 
@@ -216,7 +279,9 @@ def start_trigger_stream(
     if unknown:
         raise ConfigError(f"stream.channel_by_event: unknown event type {unknown[0]!r}")
     checkpoint = checkpoint_location(ctx.config.lake, s.checkpoint)
-    sink = sink or TriggerOfferSink(store, rules_from(ctx), checkpoint, offers_as_of)
+    sink = sink or TriggerOfferSink(
+        store, rules_from(ctx), checkpoint, offers_as_of, ctx.config.offers.campaign_id
+    )
 
     ref = store.ref("silver", "quota_events")
     reader = ctx.spark.readStream.format("delta")

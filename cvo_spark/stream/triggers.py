@@ -7,8 +7,13 @@ emitted_at). Rules, in the order they apply (`select_trigger_offers`):
 
 1. **Already emitted** events (same subscriber_id, event_type, event_ts in
    trigger_offers) are skipped, so a re-processed batch adds nothing.
-2. **Control group**: a subscriber with any ``group = 'control'`` row in the snapshot gets
-   nothing (the measured holdout must stay untouched).
+2. **Control group and universal holdout**: a subscriber with any ``group = 'control'``
+   row in the snapshot gets nothing (the measured control must stay untouched). A
+   subscriber of the universal holdout (the hash of subscriber_id alone,
+   `cvo_spark.offers.engine.is_holdout`, or any 'holdout' row in the snapshot) is decided
+   like everyone from their 'holdout' rows, and the decision is kept with group
+   'holdout' (gold ``decisions``) but never emitted to trigger_offers: holdout decisions
+   go through rules 3-5 like the others, counting earlier holdout decisions as emitted.
 3. **Offer choice**: among the subscriber's treatment offers valid on the event's date
    (valid_from <= date <= valid_to), the best rank on the channel configured for the
    event type (``stream.channel_by_event``). When the subscriber has no valid offer on
@@ -42,6 +47,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType, TimestampType
 
 from cvo_spark.core.util import require_columns
+from cvo_spark.offers.engine import is_holdout
+from cvo_spark.offers.publish import DECISIONS_COLUMNS
 
 EVENT_KEY = ("subscriber_id", "event_type", "event_ts")
 OFFER_COLUMNS = (
@@ -53,6 +60,22 @@ OFFER_COLUMNS = (
     "group",
     "valid_from",
     "valid_to",
+)
+#: Snapshot columns a trigger decision carries into gold `decisions` when the snapshot has them.
+DECISION_DETAIL_COLUMNS = {
+    "campaign_id": "string",
+    "net_value": "double",
+    "expected_cost": "double",
+}
+#: What `select_trigger_decisions` returns per kept event.
+TRIGGER_DECISION_COLUMNS = (
+    *("subscriber_id", "event_type", "event_ts"),
+    "offer_id",
+    "channel",
+    "group",
+    "valid_from",
+    "valid_to",
+    *DECISION_DETAIL_COLUMNS,
 )
 TRIGGER_OFFERS_SCHEMA = StructType(
     [
@@ -79,6 +102,9 @@ class TriggerRules:
     push_channels: tuple[str, ...] = ()
     quiet_start: int = 0
     quiet_end: int = 0
+    #: Universal holdout (config offers.universal_holdout_share / _key); 0: none.
+    holdout_share: float = 0.0
+    holdout_key: str = "cvo-universal-holdout"
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -112,16 +138,25 @@ def choose_offers(
     push_channels: tuple[str, ...] = (),
     quiet_start: int = 0,
     quiet_end: int = 0,
+    holdout_share: float = 0.0,
+    holdout_key: str = "cvo-universal-holdout",
 ) -> DataFrame:
-    """One row per event with an eligible offer: adds ``offer_id`` and ``channel``.
+    """One row per event with an eligible offer: adds ``offer_id``, ``channel``, ``group``
+    ('treatment' or 'holdout'), ``valid_from``, ``valid_to`` and `DECISION_DETAIL_COLUMNS`
+    (null when the snapshot has none).
 
     Needs events (subscriber_id, event_type, event_ts, preferred_channel) and one offers
     snapshot (`OFFER_COLUMNS`). Drops events of control-group subscribers and events
-    with no treatment offer valid on the event's date (rules 2 and 3 of the module doc);
-    in quiet hours, offers on `push_channels` are not candidates.
+    with no treatment (or, in the universal holdout, holdout) offer valid on the event's
+    date (rules 2 and 3 of the module doc); in quiet hours, offers on `push_channels` are
+    not candidates.
     """
     require_columns(events, (*EVENT_KEY, "preferred_channel"), "choose_offers")
     require_columns(offers, OFFER_COLUMNS, "choose_offers")
+    details = [
+        (F.col(c) if c in offers.columns else F.lit(None)).cast(t).alias(c)
+        for c, t in DECISION_DETAIL_COLUMNS.items()
+    ]
     snapshot = offers.select(
         "subscriber_id",
         F.col("channel").alias("offer_channel"),
@@ -131,6 +166,7 @@ def choose_offers(
         "group",
         "valid_from",
         "valid_to",
+        *details,
     )
     event_date = F.to_date("event_ts")
     is_valid = (F.coalesce(F.col("valid_from"), event_date) <= event_date) & (
@@ -149,14 +185,28 @@ def choose_offers(
     quiet = F.col("offer_channel").isin(list(push_channels)) & in_quiet_hours(
         F.col("event_ts"), quiet_start, quiet_end
     )
+    # The hash decides even when the snapshot predates the holdout (or its share changed):
+    # a subscriber it names is never sent anything.
+    held = is_holdout(F.col("subscriber_id"), holdout_share, holdout_key) | (
+        F.max((F.col("group") == "holdout").cast("int")).over(per_event) == 1
+    )
     # One pass over the snapshot: a subscriber with any control row is excluded whole.
     return (
         events.join(snapshot, on="subscriber_id", how="inner")
         .withColumn("_has_control", F.max((F.col("group") == "control").cast("int")).over(per_event))
-        .where((F.col("_has_control") == 0) & (F.col("group") == "treatment") & is_valid & ~quiet)
+        .withColumn("_held", held)
+        .where((F.col("_has_control") == 0) & F.col("group").isin("treatment", "holdout") & is_valid & ~quiet)
         .withColumn("_choice", F.row_number().over(best_first))
         .where(F.col("_choice") == 1)
-        .select(*EVENT_KEY, "offer_id", F.col("offer_channel").alias("channel"))
+        .select(
+            *EVENT_KEY,
+            "offer_id",
+            F.col("offer_channel").alias("channel"),
+            F.when(F.col("_held"), F.lit("holdout")).otherwise(F.lit("treatment")).alias("group"),
+            "valid_from",
+            "valid_to",
+            *DECISION_DETAIL_COLUMNS,
+        )
     )
 
 
@@ -306,17 +356,20 @@ def relevant_history(
     return emitted, contacts
 
 
-def select_trigger_offers(
+def select_trigger_decisions(
     events: DataFrame, offers: DataFrame, contacts: DataFrame, emitted: DataFrame, rules: TriggerRules
 ) -> DataFrame:
-    """The trigger offers of one micro-batch: event key, offer_id, channel.
+    """The trigger decisions of one micro-batch (`TRIGGER_DECISION_COLUMNS`): the offers to
+    emit (group 'treatment') and those decided for the universal holdout (group 'holdout',
+    logged, never emitted).
 
     Parameters
     ----------
     events : the batch (subscriber_id, event_type, event_ts; one row per key).
     offers : one published offers snapshot (`OFFER_COLUMNS`).
     contacts : subscriber_id, channel, contact_ts of past treatment contacts (offer_history).
-    emitted : existing trigger_offers (event key and channel), for rules 1, 4 and 5.
+    emitted : earlier trigger decisions (event key and channel): trigger_offers plus the
+        holdout's logged ones, for rules 1, 4 and 5.
     """
     require_columns(events, EVENT_KEY, "select_trigger_offers")
     # Every later join, window and aggregate is keyed by subscriber first: one shuffle here
@@ -325,12 +378,74 @@ def select_trigger_offers(
     window, cap = rules.contact_window_days, rules.max_contacts_per_channel
     return (
         with_preferred_channel(new_events, rules.channel_by_event)
-        .transform(choose_offers, offers, rules.push_channels, rules.quiet_start, rules.quiet_end)
+        .transform(
+            choose_offers,
+            offers,
+            rules.push_channels,
+            rules.quiet_start,
+            rules.quiet_end,
+            rules.holdout_share,
+            rules.holdout_key,
+        )
         .transform(with_emitted_history, emitted, rules.suppress_minutes, window)
         .where(~F.col("is_emitted") & ~F.col("is_near_emitted"))
         .transform(with_prior_contacts, contacts, window)
         .where(F.col("prior_contacts") < cap)
         .transform(filter_suppressed_in_batch, rules.suppress_minutes)
         .transform(filter_batch_capped, window, cap)
+        .select(*TRIGGER_DECISION_COLUMNS)
+    )
+
+
+def select_trigger_offers(
+    events: DataFrame, offers: DataFrame, contacts: DataFrame, emitted: DataFrame, rules: TriggerRules
+) -> DataFrame:
+    """The trigger offers of one micro-batch to emit: event key, offer_id, channel (the
+    treatment rows of `select_trigger_decisions`; same parameters)."""
+    return (
+        select_trigger_decisions(events, offers, contacts, emitted, rules)
+        .where(F.col("group") == "treatment")
         .select(*EVENT_KEY, "offer_id", "channel")
     )
+
+
+def trigger_decision_rows(decisions: DataFrame, run_id: str, default_campaign_id: str) -> DataFrame:
+    """gold `decisions` rows (`cvo_spark.offers.publish.DECISIONS_COLUMNS`) of trigger decisions.
+
+    ``decision_id``: 32 hex characters of sha2('trigger' | subscriber | event_type |
+    event_ts in microseconds | offer | channel), the same whenever the event is decided
+    again (a replayed micro-batch), so the log is written by an insert-only MERGE on it.
+    ``as_of`` is the event's date; ``probability`` 1 (the choice is deterministic);
+    ``model_versions`` empty (the snapshot's scores are the batch decisions'); ``source``
+    'trigger'; ``campaign_id`` the chosen offer's (else `default_campaign_id`).
+    """
+    require_columns(decisions, TRIGGER_DECISION_COLUMNS, "trigger_decision_rows")
+    key = F.concat_ws(
+        "|",
+        F.lit("trigger"),
+        F.col("subscriber_id"),
+        F.col("event_type"),
+        F.unix_micros(F.col("event_ts")).cast("string"),
+        F.col("offer_id"),
+        F.col("channel"),
+    )
+    rows = decisions.select(
+        F.substring(F.sha2(key, 256), 1, 32).alias("decision_id"),
+        "subscriber_id",
+        "offer_id",
+        "channel",
+        "group",
+        F.lit(1.0).alias("probability"),
+        F.create_map().cast("map<string,string>").alias("model_versions"),
+        F.lit("trigger").alias("source"),
+        F.coalesce(F.col("campaign_id"), F.lit(default_campaign_id)).alias("campaign_id"),
+        "net_value",
+        "expected_cost",
+        "valid_from",
+        "valid_to",
+        F.lit(run_id).alias("run_id"),
+        F.to_date("event_ts").alias("as_of"),
+        "event_type",
+        "event_ts",
+    )
+    return rows.select(*DECISIONS_COLUMNS)
