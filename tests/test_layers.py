@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "models": 2,
     "offers": 3,
     "measure": 3,
+    "policy": 3,
     "stream": 4,
     "report": 4,
     "pipeline": 5,

@@ -11,7 +11,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from cvo_spark.measure.power import check_campaign_power, minimum_detectable_uplift, required_subscribers
+from cvo_spark.core.power import check_campaign_power, minimum_detectable_uplift, required_subscribers
 
 Z_A = NormalDist().inv_cdf(0.975)  # 1.959964
 Z_B = NormalDist().inv_cdf(0.80)  # 0.841621

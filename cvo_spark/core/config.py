@@ -435,7 +435,7 @@ class CampaignConfig(_Section):
 
 
 class PowerConfig(_Section):
-    """Power before launch (`cvo_spark.measure.power`), checked per campaign at the offers stage.
+    """Power before launch (`cvo_spark.core.power`), checked per campaign at the offers stage.
 
     The baseline accept rate is the control group's over the campaign's offers in the last
     ``baseline_days`` of offer_history (at least ``min_baseline_contacts`` contacts), else

@@ -17,7 +17,7 @@ its dates like any other.
 Power before launch (`power_checks`): for each running campaign with a goal, the audience
 (profiles the audience rule admits, less the universal holdout) and the baseline accept
 rate (control contacts of offer_history, `baseline_accept_rates`) give the smallest uplift
-it can detect (`cvo_spark.measure.power`); above the goal it is flagged. Gold
+it can detect (`cvo_spark.core.power`); above the goal it is flagged. Gold
 ``campaign_power`` keeps one row per campaign and as_of.
 """
 
@@ -44,7 +44,7 @@ from cvo_spark.core.catalog import Budget, Catalog, campaign_budget_name
 from cvo_spark.core.config import CampaignConfig
 from cvo_spark.core.rules import Eligibility, both_rules
 from cvo_spark.core.util import first_row, require_columns
-from cvo_spark.measure.power import check_campaign_power
+from cvo_spark.core.power import check_campaign_power
 from cvo_spark.offers.engine import base_persona, is_holdout
 
 
