@@ -20,9 +20,9 @@ from cvo_spark.core.catalog import load_checked_catalog, offer_channels_frame, o
 from cvo_spark.core.config import CampaignConfig, parse_config
 from cvo_spark.core.errors import ConfigError
 from cvo_spark.core.io import TableStore
+from cvo_spark.core.power import minimum_detectable_uplift
 from cvo_spark.core.schemas import REQUIRED_INPUT_SCHEMAS
 from cvo_spark.core.stage import StageContext
-from cvo_spark.core.power import minimum_detectable_uplift
 from cvo_spark.offers.campaigns import PowerSettings, power_checks, run_catalog
 from cvo_spark.offers.engine import OfferParams, build_offers, is_holdout, with_group
 from cvo_spark.offers.publish import DECISIONS_COLUMNS, decision_rows, export_channels

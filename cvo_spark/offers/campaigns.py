@@ -42,9 +42,9 @@ from pyspark.sql.types import (
 
 from cvo_spark.core.catalog import Budget, Catalog, campaign_budget_name
 from cvo_spark.core.config import CampaignConfig
+from cvo_spark.core.power import check_campaign_power
 from cvo_spark.core.rules import Eligibility, both_rules
 from cvo_spark.core.util import first_row, require_columns
-from cvo_spark.core.power import check_campaign_power
 from cvo_spark.offers.engine import base_persona, is_holdout
 
 
