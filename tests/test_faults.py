@@ -483,7 +483,7 @@ def test_one_subscriber_with_a_million_recharges(spark, base_lake, tmp_path):
         ),
         (
             {"segments": {"personas": {"k_min": 6, "k_max": 3}}},
-            "segments.personas: Value error, k range is empty",
+            "segments.personas: k range is empty",
         ),
         (
             {"ingest": {"earliest_event_date": "long ago"}},
