@@ -568,7 +568,7 @@ def test_report_stage_writes_file_and_summary(spark, gold_store, tmp_path, capsy
     result = report_stage.run(ctx)
     out = Path(lake) / "reports" / "report_2026-06-30.html"
     assert out.exists() and out.stat().st_size == result.row_counts["report_bytes"]
-    assert result.checks["missing_tables"] == "b2b_profiles,campaign_results,offer_scores"
+    assert result.checks["missing_tables"] == "b2b_profiles,campaign_results,offer_scores,policy_evaluations"
     print_summary(ctx)
     printed = capsys.readouterr().out
     assert "active subscribers: 4" in printed
