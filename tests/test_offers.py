@@ -591,3 +591,131 @@ def test_build_offers_with_allocation_one_decision_per_offer_and_cap(spark):
         r["reason_codes"][-1].startswith("adds Rp") or any(c.startswith("adds Rp") for c in r["reason_codes"])
         for r in out
     )
+
+
+# ---------------------------------------------------------------------------- exploration (DESIGN 9)
+def exploration_actions(spark, subscribers: int = 300):
+    """Every subscriber x 5 offers x (sms, app); a third have no push contact left."""
+    rows = [
+        (f"s{i:03d}", f"O{o}", ch, "push" if ch == "sms" else "pull", 0 if i % 3 == 0 else 2)
+        for i in range(subscribers)
+        for o in range(5)
+        for ch in ("sms", "app")
+    ]
+    return spark.createDataFrame(
+        rows, "subscriber_id string, offer_id string, channel string, channel_kind string, push_left int"
+    )
+
+
+def test_exploration_draws_one_explorable_action_uniformly_and_logs_its_probability(spark):
+    from cvo_spark.offers.engine import with_exploration
+
+    acts = exploration_actions(spark)
+    off = with_exploration(acts, OfferParams(), AS_OF).collect()
+    assert len(off) == 3000 and all(not r["explored"] and r["probability"] == 1.0 for r in off)
+
+    p = OfferParams(exploration_share=0.3)
+    got = with_exploration(acts, p, AS_OF).collect()
+    explored = [r for r in got if r["explored"]]
+    by_sub: dict[str, list] = {}
+    for r in got:
+        by_sub.setdefault(r["subscriber_id"], []).append(r)
+    # ~30% of 300 subscribers (expected 90, sd 7.9; the bounds are 3.8 sd apart from it).
+    assert 60 <= len(explored) <= 120
+    for r in explored:
+        rows = by_sub[r["subscriber_id"]]
+        assert len(rows) == 1  # the explored action replaces the engine's choice
+        no_push_left = int(r["subscriber_id"][1:]) % 3 == 0
+        # n = explorable actions: 10, or the 5 app ones when no push contact is left.
+        assert r["probability"] == pytest.approx(1 / 5 if no_push_left else 1 / 10)
+        assert not (no_push_left and r["channel"] == "sms")
+    for rows in by_sub.values():
+        if not rows[0]["explored"]:
+            assert len(rows) == 10 and all(x["probability"] == 1.0 for x in rows)
+    # Uniform: every offer drawn, none more than twice its fair share.
+    per_offer = {o: sum(r["offer_id"] == o for r in explored) for o in {r["offer_id"] for r in explored}}
+    assert len(per_offer) == 5 and max(per_offer.values()) <= 2 * len(explored) / 5
+    # A re-run of the day draws the same; the next day draws afresh.
+    again = {r["subscriber_id"] for r in with_exploration(acts, p, AS_OF).collect() if r["explored"]}
+    tomorrow = {
+        r["subscriber_id"] for r in with_exploration(acts, p, date(2026, 7, 1)).collect() if r["explored"]
+    }
+    today = {r["subscriber_id"] for r in explored}
+    assert again == today and tomorrow != today and 60 <= len(tomorrow) <= 120
+
+
+def test_an_explored_action_is_taken_whatever_its_value_and_cut_last(spark):
+    from cvo_spark.offers.allocation import (
+        CHOSEN,
+        PRICED_OUT,
+        REPAIRED,
+        AllocationParams,
+        Constraint,
+        allocate,
+    )
+
+    schema = (
+        "subscriber_id string, offer_id string, channel string, channel_kind string, slots int, "
+        "net_value double, contact_cost double, expected_cost double, group string, push_left int, "
+        "explored boolean"
+    )
+    rows = [
+        (
+            "e",
+            "A",
+            "sms",
+            "push",
+            1,
+            -100.0,
+            0.0,
+            0.0,
+            "treatment",
+            2,
+            True,
+        ),  # explored, worth less than nothing
+        ("t", "A", "sms", "push", 1, 500.0, 0.0, 0.0, "treatment", 2, False),
+        ("u", "A", "sms", "push", 1, -50.0, 0.0, 0.0, "treatment", 2, False),  # not explored: do nothing
+    ]
+    cap = Constraint("capacity:sms", "channel_capacity", "sms", 1)
+    p = AllocationParams(sample_share=1.0, max_iterations=10, tolerance=0.0)
+    for greedy in (True, False):
+        result = allocate(spark.createDataFrame(rows, schema), [cap], p, greedy=greedy)
+        got = {r["subscriber_id"]: r for r in result.actions.collect()}
+        result.actions.unpersist()
+        assert got["e"]["allocation_status"] == CHOSEN  # exempt from the value threshold ...
+        assert got["u"]["allocation_status"] != CHOSEN
+        # ... not from capacity: it keeps its contact first (greedy: the repair cuts t; with
+        # prices: the capacity's price already turns t away).
+        assert got["t"]["allocation_status"] == (REPAIRED if greedy else PRICED_OUT)
+        assert result.usage["capacity:sms"] == 1
+
+
+def test_build_offers_with_exploration_says_so_and_keeps_the_caps(spark):
+    from cvo_spark.offers.allocation import AllocationParams
+
+    offers = [{"offer_id": f"O{i}", "price": 20000 + 1000 * i, "channels": ["sms", "app"]} for i in range(4)]
+    subs = [{"subscriber_id": f"s{i:02d}", "p_upsell": 0.5} for i in range(40)]
+    f, s, sc = frames(spark, subs)
+    cat = catalog(offers, channels={"sms": {"slots": 1}, "app": {"slots": 2}})
+    p = OfferParams(control_share=0.0, exploration_share=0.5)
+    batch = build_offers(
+        f,
+        s,
+        sc,
+        history(spark, []),
+        offers_frame(spark, cat, 7),
+        offer_channels_frame(spark, cat),
+        AS_OF,
+        "run-1",
+        p,
+        alloc=AllocationParams(max_offers=3, sample_share=1.0, min_net_value=1e12),  # nothing worth it
+    )
+    out = batch.offers.collect()
+    batch.release()
+    # With a threshold nothing clears, only explored subscribers get anything: one action each,
+    # its probability 1/8 (4 offers x 2 channels) and the exploration as its first reason.
+    assert 10 <= len(out) <= 30
+    assert len({r["subscriber_id"] for r in out}) == len(out)
+    assert all(r["probability"] == pytest.approx(1 / 8) for r in out)
+    assert all(r["reason_codes"][0].startswith("Drawn at random among 8 eligible offers") for r in out)
+    assert all(len(r["reason_codes"]) <= 3 for r in out)

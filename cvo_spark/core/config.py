@@ -356,7 +356,12 @@ class AllocationConfig(_Section):
     The dual prices of budgets and capacities are found on a ``solver_sample_share`` hashed
     sample of subscribers in at most ``solver_max_iterations`` passes, refined on the full
     base in ``solver_full_passes``; ``solver_tolerance`` is the relative constraint
-    violation accepted before the greedy repair.
+    violation accepted before the greedy repair. ``exploration_share`` (DESIGN invariant 9,
+    off by default): that share of subscribers, drawn afresh each day by a hash of
+    ``exploration_key``, subscriber and date, get one action drawn uniformly among their
+    eligible ones instead of the engine's choice (exempt from the value threshold, never
+    from consent, caps or budgets), logged with probability 1/n: the support off-policy
+    evaluation needs to judge a policy the engine would not run.
     """
 
     enabled: bool = True
@@ -377,6 +382,8 @@ class AllocationConfig(_Section):
     solver_full_passes: int = Field(2, ge=0)
     solver_tolerance: float = Field(0.01, ge=0)
     solver_seed: int = 7
+    exploration_share: float = Field(0.0, ge=0, lt=1)
+    exploration_key: str = Field("cvo-exploration", min_length=1)
 
     @model_validator(mode="after")
     def _consent_keys(self) -> AllocationConfig:

@@ -186,10 +186,18 @@ def _price_maps(constraints: Sequence[Constraint], prices: Mapping[str, float]) 
 
 
 # ---------------------------------------------------------------------------- per subscriber
+def _explored(actions: DataFrame) -> Column:
+    """The optional ``explored`` flag (`offers.engine.with_exploration`), false when absent."""
+    if "explored" in actions.columns:
+        return F.coalesce(F.col("explored"), F.lit(False))
+    return F.lit(False)
+
+
 def actions_by_subscriber(actions: DataFrame) -> DataFrame:
     """One row per subscriber: ``subscriber_id, push_left, actions`` (array of structs
-    offer_id, channel, is_push, slots, net_value, expected_cost, contact_cost, group).
-    Needs ACTION_COLUMNS."""
+    offer_id, channel, is_push, slots, net_value, expected_cost, contact_cost, group,
+    explored). Needs ACTION_COLUMNS (``explored`` optional: an explored action is taken
+    whatever its value, see `with_exploration`)."""
     require_columns(actions, ACTION_COLUMNS, "actions_by_subscriber")
     item = F.struct(
         F.col("offer_id"),
@@ -200,6 +208,7 @@ def actions_by_subscriber(actions: DataFrame) -> DataFrame:
         F.col("expected_cost").cast("double").alias("expected_cost"),
         F.col("contact_cost").cast("double").alias("contact_cost"),
         F.col("group"),
+        _explored(actions).alias("explored"),
     )
     return actions.groupBy("subscriber_id").agg(
         F.first("push_left").cast("int").alias("push_left"),
@@ -235,6 +244,7 @@ def _decide(
             a["net_value"].alias("net_value"),
             a["expected_cost"].alias("expected_cost"),
             a["group"].alias("group"),
+            a["explored"].alias("explored"),
         )
 
     # Best first; ties on offer_id then channel, so the fold is deterministic.
@@ -253,7 +263,7 @@ def _decide(
     out_type = (
         "array<struct<offer_id:string,channel:string,status:string,adjusted_value:double,"
         "first_on_channel:boolean,first_sent_on_channel:boolean,net_value:double,"
-        "expected_cost:double,contact_cost:double,group:string>>"
+        "expected_cost:double,contact_cost:double,group:string,explored:boolean>>"
     )
     init = F.struct(
         F.array().cast("array<string>").alias("offers"),
@@ -274,6 +284,9 @@ def _decide(
             .when(F.size(acc["offers"]) >= max_offers, F.lit(OFFER_CAP))
             .when(a["is_push"] & new_channel & (acc["push_used"] >= push_left), F.lit(PUSH_CAP))
             .when(on_channel >= a["slots"], F.lit(SLOTS))
+            # Exploration is exempt from the value threshold (and from prices), never from
+            # the caps above; budgets and capacities hold through the repair.
+            .when(a["explored"], F.lit(CHOSEN))
             .when(
                 adjusted <= 0,
                 F.when(
@@ -296,6 +309,7 @@ def _decide(
             a["expected_cost"].alias("expected_cost"),
             a["contact_cost"].alias("contact_cost"),
             a["group"].alias("group"),
+            a["explored"].alias("explored"),
         )
         return F.struct(
             F.when(take, F.array_union(acc["offers"], F.array(a["offer_id"])))
@@ -515,6 +529,16 @@ def repair(rows: DataFrame, constraints: Sequence[Constraint]) -> DataFrame:
     # Global orders below are fine: the live rows are few (the caps hold per subscriber).
     is_live = (F.col("status") == CHOSEN) & (F.col("group") == "treatment")
     rows = rows.withColumn("cut_by", F.lit(None).cast("string"))
+    # Explored decisions are cut last, and among themselves in a random order (not by value):
+    # they were drawn with a logged probability that a cut by value would falsify. Only an
+    # exploration share too big for a limit on its own gets any of them cut.
+    explored = _explored(rows)
+    explored_last = F.when(explored, 0).otherwise(1)
+
+    def keep_order(value: Column) -> Column:
+        shuffled = F.xxhash64(F.lit("explore_cut"), "subscriber_id", "offer_id", "channel").cast("double")
+        return F.when(explored, shuffled).otherwise(value).desc()
+
     live = rows.where(is_live).localCheckpoint(eager=True)
     rest = rows.where(~is_live)
     ordered = sorted(
@@ -528,7 +552,8 @@ def repair(rows: DataFrame, constraints: Sequence[Constraint]) -> DataFrame:
             member = F.col("offer_id").isin(list(c.offers))
             w = Window.orderBy(
                 F.when(member, 0).otherwise(1),
-                (F.col("adjusted_value") / F.greatest(F.col("expected_cost"), F.lit(1e-9))).desc(),
+                explored_last,
+                keep_order(F.col("adjusted_value") / F.greatest(F.col("expected_cost"), F.lit(1e-9))),
                 "subscriber_id",
                 "offer_id",
                 "channel",
@@ -538,7 +563,11 @@ def repair(rows: DataFrame, constraints: Sequence[Constraint]) -> DataFrame:
         elif c.kind == "offer_max":
             member = F.col("offer_id") == c.key
             w = Window.orderBy(
-                F.when(member, 0).otherwise(1), F.col("adjusted_value").desc(), "subscriber_id", "channel"
+                F.when(member, 0).otherwise(1),
+                explored_last,
+                keep_order(F.col("adjusted_value")),
+                "subscriber_id",
+                "channel",
             ).rowsBetween(Window.unboundedPreceding, 0)
             over = member & (F.sum(member.cast("long")).over(w) > F.lit(c.limit))
         else:  # a contact is all of a subscriber's actions on the channel
@@ -548,7 +577,10 @@ def repair(rows: DataFrame, constraints: Sequence[Constraint]) -> DataFrame:
             )
             ranked = F.dense_rank().over(
                 Window.orderBy(
-                    F.when(member, 0).otherwise(1), F.col("_contact_value").desc(), "subscriber_id"
+                    F.when(member, 0).otherwise(1),
+                    explored_last,
+                    keep_order(F.col("_contact_value")),
+                    "subscriber_id",
                 )
             )
             over = member & (ranked > F.lit(c.limit))

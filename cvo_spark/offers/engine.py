@@ -141,6 +141,10 @@ class OfferParams:
         default_factory=lambda: dict.fromkeys(SUBSCRIBER_CHANNELS, True)
     )
     uplift_fallback_share: float = 0.5
+    #: DESIGN invariant 9: the share of subscribers whose decision is drawn uniformly among
+    #: their explorable actions (0 = off, the default) and the hash key of that draw.
+    exploration_share: float = 0.0
+    exploration_key: str = "cvo-exploration"
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -801,12 +805,74 @@ def with_group(rows: DataFrame, p: OfferParams) -> DataFrame:
     )
 
 
-def allocation_actions(candidates: DataFrame, p: OfferParams) -> DataFrame:
-    """The kept candidate rows as allocation actions (`allocation.ACTION_COLUMNS`)."""
+def exploration_bucket(subscriber_id: Column, key: str, as_of: date | None) -> Column:
+    """A uniform number in [0, 1) from a hash of the exploration key, subscriber and day.
+
+    The day is in the hash so the explored subscribers are a fresh draw every run (nobody
+    is explored forever) while a re-run of the same day draws the same ones (invariant 5).
+    It is independent of the control and holdout hashes (other inputs).
+    """
+    day = F.lit(as_of.isoformat() if as_of else "")
+    h = F.xxhash64(F.lit("exploration"), F.lit(key), day, subscriber_id)
+    return F.pmod(h, F.lit(1_000_000)).cast("double") / 1_000_000.0
+
+
+def with_exploration(actions: DataFrame, p: OfferParams, as_of: date | None) -> DataFrame:
+    """Add ``explored`` and ``probability`` (DESIGN invariant 9: measurable decisions).
+
+    Needs ``subscriber_id, offer_id, channel, channel_kind, push_left`` (allocation actions:
+    every row already passed eligibility, consent, rest and the per-channel caps). A
+    ``p.exploration_share`` of subscribers (`exploration_bucket`) keep exactly one action,
+    drawn uniformly (a hash of key, day, subscriber, offer and channel) among their
+    *explorable* actions: every action, less push ones when no push contact is left (the
+    contact cap holds for exploration too). That row gets ``explored`` true and
+    ``probability`` 1/n, n the subscriber's explorable actions; the allocation takes it
+    whatever its value (exempt from the value threshold only: it still uses budgets and
+    capacities, and the repair cuts it last). Everyone else's rows keep ``explored`` false
+    and ``probability`` 1 (the engine's choice is deterministic). An explored subscriber
+    with nothing explorable gets nothing. With share 0 no row is explored.
+    """
+    if p.exploration_share <= 0:
+        return actions.withColumn("explored", F.lit(False)).withColumn("probability", F.lit(1.0))
+    bucket = exploration_bucket(F.col("subscriber_id"), p.exploration_key, as_of)
+    flagged = actions.withColumn("_explore", bucket < F.lit(float(p.exploration_share)))
+    explorable = (F.col("channel_kind") != "push") | (F.col("push_left") >= 1)
+    draw = F.xxhash64(
+        F.lit("exploration_draw"),
+        F.lit(p.exploration_key),
+        F.lit(as_of.isoformat() if as_of else ""),
+        F.col("subscriber_id"),
+        F.col("offer_id"),
+        F.col("channel"),
+    )
+    per_sub = Window.partitionBy("subscriber_id")
+    order = per_sub.orderBy(draw, "offer_id", "channel")
+    explored = (
+        flagged.where(F.col("_explore") & explorable)
+        .withColumn("_n", F.count(F.lit(1)).over(per_sub))
+        .withColumn("_pick", F.row_number().over(order))
+        .where(F.col("_pick") == 1)
+        .withColumn("explored", F.lit(True))
+        .withColumn("probability", 1.0 / F.col("_n"))
+        .drop("_n", "_pick", "_explore")
+    )
+    rest = (
+        flagged.where(~F.col("_explore"))
+        .withColumn("explored", F.lit(False))
+        .withColumn("probability", F.lit(1.0))
+        .drop("_explore")
+    )
+    return rest.unionByName(explored)
+
+
+def allocation_actions(candidates: DataFrame, p: OfferParams, as_of: date | None = None) -> DataFrame:
+    """The kept candidate rows as allocation actions (`allocation.ACTION_COLUMNS`), with the
+    exploration columns (`with_exploration`; the draw is per `as_of`)."""
     return (
         candidates.where(F.col("exclusion_reason").isNull())
         .transform(with_group, p)
         .withColumn("push_left", F.greatest(F.lit(p.max_push_contacts) - F.col("push_contacts"), F.lit(0)))
+        .transform(with_exploration, p, as_of)
     )
 
 
@@ -816,15 +882,17 @@ def allocate_offers(
     p: OfferParams,
     alloc: AllocationParams,
     greedy: bool = False,
+    as_of: date | None = None,
 ) -> tuple[DataFrame, AllocationResult]:
     """Choose among the kept candidates for the whole base (`cvo_spark.offers.allocation`).
 
-    Returns the chosen rows (every candidate column, plus group, adjusted_value and a
+    Returns the chosen rows (every candidate column, plus group, ``explored`` and
+    ``probability`` (`with_exploration`; the draw is per `as_of`), adjusted_value and a
     ``rank`` 1.. per subscriber and channel by adjusted value) and the solver's result.
     The caller unpersists ``result.actions``.
     """
     # Read twice (the solver's per-subscriber arrays, then the join back): computed once.
-    actions = allocation_actions(candidates, p).persist()
+    actions = allocation_actions(candidates, p, as_of).persist()
     result = allocate(actions, constraints, alloc, greedy=greedy)
     result.inputs = actions
     chosen = result.actions.where(F.col("allocation_status") == CHOSEN).select(
@@ -959,6 +1027,25 @@ def with_reasons(rows: DataFrame, p: OfferParams, max_reasons: int = 3) -> DataF
     return rows.withColumn("reason_codes", F.slice(reasons, 1, max_reasons))
 
 
+def with_exploration_reason(rows: DataFrame, p: OfferParams, max_reasons: int = 3) -> DataFrame:
+    """Put the exploration first in an explored row's ``reason_codes`` (needs ``explored``,
+    ``probability``, ``reason_codes``): a person reading the decision must see it was
+    drawn at random on purpose, not chosen for its value."""
+    n = F.round(1.0 / F.col("probability")).cast("long")
+    text = F.format_string(
+        "Drawn at random among %d eligible offers (the %s%% exploration share), so the engine "
+        "learns what its own choice would miss",
+        n,
+        F.lit(f"{p.exploration_share * 100:g}"),
+    )
+    return rows.withColumn(
+        "reason_codes",
+        F.when(
+            F.col("explored"), F.concat(F.array(text), F.slice("reason_codes", 1, max_reasons - 1))
+        ).otherwise(F.col("reason_codes")),
+    )
+
+
 # ---------------------------------------------------------------------------- output
 def select_offers(candidates: DataFrame, as_of: date, run_id: str, p: OfferParams) -> DataFrame:
     """The kept candidates as `offers` rows (OFFERS_SCHEMA): group, reasons, validity.
@@ -968,7 +1055,8 @@ def select_offers(candidates: DataFrame, as_of: date, run_id: str, p: OfferParam
     'control' for the campaign's control share: both are written, never exported. valid_from = as_of + 1 day,
     valid_to = valid_from + validity_days - 1 (both inclusive: a 7-day offer runs 7 days,
     and trigger offers read valid_to as the last valid day). ``probability`` is the
-    probability with which the decision was chosen: 1 for this deterministic policy.
+    probability with which the decision was chosen: 1 for the engine's deterministic
+    choice, 1/n for an explored one (`with_exploration`), whose first reason says so.
     Without the allocation the decision-core columns (net_value, uplift, ...) are null.
     """
     valid_from = F.lit(as_of + timedelta(days=1))
@@ -980,9 +1068,13 @@ def select_offers(candidates: DataFrame, as_of: date, run_id: str, p: OfferParam
             kept = kept.withColumn(name, F.lit(None).cast("double"))
     if "uplift_source" not in kept.columns:
         kept = kept.withColumn("uplift_source", F.lit(None).cast("string"))
+    if "probability" not in kept.columns:
+        kept = kept.withColumn("probability", F.lit(1.0))
+    if "explored" not in kept.columns:
+        kept = kept.withColumn("explored", F.lit(False))
     kept = (
         kept.transform(with_reasons, p)
-        .withColumn("probability", F.lit(1.0))
+        .transform(with_exploration_reason, p)
         .withColumn("decision_id", decision_id(F.col("campaign_id"), as_of))
         .withColumn("as_of", F.lit(as_of))
         .withColumn("valid_from", valid_from)
@@ -1051,5 +1143,7 @@ def build_offers(
         consents=consent_by_channel(consents, as_of),
         offer_scores=offer_scores,
     )
-    chosen, result = allocate_offers(candidates, constraints, p, alloc or AllocationParams(), greedy=greedy)
+    chosen, result = allocate_offers(
+        candidates, constraints, p, alloc or AllocationParams(), greedy=greedy, as_of=as_of
+    )
     return OfferBatch(select_offers(chosen, as_of, run_id, p), result)

@@ -204,7 +204,7 @@ def explain(ctx: StageContext, subscriber_id: str) -> str:
         kept = candidates.where(F.col("exclusion_reason").isNull())
         if params.allocate:
             chosen, result = allocate_offers(
-                kept, _stored_constraints(ctx)[0], params, allocation_params(config)
+                kept, _stored_constraints(ctx)[0], params, allocation_params(config), as_of=ctx.as_of
             )
             offers = select_offers(chosen, ctx.as_of, ctx.run_id, params).collect()
             result.actions.unpersist()
@@ -293,7 +293,7 @@ def _allocation_exclusions(
     with the shadow prices the batch found (one subscriber: a few dozen rows)."""
     constraints, prices = _stored_constraints(ctx)
     alloc = allocation_params(ctx.config)
-    actions = allocation_actions(candidates, params)
+    actions = allocation_actions(candidates, params, ctx.as_of)
     if actions.limit(1).count() == 0:
         return []
     decided = decide_with_prices(actions, constraints, prices, alloc).collect()

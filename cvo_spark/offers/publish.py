@@ -281,6 +281,8 @@ def summarize_offers(staged: DataFrame, floors: DataFrame, price_floor: float) -
             & (F.col("price") < F.coalesce(F.col("min_price"), F.lit(0.0)))
         )
     )
+    # Decisions drawn by the exploration share (probability 1/n < 1; `with_exploration`).
+    explored = F.col("probability") < 1 if "probability" in staged.columns else F.lit(False)
     row = first_row(
         staged.join(floors.select("subscriber_id", "min_price"), on="subscriber_id", how="left").agg(
             F.count(F.lit(1)).alias("rows"),
@@ -290,13 +292,14 @@ def summarize_offers(staged: DataFrame, floors: DataFrame, price_floor: float) -
             F.sum((F.col("group") == "treatment").cast("int")).alias("treatment"),
             F.sum((F.col("group") == "control").cast("int")).alias("control"),
             F.sum((F.col("group") == "holdout").cast("int")).alias("holdout"),
+            F.sum(explored.cast("int")).alias("explored"),
             F.stddev_pop("propensity").alias("propensity_std"),
             F.max(F.abs("propensity")).alias("propensity_max"),
         ),
         "summarize_offers (aggregate of the staged offers)",
     )
     out = row.asDict()
-    for key in ("under_floor", "treatment", "control", "holdout"):
+    for key in ("under_floor", "treatment", "control", "holdout", "explored"):
         out[key] = int(out[key] or 0)
     out["duplicates"] = out["rows"] - out["distinct_keys"]
     return out

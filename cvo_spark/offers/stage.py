@@ -75,6 +75,8 @@ def offer_params(config: Config, catalog: Catalog | None = None) -> OfferParams:
         fatigue_window_days=a.fatigue_window_days,
         consent_when_missing=consent_defaults(config, catalog),
         uplift_fallback_share=a.uplift_fallback_share,
+        exploration_share=a.exploration_share,
+        exploration_key=a.exploration_key,
         campaign_id=o.campaign_id,
         control_share=o.control_share,
         universal_holdout_share=o.universal_holdout_share,
@@ -405,6 +407,7 @@ def run(ctx: StageContext) -> StageResult:
         "treatment": summary["treatment"],
         "control": summary["control"],
         "holdout": summary["holdout"],
+        "explored": summary["explored"],
         "subscribers": int(summary["subscribers"]),
         "underpowered_campaigns": len(underpowered),
     }
