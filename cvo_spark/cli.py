@@ -61,7 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the batch stages for one as-of date")
     _common(r)
-    r.add_argument("--as-of", type=_iso_date, required=True)
+    when = r.add_mutually_exclusive_group(required=True)
+    when.add_argument("--as-of", type=_iso_date)
+    when.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the stage graph (what each stage reads and writes) and exit",
+    )
     r.add_argument("--stages", default=None, help="comma-separated subset, run in pipeline order")
     r.add_argument("--override", action="append", default=[], help="publish check to override (recorded)")
     r.add_argument("--report-out", default=None, help="where the report stage writes its HTML")
@@ -148,8 +154,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from cvo_spark.offers.publish import validate_overrides
-    from cvo_spark.pipeline import parse_stages, run_pipeline
+    from cvo_spark.pipeline import parse_stages, plan, run_pipeline
 
+    if args.plan:  # nothing runs: no config, no Spark
+        print(plan(parse_stages(args.stages)))
+        return 0
     config = _config(args)
     stages = parse_stages(args.stages)
     overrides = validate_overrides(args.override)  # before Spark starts: a typo costs nothing
@@ -184,17 +193,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     config = _config(args)
     ctx = _context(config, DEFAULT_END_DATE, options={"report_out": None})
-    bronze = ctx.store.ref("bronze", "subscribers").path
+    bronze = ctx.store.bronze_root()
     if bronze is None:
         raise ConfigError("demo: tables.bronze must be a folder under the lake, not a catalog schema")
     print(
-        f"cvo: demo - generating {args.subscribers:,} subscribers x {args.days} days "
-        f"into {Path(bronze).parent}",
+        f"cvo: demo - generating {args.subscribers:,} subscribers x {args.days} days into {bronze}",
         file=sys.stderr,
     )
-    write_bronze(
-        ctx.spark, str(Path(bronze).parent), args.subscribers, args.days, args.seed, DEFAULT_END_DATE
-    )
+    write_bronze(ctx.spark, bronze, args.subscribers, args.days, args.seed, DEFAULT_END_DATE)
     run_pipeline(ctx)
     print_summary(ctx)
     return 0

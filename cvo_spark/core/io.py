@@ -1,9 +1,17 @@
 """The one module that knows Delta, paths and catalog names.
 
-Every stage reads and writes through a `TableStore`. A table is addressed by
-(layer, name): the layer (bronze, silver, gold) is a folder under the lake root or a
-catalog schema, as `conf/*.yaml` says. Writes are Delta only; there is no Parquet
+Every stage reads and writes through a `TableStore`. Stages address a table by its
+registered name (`cvo_spark.core.tables`): ``store.write(df, "features", as_of)`` conforms
+the frame to the table's schema and writes it with the table's mode;
+``store.read_as_of("features", as_of)`` reads one partition; `location`, `read_stream`
+and `lake_path` answer where things are. The layer (bronze, silver, gold) is a folder
+under the lake root or a catalog schema, as `conf/*.yaml` says; the (layer, name) methods
+below are the mechanics those helpers use. Writes are Delta only; there is no Parquet
 fallback.
+
+Every read and write is noted in the `Touched` sets of any `recording()` in progress:
+`cvo_spark.pipeline` records each stage's run to check it against the stage's declared
+reads and writes.
 
 Write modes and the invariant each keeps:
 
@@ -21,7 +29,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -42,6 +50,17 @@ from pyspark.sql.types import (
 from cvo_spark.core.config import Config
 from cvo_spark.core.errors import CvoError, MissingTableError, SchemaMismatchError
 from cvo_spark.core.schemas import INPUT_SCHEMAS, OPTIONAL_INPUT_COLUMNS
+from cvo_spark.core.tables import (
+    TableSpec,
+    WriteMode,
+    bronze,
+    partition_condition,
+    partition_is,
+    partitions_before,
+    partitions_through,
+    resolve_schema,
+    table,
+)
 from cvo_spark.core.util import first_row
 
 log = logging.getLogger(__name__)
@@ -77,10 +96,45 @@ def _path(ref: TableRef) -> str:
     return ref.path
 
 
+def is_uri(location: str) -> bool:
+    """Whether `location` is a URI (``s3a://``, ``abfss://``...) rather than a local path."""
+    return "://" in location
+
+
 def _join(root: str, *parts: str) -> str:
-    if "://" in root:
+    if is_uri(root):
         return "/".join([root.rstrip("/"), *parts])
     return str(Path(root, *parts).absolute())
+
+
+def under_root(root: str, location: str) -> str:
+    """`location` as is when absolute or a URI, else under `root` (a URI stays a URI, a
+    local path becomes absolute)."""
+    if is_uri(location) or Path(location).is_absolute():
+        return location
+    return _join(root, location)
+
+
+def local_path_under(root: str, *parts: str) -> Path | None:
+    """A local file path under the lake root `root` for files Python writes itself (the
+    report), or None when the lake has no local folder: ``dbfs:/x`` is reached through
+    the ``/dbfs/x`` mount, ``file:`` is local, any other scheme has none."""
+    if root.startswith("dbfs:/"):
+        return Path("/dbfs", root[len("dbfs:/") :].lstrip("/"), *parts)
+    if root.startswith("file:"):
+        return Path(root[len("file:") :], *parts)
+    if is_uri(root):
+        return None
+    return Path(root, *parts)
+
+
+@dataclass
+class Touched:
+    """The tables a piece of work read and wrote: registered names, ``bronze.<name>`` for
+    bronze inputs (`cvo_spark.core.tables.bronze`)."""
+
+    reads: set[str] = field(default_factory=set)
+    writes: set[str] = field(default_factory=set)
 
 
 class TableStore:
@@ -89,6 +143,23 @@ class TableStore:
     def __init__(self, spark: SparkSession, config: Config):
         self.spark = spark
         self.config = config
+        self._recorders: list[Touched] = []
+
+    # ------------------------------------------------------------------ recording
+    @contextmanager
+    def recording(self) -> Iterator[Touched]:
+        """Note every table read or written inside the block (nested recordings each see all)."""
+        touched = Touched()
+        self._recorders.append(touched)
+        try:
+            yield touched
+        finally:
+            self._recorders.remove(touched)
+
+    def _note(self, kind: str, layer: str, name: str) -> None:
+        label = bronze(name) if layer == "bronze" else name
+        for touched in self._recorders:
+            (touched.reads if kind == "read" else touched.writes).add(label)
 
     # ------------------------------------------------------------------ locations
     def ref(self, layer: str, name: str) -> TableRef:
@@ -143,6 +214,7 @@ class TableStore:
         ref = self.ref(layer, name)
         if not self.exists(layer, name):
             raise MissingTableError(f"missing table {layer}.{name}: no Delta table at {ref}")
+        self._note("read", layer, name)
         reader = self.spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
@@ -153,6 +225,7 @@ class TableStore:
         return conform_to_contract(self.read(layer, name), name)
 
     def history(self, layer: str, name: str, limit: int = 20) -> DataFrame:
+        self._note("read", layer, name)
         return self._delta(self.ref(layer, name)).history(limit)
 
     # ------------------------------------------------------------------ writes
@@ -163,6 +236,7 @@ class TableStore:
         return writer
 
     def _save(self, writer, ref: TableRef) -> None:
+        self._note("write", ref.layer, ref.name)
         if ref.catalog_name:
             writer.saveAsTable(ref.catalog_name)
         else:
@@ -209,7 +283,7 @@ class TableStore:
         predicate (e.g. ``source = 'batch'``: other writers' rows of the day stay).
         """
         ref = self.ref(layer, name)
-        condition = f"{column} = DATE'{as_of.isoformat()}'" + (f" AND ({only})" if only else "")
+        condition = partition_condition(as_of, column) + (f" AND ({only})" if only else "")
         if not self.exists(layer, name):
             self._save(self._writer(df, "overwrite", [column]), ref)
             return
@@ -228,7 +302,7 @@ class TableStore:
         self.overwrite_partition(
             df.withColumn(column, F.lit(as_of)), layer, name, as_of, column=column, merge_schema=True
         )
-        return self.read(layer, name).where(F.col(column) == F.lit(as_of)).drop(column)
+        return self.read(layer, name).where(partition_is(as_of, column)).drop(column)
 
     def merge(self, df: DataFrame, layer: str, name: str, keys: Iterable[str]) -> None:
         """Upsert `df` on `keys`: matching rows are updated, new ones inserted."""
@@ -238,6 +312,7 @@ class TableStore:
             self._save(self._writer(df, "overwrite", None), ref)
             return
         cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+        self._note("write", layer, name)
         (
             self._delta(ref)
             .alias("t")
@@ -259,6 +334,7 @@ class TableStore:
             self._save(self._writer(df, "overwrite", None), ref)
             return
         cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in (list(keys) if keys else df.columns))
+        self._note("write", layer, name)
         self._delta(ref).alias("t").merge(df.alias("s"), cond).whenNotMatchedInsertAll().execute()
 
     def properties(self, layer: str, name: str) -> dict[str, str]:
@@ -266,6 +342,7 @@ class TableStore:
         ref = self.ref(layer, name)
         if not self.exists(layer, name):
             raise MissingTableError(f"missing table {layer}.{name}: no Delta table at {ref}")
+        self._note("read", layer, name)
         return dict(first_row(self._delta(ref).detail(), f"DESCRIBE DETAIL of {ref}")["properties"] or {})
 
     def set_properties(self, layer: str, name: str, properties: Mapping[str, str]) -> None:
@@ -273,11 +350,183 @@ class TableStore:
         ref = self.ref(layer, name)
         ident = ref.catalog_name or f"delta.`{ref.path}`"
         pairs = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(properties.items()))
+        self._note("write", layer, name)
         self.spark.sql(f"ALTER TABLE {ident} SET TBLPROPERTIES ({pairs})")
 
     def delete_where(self, layer: str, name: str, condition: str) -> None:
         if self.exists(layer, name):
+            self._note("write", layer, name)
             self._delta(self.ref(layer, name)).delete(condition)
+
+    # ------------------------------------------------------------------ registered tables
+    # What stages call: a table by its registered name; layer, partition column, schema
+    # and write mode come from `cvo_spark.core.tables`.
+    def has(self, name: str) -> bool:
+        """Whether registered table `name` exists."""
+        return self.exists(table(name).layer, name)
+
+    def location(self, name: str) -> str:
+        """Where registered table `name` lives (a path or a catalog name), for messages."""
+        return str(self.ref(table(name).layer, name))
+
+    def table(self, name: str) -> DataFrame:
+        """All of registered table `name` (`MissingTableError` naming it when absent)."""
+        return self.read(table(name).layer, name)
+
+    def optional(self, name: str) -> DataFrame | None:
+        """All of registered table `name`, or None when it does not exist (yet)."""
+        return self.table(name) if self.has(name) else None
+
+    def input(self, name: str) -> DataFrame:
+        """Silver table `name` conformed to its input contract (see `conform_to_contract`)."""
+        return self.read_input(table(name).layer, name)
+
+    def has_bronze(self, name: str) -> bool:
+        return self.exists("bronze", name)
+
+    def bronze(self, name: str) -> DataFrame:
+        """Bronze input table `name` as the source wrote it (ingest checks the contract)."""
+        return self.read("bronze", name)
+
+    def bronze_root(self) -> str | None:
+        """The folder holding the bronze tables (what `cvo generate` writes into), or None
+        when bronze is a catalog schema."""
+        ref = self.ref("bronze", "subscribers")
+        return None if ref.path is None else str(Path(ref.path).parent)
+
+    def _partition_column(self, name: str) -> str:
+        spec = table(name)
+        if spec.partition is None:
+            raise ValueError(f"table {spec.qualified} has no partition column")
+        return spec.partition
+
+    def read_as_of(self, name: str, as_of: date) -> DataFrame:
+        """The rows of the `as_of` partition of registered table `name`."""
+        return self.table(name).where(partition_is(as_of, self._partition_column(name)))
+
+    def read_through(self, name: str, as_of: date) -> DataFrame:
+        """The rows of every partition dated on or before `as_of` (what was known that day)."""
+        return self.table(name).where(partitions_through(as_of, self._partition_column(name)))
+
+    def latest_as_of(self, name: str, before: date | None = None) -> date | None:
+        """The newest partition date of `name` (strictly before `before` when given), or
+        None when the table is absent or has no such partition."""
+        if not self.has(name):
+            return None
+        column = self._partition_column(name)
+        df = self.table(name)
+        if before is not None:
+            df = df.where(partitions_before(before, column))
+        return first_row(df.agg(F.max(column)), f"newest {column} of {table(name).qualified}")[0]
+
+    def read_stream(self, name: str, options: Mapping[str, str | int] | None = None) -> DataFrame:
+        """Registered table `name` as a Delta streaming source."""
+        spec = table(name)
+        ref = self.ref(spec.layer, name)
+        self._note("read", spec.layer, name)
+        reader = self.spark.readStream.format("delta")
+        for key, value in (options or {}).items():
+            reader = reader.option(key, value)
+        return reader.table(ref.catalog_name) if ref.catalog_name else reader.load(_path(ref))
+
+    def write(
+        self,
+        df: DataFrame,
+        name: str,
+        as_of: date | None = None,
+        *,
+        mode: WriteMode | None = None,
+        only: str | None = None,
+        options: Mapping[str, str | int] | None = None,
+        conform: bool = True,
+    ) -> None:
+        """Write `df` to registered table `name` with its registered mode (or `mode`, one of
+        the table's modes), conformed to its schema first (`conform_to_table`).
+
+        ``overwrite_partition`` needs `as_of` and replaces exactly that partition (`only`
+        narrows it, see `overwrite_partition`); ``insert_new`` matches on the table's
+        ``match_on`` columns; ``append`` passes `options` to the writer. A table that does
+        not exist yet is created partitioned by its partition column. `conform=False` is for
+        a writer that aligned `df` to the stored table's own columns (an older lake).
+        """
+        spec = table(name)
+        mode = mode or spec.mode
+        if mode not in spec.modes:
+            raise ValueError(
+                f"table {spec.qualified} is not written with mode {mode!r}; its modes: {spec.modes}"
+            )
+        if conform:
+            df = conform_to_table(df, spec)
+        partition_by = [spec.partition] if spec.partition else None
+        if mode == "overwrite_partition":
+            if as_of is None:
+                raise ValueError(f"writing a partition of {spec.qualified} needs an as_of date")
+            self.overwrite_partition(
+                df, spec.layer, name, as_of, self._partition_column(name), spec.merge_schema, only
+            )
+        elif mode == "overwrite":
+            self.overwrite(df, spec.layer, name, partition_by)
+        elif mode == "append":
+            self.append(df, spec.layer, name, partition_by, options)
+        elif not self.exists(spec.layer, name):  # insert_new into a table not created yet
+            self._save(self._writer(df, "overwrite", partition_by), self.ref(spec.layer, name))
+        else:
+            self.insert_new(df, spec.layer, name, spec.match_on or None)
+
+    def write_and_read_back(self, df: DataFrame, name: str, as_of: date) -> DataFrame:
+        """Replace the `as_of` partition of `name` with `df` (plus the partition column) and
+        return it read back without that column (see `write_and_reread`)."""
+        return self.write_and_reread(df, table(name).layer, name, as_of, self._partition_column(name))
+
+    def table_properties(self, name: str) -> dict[str, str]:
+        return self.properties(table(name).layer, name)
+
+    def set_table_properties(self, name: str, properties: Mapping[str, str]) -> None:
+        self.set_properties(table(name).layer, name, properties)
+
+    # ------------------------------------------------------------------ lake locations
+    @property
+    def lake_root(self) -> str:
+        """The lake root (what MLflow's default store lives under)."""
+        return self.config.lake
+
+    def lake_path(self, *parts: str) -> str:
+        """A folder or file under the lake root (a URI stays a URI, a local path becomes absolute)."""
+        return _join(self.config.lake, *parts)
+
+    def under_lake(self, location: str) -> str:
+        """`location` as is when absolute or a URI, else under the lake root."""
+        return under_root(self.config.lake, location)
+
+    def scratch_dir(self) -> str | None:
+        """Where model fitting spills files executors must read: under a remote lake, else
+        None (a local temporary folder will do)."""
+        return self.lake_path("_scratch", "models") if is_uri(self.config.lake) else None
+
+
+def conform_to_table(df: DataFrame, spec: TableSpec) -> DataFrame:
+    """`df` with exactly the registered columns of `spec`, in order, cast to their types.
+
+    A missing or an unexpected column is a `SchemaMismatchError` naming the table and the
+    column: a stage can never leak an extra column into, or drop one from, a table that
+    channel systems read. A table whose columns are its producer's (training frames) is
+    written as it comes.
+    """
+    schema = resolve_schema(spec.schema_ref)
+    if schema is None:
+        return df
+    names = schema.fieldNames() if isinstance(schema, StructType) else list(schema)
+    missing = [c for c in names if c not in df.columns]
+    if missing:
+        raise SchemaMismatchError(f"table {spec.qualified}: the frame to write lacks column {missing[0]}")
+    extra = [c for c in df.columns if c not in names]
+    if extra:
+        raise SchemaMismatchError(
+            f"table {spec.qualified}: the frame to write has unregistered column {extra[0]}"
+        )
+    if isinstance(schema, StructType):
+        return df.select(*[F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in schema.fields])
+    return df.select(*[F.col(f"`{c}`") for c in names])
 
 
 # ---------------------------------------------------------------------- contract checks

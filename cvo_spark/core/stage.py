@@ -12,7 +12,7 @@ from datetime import date
 from pyspark.sql import SparkSession
 
 from cvo_spark.core.config import Config
-from cvo_spark.core.io import TableStore
+from cvo_spark.core.io import TableStore, Touched
 
 
 @dataclass(frozen=True)
@@ -35,3 +35,5 @@ class StageResult:
     row_counts: dict[str, int] = field(default_factory=dict)
     checks: dict[str, str] = field(default_factory=dict)
     message: str = ""
+    #: What the run read and wrote, as the pipeline recorded it (None outside `run_stage`).
+    touched: Touched | None = None

@@ -8,8 +8,6 @@ of each gold table, so a re-run for the same date leaves the same rows (invarian
 
 from __future__ import annotations
 
-from pyspark.sql import functions as F
-
 from cvo_spark.core.stage import StageContext, StageResult
 from cvo_spark.features.b2b import B2B_FEATURES_SCHEMA, build_b2b_features
 from cvo_spark.features.subscriber import FEATURES_SCHEMA, select_schema, subscriber_features_from
@@ -23,12 +21,15 @@ SUBSCRIBER_INPUTS: tuple[str, ...] = (
     "offer_history",
 )
 B2B_INPUTS: tuple[str, ...] = ("b2b_accounts", "b2b_messages")
+#: The tables this stage reads (`cvo_spark.pipeline` orders stages by them); what it writes
+#: is what the table registry says stage `features` produces (features, b2b_features).
+READS: tuple[str, ...] = (*SUBSCRIBER_INPUTS, *B2B_INPUTS)
 
 
 def run(ctx: StageContext) -> StageResult:
     """Compute and write `features` and `b2b_features` for ``ctx.as_of``; return row counts."""
     windows = ctx.config.features.windows
-    silver = {name: ctx.store.read_input("silver", name) for name in SUBSCRIBER_INPUTS + B2B_INPUTS}
+    silver = {name: ctx.store.input(name) for name in SUBSCRIBER_INPUTS + B2B_INPUTS}
     features = subscriber_features_from(
         silver,
         ctx.as_of,
@@ -48,10 +49,10 @@ def run(ctx: StageContext) -> StageResult:
         ("features", features, FEATURES_SCHEMA),
         ("b2b_features", b2b, B2B_FEATURES_SCHEMA),
     ):
-        ctx.store.overwrite_partition(select_schema(df, schema), "gold", name, ctx.as_of)
+        ctx.store.write(select_schema(df, schema), name, ctx.as_of)
         # Counted from the written partition (Delta answers from file stats) rather than
         # by computing the features a second time.
-        counts[name] = ctx.store.read("gold", name).where(F.col("as_of") == F.lit(ctx.as_of)).count()
+        counts[name] = ctx.store.read_as_of(name, ctx.as_of).count()
     return StageResult(
         row_counts=counts,
         message=f"features as of {ctx.as_of}: {counts['features']:,} subscribers, "

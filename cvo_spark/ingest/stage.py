@@ -29,6 +29,7 @@ from functools import reduce
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
+from cvo_spark.core import tables
 from cvo_spark.core.errors import CvoError
 from cvo_spark.core.io import TableStore, naming_unreadable_files
 from cvo_spark.core.privacy import ID_MODE_PROPERTY, id_mode, load_pseudonym_key
@@ -48,7 +49,12 @@ from cvo_spark.ingest.validate import (
 )
 
 #: Silver tables read as Delta streams: written by insert-only MERGE, never rewritten.
-APPEND_ONLY_SILVER = frozenset({"quota_events"})
+APPEND_ONLY_SILVER = frozenset(t for t in INGEST_ORDER if tables.table(t).mode == "insert_new")
+#: The tables this stage reads (`cvo_spark.pipeline`): every bronze input it knows.
+READS: tuple[str, ...] = tuple(tables.bronze(t) for t in INGEST_ORDER)
+#: Read from an earlier run, so no ordering: channel responses answer the decisions of
+#: earlier days (gold `decisions`, written by the offers stage after this one).
+READS_PRIOR: tuple[str, ...] = ("decisions",)
 
 
 class IdModeChangedError(CvoError):
@@ -82,9 +88,9 @@ def check_id_mode(store: TableStore, table: str, mode: str) -> None:
     instead keep its old rows, raw MSISDNs beside their pseudonyms (invariant 8). A table
     written before the mode was recorded is taken as it is and labelled on this run.
     """
-    if not store.exists("silver", table):
+    if not store.has(table):
         return
-    recorded = store.properties("silver", table).get(ID_MODE_PROPERTY)
+    recorded = store.table_properties(table).get(ID_MODE_PROPERTY)
     if recorded is not None and recorded != mode:
         raise IdModeChangedError(
             f"silver.{table} holds subscriber ids written as {recorded}, but this run writes {mode} "
@@ -100,8 +106,8 @@ def _owners(table: str, valid: dict[str, DataFrame], store: TableStore) -> DataF
     if owner == "decisions":
         # Channel responses answer the engine's own decisions: the gold log, empty before the
         # first publish (then every response is an unknown decision, quarantined, not lost).
-        if store.exists("gold", "decisions"):
-            return store.read("gold", "decisions").select("decision_id", "as_of")
+        if store.has("decisions"):
+            return store.table("decisions").select("decision_id", "as_of")
         return store.spark.createDataFrame([], "decision_id string, as_of date")
     return valid[owner].select(KEY_COLUMN[owner], *OWNER_COLUMNS[owner])
 
@@ -117,9 +123,9 @@ def ingest(
 ) -> StageResult:
     """Run the ingest on `store` with an explicit clock (`run` passes the wall clock)."""
     # An optional input a source does not send is skipped (its silver table, if any, stays).
-    order = tuple(t for t in INGEST_ORDER if t not in OPTIONAL_INPUT_TABLES or store.exists("bronze", t))
-    bronze = {t: store.read("bronze", t) for t in order}
-    extras = {t: check_bronze_schema(df, t) for t, df in bronze.items()}
+    order = tuple(t for t in INGEST_ORDER if t not in OPTIONAL_INPUT_TABLES or store.has_bronze(t))
+    inputs = {t: store.bronze(t) for t in order}
+    extras = {t: check_bronze_schema(df, t) for t, df in inputs.items()}
     mode = id_mode(pseudonym_key)
     for table in sorted(APPEND_ONLY_SILVER):
         check_id_mode(store, table, mode)
@@ -130,7 +136,7 @@ def ingest(
     try:
         for table in order:
             frame = tag_rows(
-                bronze[table],
+                inputs[table],
                 table,
                 now,
                 future_tolerance_hours,
@@ -144,7 +150,7 @@ def ingest(
             with naming_unreadable_files("bronze", table):
                 outcome = count_outcomes(frame)
                 # Counted on the bronze itself (Delta answers from its log), independent of tagging.
-                rows_in = bronze[table].count()
+                rows_in = inputs[table].count()
             check_accounting(table, rows_in, outcome)
             counts.update(
                 {
@@ -159,18 +165,16 @@ def ingest(
 
         # Every check passed: only now write, so a failing table leaves silver untouched.
         for table in order:
-            if table in APPEND_ONLY_SILVER:
-                store.insert_new(valid[table], "silver", table)
-                if store.properties("silver", table).get(ID_MODE_PROPERTY) != mode:
-                    store.set_properties("silver", table, {ID_MODE_PROPERTY: mode})
-            else:
-                store.overwrite(valid[table], "silver", table)
+            # Registered modes: rebuilt whole, or an insert-only MERGE for the stream's input.
+            store.write(valid[table], table)
+            if table in APPEND_ONLY_SILVER and store.table_properties(table).get(ID_MODE_PROPERTY) != mode:
+                store.set_table_properties(table, {ID_MODE_PROPERTY: mode})
         ingested_at = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
         quarantine = reduce(
             DataFrame.unionByName,
             [quarantine_rows(tagged[t], t, run_id, ingested_at, as_of) for t in order],
         )
-        store.overwrite_partition(quarantine, "gold", "quarantine", as_of)
+        store.write(quarantine, "quarantine", as_of)
     finally:
         for frame in tagged.values():
             frame.unpersist()

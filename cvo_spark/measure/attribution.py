@@ -54,6 +54,7 @@ from datetime import date
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from cvo_spark.core.tables import partitions_through
 from cvo_spark.core.util import require_columns
 
 DECISION_COLUMNS = (
@@ -94,7 +95,7 @@ def filter_decisions_as_of(decisions: DataFrame, as_of: date) -> DataFrame:
     no chance to be answered: it is left out, not counted as a refusal.
     """
     require_columns(decisions, ("as_of", "valid_from"), "filter_decisions_as_of")
-    return decisions.where((F.col("as_of") <= F.lit(as_of)) & (F.col("valid_from") <= F.lit(as_of)))
+    return decisions.where(partitions_through(as_of) & (F.col("valid_from") <= F.lit(as_of)))
 
 
 def is_offer_product(product_id: Column, offer_id: Column) -> Column:

@@ -49,6 +49,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, DateType, DoubleType, LongType, StringType, StructField, StructType
 
+from cvo_spark.core.tables import partitions_through
 from cvo_spark.core.util import require_columns
 from cvo_spark.measure.intervals import (
     clustered_ratio_variance,
@@ -183,7 +184,7 @@ def with_segments_at_contact(contacts: DataFrame, segments: DataFrame, as_of: da
     # contacts in one frame ordered by date (a segments row before a contact of the same
     # day), each contact taking the last segments row seen. The pair travels as one struct
     # so a null persona is never filled from an older row than the tier.
-    snapshots = segments.filter(F.col("as_of") <= F.lit(as_of)).select(
+    snapshots = segments.filter(partitions_through(as_of)).select(
         "subscriber_id",
         F.col("as_of").alias("_event_date"),
         F.lit(0).alias("_is_contact"),

@@ -26,6 +26,10 @@ from cvo_spark.measure.attribution import attribute_decisions
 from cvo_spark.measure.campaigns import ALL_SEGMENTS, campaign_results
 from cvo_spark.measure.decisions import ALL_CHANNELS, ALL_OFFERS, decision_results
 
+#: The tables this stage reads (`cvo_spark.pipeline`): the contact history and segments for
+#: campaign_results; the engine's decisions, channel responses and purchases for decision_results.
+READS: tuple[str, ...] = ("offer_history", "segments", "decisions", "channel_responses", "purchases")
+
 
 def offer_terms(spark: SparkSession, catalog: Catalog) -> DataFrame:
     """offer_id, price, unit_cost, incentive of every catalog offer (a tiny frame)."""
@@ -48,15 +52,11 @@ def measure_decisions(
     """
     store, as_of, measure = ctx.store, ctx.as_of, ctx.config.measure
     catalog = load_checked_catalog(ctx.config)
-    responses = (
-        store.read_input("silver", "channel_responses")
-        if store.exists("silver", "channel_responses")
-        else None
-    )
+    responses = store.input("channel_responses") if store.has("channel_responses") else None
     attributed = attribute_decisions(
-        store.read("gold", "decisions"),
+        store.table("decisions"),
         responses,
-        store.read_input("silver", "purchases"),
+        store.input("purchases"),
         offer_terms(ctx.spark, catalog),
         channel_costs(ctx.spark, catalog),
         as_of,
@@ -71,12 +71,12 @@ def measure_decisions(
             srm_alpha=measure.srm_alpha,
             period=measure.period,
         )
-        store.overwrite_partition(results, "gold", "decision_results", as_of, merge_schema=True)
+        store.write(results, "decision_results", as_of)
         unknown = attributed.where(~F.col("has_terms")).select("offer_id").distinct().limit(5).collect()
     finally:
         attributed.unpersist()
 
-    written = store.read("gold", "decision_results").where(F.col("as_of") == F.lit(as_of))
+    written = store.read_as_of("decision_results", as_of)
     campaign = (F.col("offer_id") == ALL_OFFERS) & (F.col("channel") == ALL_CHANNELS)
     whole = campaign & (F.col("segment") == ALL_SEGMENTS) & (F.col("baseline") == "control")
     summary = first_row(
@@ -112,9 +112,9 @@ def run(ctx: StageContext) -> StageResult:
     """Compute and write `campaign_results` (and `decision_results` when the engine has
     published decisions) for ``ctx.as_of``; report rows and SRM flags."""
     measure = ctx.config.measure
-    history = ctx.store.read_input("silver", "offer_history")
+    history = ctx.store.input("offer_history")
     # Segments are optional: without them every row is segment 'ALL'.
-    segments = ctx.store.read("gold", "segments") if ctx.store.exists("gold", "segments") else None
+    segments = ctx.store.optional("segments")
     results = campaign_results(
         history,
         segments,
@@ -125,12 +125,12 @@ def run(ctx: StageContext) -> StageResult:
         period=measure.period,
         method=measure.uplift_interval,
     )
-    # merge_schema: a lake written before the subscriber counts were added gains the columns
-    # (older partitions read null) instead of failing the write.
-    ctx.store.overwrite_partition(results, "gold", "campaign_results", ctx.as_of, merge_schema=True)
+    # The registry merges schemas: a lake written before the subscriber counts were added
+    # gains the columns (older partitions read null) instead of failing the write.
+    ctx.store.write(results, "campaign_results", ctx.as_of)
 
     # The written partition is small (offers x channels x periods x segments): summarise it.
-    written = ctx.store.read("gold", "campaign_results").where(F.col("as_of") == F.lit(ctx.as_of))
+    written = ctx.store.read_as_of("campaign_results", ctx.as_of)
     summary = first_row(
         written.agg(
             F.count(F.lit(1)).alias("rows"),
@@ -152,7 +152,7 @@ def run(ctx: StageContext) -> StageResult:
         f"{control:,} control contacts, incremental revenue {incremental:,.0f}, "
         f"{flags} row(s) with sample-ratio mismatch"
     )
-    if ctx.store.exists("gold", "decisions"):
+    if ctx.store.has("decisions"):
         counts, more_checks, more = measure_decisions(ctx, segments)
         row_counts.update(counts)
         checks.update(more_checks)

@@ -56,6 +56,11 @@ SCORES_SCHEMA = StructType(
 DAYS_PER_MONTH = 365.25 / 12
 
 
+#: The tables this stage reads (`cvo_spark.pipeline`): features to score, the purchase
+#: history the BG/NBD CLV model needs, and the contact history the uplift scores use.
+READS: tuple[str, ...] = ("features", "recharges", "purchases", "offer_history")
+
+
 def _scoring_model(prefix: str, target: str):
     """(PipelineModel, version label, meta, check) of the model that scores `target`.
 
@@ -104,13 +109,13 @@ def score_propensities(features: DataFrame, champions: dict, top_k: int) -> Data
 def run(ctx: StageContext) -> StageResult:
     """Score every subscriber in ``features[as_of]`` with the champions; write `scores[as_of]`."""
     cfg = ctx.config.models
-    features = ctx.store.read("gold", "features").where(F.col("as_of") == F.lit(ctx.as_of))
+    features = ctx.store.read_as_of("features", ctx.as_of)
     if features.limit(1).count() == 0:
         raise MissingTableError(
             f"gold.features has no rows for as_of {ctx.as_of}: run the features stage first"
         )
     mlflow_store.configure_mlflow(
-        ctx.config.lake,
+        ctx.store.lake_root,
         ctx.config.mlflow.experiment,
         ctx.config.mlflow.tracking_uri,
         ctx.config.mlflow.registry_uri,
@@ -133,8 +138,8 @@ def run(ctx: StageContext) -> StageResult:
     kind, clv_model = clv_champion
     if kind == "bgnbd":
         clv = clv_lib.clv_for_subscribers(
-            ctx.store.read_input("silver", "recharges"),
-            ctx.store.read_input("silver", "purchases"),
+            ctx.store.input("recharges"),
+            ctx.store.input("purchases"),
             scored,
             clv_model,
             ctx.as_of,
@@ -158,9 +163,9 @@ def run(ctx: StageContext) -> StageResult:
         .withColumn("model_versions", versions)
         .select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in SCORES_SCHEMA.fields])
     )
-    ctx.store.overwrite_partition(out, "gold", "scores", ctx.as_of)
+    ctx.store.write(out, "scores", ctx.as_of)
     offer_score_rows, offer_score_checks = score_uplift(ctx, features)
-    written = ctx.store.read("gold", "scores").where(F.col("as_of") == F.lit(ctx.as_of))
+    written = ctx.store.read_as_of("scores", ctx.as_of)
     stats = first_row(
         written.agg(
             F.count(F.lit(1)).alias("n"),

@@ -86,8 +86,8 @@ log = logging.getLogger(__name__)
 #: `models.engine` -> the classifier kind of `cvo_spark.models.propensity.build_classifier`.
 ENGINE_KIND = {"mllib": "gbt", "xgboost": "xgboost"}
 
-#: Partition column of gold `training_frames` (the frame's own ``as_of`` is the snapshot date).
-TRAINED_AS_OF = "trained_as_of"
+#: The tables this stage reads (`cvo_spark.pipeline`); the uplift part reads offer_history too.
+READS: tuple[str, ...] = INPUTS
 
 EVALUATIONS_SCHEMA = StructType(
     [
@@ -123,7 +123,7 @@ def run(ctx: StageContext) -> StageResult:
     planned = training_snapshot_dates(
         ctx.as_of, cfg.horizon_days, cfg.training_snapshots, cfg.snapshot_spacing_days
     )
-    silver = {name: ctx.store.read_input("silver", name) for name in INPUTS}
+    silver = {name: ctx.store.input(name) for name in INPUTS}
     data_start = first_row(
         silver["usage_daily"].agg(F.min("usage_date")), "train: first usage_date of silver"
     )[0]
@@ -152,7 +152,7 @@ def run(ctx: StageContext) -> StageResult:
     # family and their labels) is so large that planning it again for each of the many
     # queries a fit runs cost more than the fits (2-3x the stage time on small data).
     # The table also records exactly which rows each as_of's models learned from.
-    stored = ctx.store.write_and_reread(frame, "gold", "training_frames", ctx.as_of, TRAINED_AS_OF)
+    stored = ctx.store.write_and_read_back(frame, "training_frames", ctx.as_of)
     shuffle_partitions = ctx.spark.conf.get("spark.sql.shuffle.partitions")
     if shuffle_partitions is None:
         raise ValueError("train: spark.sql.shuffle.partitions is not set in the session")
@@ -163,12 +163,12 @@ def run(ctx: StageContext) -> StageResult:
     checks: dict[str, str] = {}
     # Where the baseline's summary-free copy is written (see `without_training_summary`):
     # a local temporary folder unless the lake is remote, where executors must reach it.
-    scratch_dir = f"{ctx.config.lake.rstrip('/')}/_scratch/models" if "://" in ctx.config.lake else None
+    scratch_dir = ctx.store.scratch_dir()
     try:
         counts = {r["split"]: int(r["count"]) for r in frame.groupBy("split").count().collect()}
         features = usable_features(frame.where(F.col("split") == TRAIN), MODEL_FEATURES)
         setup = mlflow_store.configure_mlflow(
-            ctx.config.lake,
+            ctx.store.lake_root,
             ctx.config.mlflow.experiment,
             ctx.config.mlflow.tracking_uri,
             ctx.config.mlflow.registry_uri,
@@ -228,12 +228,8 @@ def run(ctx: StageContext) -> StageResult:
         EVALUATIONS_SCHEMA,
     )
     curve_df = ctx.spark.createDataFrame([(trained_at, ctx.as_of, *c) for c in curves], CURVES_SCHEMA)
-    ctx.store.overwrite_partition(
-        evals.select(*EVALUATIONS_SCHEMA.fieldNames()), "gold", "model_evaluations", ctx.as_of
-    )
-    ctx.store.overwrite_partition(
-        curve_df.select(*CURVES_SCHEMA.fieldNames()), "gold", "model_curves", ctx.as_of
-    )
+    ctx.store.write(evals, "model_evaluations", ctx.as_of)
+    ctx.store.write(curve_df, "model_curves", ctx.as_of)
     return StageResult(
         row_counts={
             "training_rows": sum(counts.values()),

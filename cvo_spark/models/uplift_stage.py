@@ -69,7 +69,6 @@ OFFER_SCORES_SCHEMA = StructType(
         StructField("model_version", StringType()),
     ]
 )
-TRAINED_AS_OF = "trained_as_of"
 #: Score buckets of the Qini curve on the evaluation contacts.
 QINI_BINS = 20
 RANKINGS = ("uplift", "p_accept_if_contacted", "random")
@@ -155,9 +154,9 @@ def train_uplift(
     ).transform(with_model_rows, offer_ids, categories)
     # Written once and read back, as the propensity frame is: the stacked snapshots' plan is
     # far larger than the data; the table also records what the model learned from.
-    stored = ctx.store.write_and_reread(
-        frame, "gold", "uplift_training_frames", ctx.as_of, TRAINED_AS_OF
-    ).persist(StorageLevel.MEMORY_AND_DISK)
+    stored = ctx.store.write_and_read_back(frame, "uplift_training_frames", ctx.as_of).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
     try:
         counts = {
             (r["split"], r["treated"]): int(r["n"])
@@ -179,7 +178,7 @@ def train_uplift(
         train = stored.where(F.col("split") == "train")
         evaluation = stored.where(F.col("split") == "evaluation")
         features = usable_features(train, model_features(offer_ids, categories))
-        scratch = f"{ctx.config.lake.rstrip('/')}/_scratch/models" if "://" in ctx.config.lake else None
+        scratch = ctx.store.scratch_dir()
         fit = fit_uplift(train, features, p, scratch)
         scored = with_uplift(fit.model, evaluation).withColumn(
             "random", F.xxhash64(F.lit(p.seed), F.col("subscriber_id"), F.col("contacted_ts")).cast("double")
@@ -259,7 +258,7 @@ def score_uplift(ctx: StageContext, features: DataFrame) -> tuple[int, dict[str,
     meta = mlflow_store.load_run_json(mv.run_id, mlflow_store.META_FILE)
     offers, channels, _, _ = catalog_frames(ctx)
     p = uplift_params(ctx.config)
-    history = ctx.store.read_input("silver", "offer_history")
+    history = ctx.store.input("offer_history")
     rows = scoring_frame(features, history, offers, channels, ctx.as_of, p).transform(
         with_model_rows, meta["offer_ids"], meta["categories"], meta["features"]
     )
@@ -271,8 +270,8 @@ def score_uplift(ctx: StageContext, features: DataFrame) -> tuple[int, dict[str,
         .withColumn("model_version", F.lit(str(mv.version)))
         .select(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in OFFER_SCORES_SCHEMA.fields])
     )
-    ctx.store.overwrite_partition(scored, "gold", "offer_scores", ctx.as_of)
-    written = ctx.store.read("gold", "offer_scores").where(F.col("as_of") == F.lit(ctx.as_of))
+    ctx.store.write(scored, "offer_scores", ctx.as_of)
+    written = ctx.store.read_as_of("offer_scores", ctx.as_of)
     stats = first_row(
         written.agg(
             F.count(F.lit(1)).alias("n"),

@@ -53,16 +53,14 @@ from cvo_spark.offers.stage import allocation_params, offer_params, run_catalog_
 
 
 def _gold(ctx: StageContext, name: str, subscriber_id: str) -> DataFrame:
-    return ctx.store.read("gold", name).where(
-        (F.col("as_of") == F.lit(ctx.as_of)) & (F.col("subscriber_id") == F.lit(subscriber_id))
-    )
+    return ctx.store.read_as_of(name, ctx.as_of).where(F.col("subscriber_id") == F.lit(subscriber_id))
 
 
 def _published_for(ctx: StageContext) -> bool:
     """Whether gold `offers` has a partition for as_of (a refused run leaves none)."""
-    if not ctx.store.exists("gold", "offers"):
+    if not ctx.store.has("offers"):
         return False
-    return ctx.store.read("gold", "offers").where(F.col("as_of") == F.lit(ctx.as_of)).limit(1).count() > 0
+    return ctx.store.read_as_of("offers", ctx.as_of).limit(1).count() > 0
 
 
 def resolve_subscriber_id(ctx: StageContext, given: str) -> str:
@@ -77,8 +75,8 @@ def resolve_subscriber_id(ctx: StageContext, given: str) -> str:
         candidates.append(hmac.new(key, given.encode("utf-8"), hashlib.sha256).hexdigest())
     found = {
         r["subscriber_id"]
-        for r in ctx.store.read("gold", "features")
-        .where((F.col("as_of") == F.lit(ctx.as_of)) & F.col("subscriber_id").isin(candidates))
+        for r in ctx.store.read_as_of("features", ctx.as_of)
+        .where(F.col("subscriber_id").isin(candidates))
         .select("subscriber_id")
         .collect()
     }
@@ -138,7 +136,7 @@ def explain(ctx: StageContext, subscriber_id: str) -> str:
     catalog, campaigns = run_catalog_of(config, ctx.as_of)
     params = offer_params(config, catalog)
     features, segments, scores = (_gold(ctx, n, sid) for n in ("features", "segments", "scores"))
-    history = ctx.store.read("silver", "offer_history").where(F.col("subscriber_id") == F.lit(sid))
+    history = ctx.store.table("offer_history").where(F.col("subscriber_id") == F.lit(sid))
 
     profile_df = (
         subscriber_profiles(features, segments, scores)
@@ -155,16 +153,16 @@ def explain(ctx: StageContext, subscriber_id: str) -> str:
     extra = {}
     if params.allocate:
         consents = (
-            ctx.store.read("silver", "consents").where(F.col("subscriber_id") == F.lit(sid))
-            if ctx.store.exists("silver", "consents")
+            ctx.store.table("consents").where(F.col("subscriber_id") == F.lit(sid))
+            if ctx.store.has("consents")
             else None
         )
         triggers = (
-            ctx.store.read("gold", "trigger_offers").where(F.col("subscriber_id") == F.lit(sid))
-            if ctx.store.exists("gold", "trigger_offers")
+            ctx.store.table("trigger_offers").where(F.col("subscriber_id") == F.lit(sid))
+            if ctx.store.has("trigger_offers")
             else None
         )
-        scores_of = _gold(ctx, "offer_scores", sid) if ctx.store.exists("gold", "offer_scores") else None
+        scores_of = _gold(ctx, "offer_scores", sid) if ctx.store.has("offer_scores") else None
         extra = {
             "load": contact_load(
                 history,
@@ -271,11 +269,9 @@ def _stored_constraints(ctx: StageContext) -> tuple[tuple[Constraint, ...], dict
 
     A budget's offers are not stored: they come from the catalog's budget of that name.
     """
-    if not ctx.store.exists("gold", "allocation_constraints"):
+    if not ctx.store.has("allocation_constraints"):
         return (), {}
-    rows = (
-        ctx.store.read("gold", "allocation_constraints").where(F.col("as_of") == F.lit(ctx.as_of)).collect()
-    )
+    rows = ctx.store.read_as_of("allocation_constraints", ctx.as_of).collect()
     catalog = run_catalog_of(ctx.config, ctx.as_of)[0]  # campaign budgets included
     budgets = {b.name: catalog.budget_offers(b) for b in catalog.budgets}
     constraints = []
@@ -344,12 +340,7 @@ def _constraint_lines(ctx: StageContext) -> list[str]:
     constraints, prices = _stored_constraints(ctx)
     if not constraints:
         return []
-    rows = {
-        r["constraint"]: r
-        for r in ctx.store.read("gold", "allocation_constraints")
-        .where(F.col("as_of") == F.lit(ctx.as_of))
-        .collect()
-    }
+    rows = {r["constraint"]: r for r in ctx.store.read_as_of("allocation_constraints", ctx.as_of).collect()}
     lines = ["constraints of the batch (use / limit, shadow price):"]
     for c in constraints:
         r = rows[c.name]
@@ -366,7 +357,7 @@ UPLIFT_LINES = 5
 
 def _uplift_lines(ctx: StageContext, sid: str) -> list[str]:
     """What contact adds, per (offer, channel), from gold `offer_scores`: the best and the worst."""
-    if not ctx.store.exists("gold", "offer_scores"):
+    if not ctx.store.has("offer_scores"):
         return ["what contact adds (offer_scores): none for this date (no uplift champion yet)"]
     rows = _gold(ctx, "offer_scores", sid).collect()  # one subscriber: a few dozen rows
     if not rows:

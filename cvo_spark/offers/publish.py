@@ -47,7 +47,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cvo_spark.core.errors import ConfigError, PublishRefused
-from cvo_spark.core.io import TableStore
+from cvo_spark.core.io import TableStore, is_uri
 from cvo_spark.core.util import first_row, require_columns
 from cvo_spark.offers.engine import is_holdout
 
@@ -385,21 +385,15 @@ def check_holdout(staged: DataFrame, share: float, key: str) -> CheckResult:
 
 def previous_snapshot(store: TableStore, as_of: date) -> tuple[DataFrame | None, date | None]:
     """Rows and date of the newest published `offers` partition before `as_of` (None, None if none)."""
-    if not store.exists("gold", "offers"):
-        return None, None
-    published = store.read("gold", "offers")
-    last = first_row(
-        published.where(F.col("as_of") < F.lit(as_of)).agg(F.max("as_of").alias("d")),
-        "previous_snapshot (newest published as_of)",
-    )["d"]
-    return (None, None) if last is None else (published.where(F.col("as_of") == F.lit(last)), last)
+    last = store.latest_as_of("offers", before=as_of)
+    return (None, None) if last is None else (store.read_as_of("offers", last), last)
 
 
 # ---------------------------------------------------------------------------- publish + export
 def publish_snapshot(store: TableStore, staged: DataFrame, as_of: date) -> None:
     """Replace the `as_of` partition of gold `offers` with `staged` in ONE Delta commit."""
     # mergeSchema: a lake published before the decision-core columns takes them on.
-    store.overwrite_partition(staged, "gold", "offers", as_of, merge_schema=True)
+    store.write(staged, "offers", as_of)
 
 
 def _export_frame(offers: DataFrame, fmt: str) -> DataFrame:
@@ -449,7 +443,7 @@ def export_channels(
         else:
             writer.json(path)
 
-    if "://" in root:
+    if is_uri(root):
         for channel in channels:
             rows = frame.where(F.col("channel") == channel).orderBy("subscriber_id", "rank").coalesce(1)
             write(rows, f"{base}/{channel}.{ext}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from datetime import date
-from pathlib import Path
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -23,7 +22,7 @@ from cvo_spark.core.catalog import (
     offer_channels_frame,
     offers_frame,
 )
-from cvo_spark.core.config import Config
+from cvo_spark.core.config import ChecksConfig, Config
 from cvo_spark.core.errors import MissingTableError
 from cvo_spark.core.schemas import EVENT_TIME_COLUMN
 from cvo_spark.core.stage import StageContext, StageResult
@@ -47,6 +46,25 @@ from cvo_spark.offers.publish import (
 )
 
 log = logging.getLogger(__name__)
+
+#: The tables this stage reads (`cvo_spark.pipeline`): the day's features, segments and
+#: scores, the contact history and consents, the uplift scores, what the trigger stream
+#: already sent, and the silver tables the freshness check reads by default (a config that
+#: names others makes the run log them as undeclared reads).
+READS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        (
+            "features",
+            "segments",
+            "scores",
+            "offer_scores",
+            "offer_history",
+            "consents",
+            "trigger_offers",
+            *ChecksConfig.model_fields["freshness_tables"].default,
+        )
+    )
+)
 
 
 def consent_defaults(config: Config, catalog: Catalog) -> dict[str, bool]:
@@ -211,19 +229,17 @@ def allocation_summary(result: AllocationResult) -> str:
 
 def optional_gold(ctx: StageContext, name: str, as_of: date | None = None) -> DataFrame | None:
     """A gold table (one as_of partition when given), or None when absent or empty."""
-    if not ctx.store.exists("gold", name):
+    if not ctx.store.has(name):
         return None
-    df = ctx.store.read("gold", name)
-    if as_of is not None:
-        df = df.where(F.col("as_of") == F.lit(as_of))
-        if df.limit(1).count() == 0:
-            return None
-    return df
+    if as_of is None:
+        return ctx.store.table(name)
+    df = ctx.store.read_as_of(name, as_of)
+    return None if df.limit(1).count() == 0 else df
 
 
 def read_as_of(ctx: StageContext, name: str) -> DataFrame:
     """One as_of partition of a gold table; an empty one is a `MissingTableError`."""
-    df = ctx.store.read("gold", name).where(F.col("as_of") == F.lit(ctx.as_of))
+    df = ctx.store.read_as_of(name, ctx.as_of)
     if df.limit(1).count() == 0:
         raise MissingTableError(
             f"gold.{name} has no rows as of {ctx.as_of}: run its stage for that date first"
@@ -231,11 +247,9 @@ def read_as_of(ctx: StageContext, name: str) -> DataFrame:
     return df
 
 
-def exports_root(config: Config) -> str:
+def exports_root(ctx: StageContext) -> str:
     """``<lake>/<offers.exports_dir>`` (a URI stays a URI, a local path becomes absolute)."""
-    if "://" in config.lake:
-        return f"{config.lake.rstrip('/')}/{config.offers.exports_dir}"
-    return str(Path(config.lake, config.offers.exports_dir).absolute())
+    return ctx.store.lake_path(ctx.config.offers.exports_dir)
 
 
 def run_catalog_of(config: Config, as_of: date) -> tuple[Catalog, dict[str, tuple[str, float]]]:
@@ -279,9 +293,9 @@ def check_power(ctx: StageContext, features: DataFrame, segments: DataFrame, his
         holdout_key=o.universal_holdout_key,
         baseline_days=o.power.baseline_days,
     )
-    if rows or ctx.store.exists("gold", "campaign_power"):  # an empty partition replaces a stale one
+    if rows or ctx.store.has("campaign_power"):  # an empty partition replaces a stale one
         frame = ctx.spark.createDataFrame(rows, CAMPAIGN_POWER_SCHEMA)
-        ctx.store.overwrite_partition(frame, "gold", "campaign_power", ctx.as_of)
+        ctx.store.write(frame, "campaign_power", ctx.as_of)
     names = CAMPAIGN_POWER_SCHEMA.fieldNames()
     flagged = [r[names.index("message")] for r in rows if r[names.index("underpowered")]]
     for message in flagged:
@@ -296,9 +310,9 @@ def run(ctx: StageContext) -> StageResult:
     features = read_as_of(ctx, "features")
     segments = read_as_of(ctx, "segments")
     scores = read_as_of(ctx, "scores")
-    history = ctx.store.read("silver", "offer_history")
+    history = ctx.store.table("offer_history")
     underpowered = check_power(ctx, features, segments, history)
-    consents = ctx.store.read("silver", "consents") if ctx.store.exists("silver", "consents") else None
+    consents = ctx.store.optional("consents")
     constraints = allocation_constraints(catalog, budget_spend(history, catalog, as_of), as_of)
     # Optional gold inputs, looked up once: the batch, the audit and the decision log share them.
     offer_scores = optional_gold(ctx, "offer_scores", as_of)
@@ -321,12 +335,12 @@ def run(ctx: StageContext) -> StageResult:
         triggers=triggers,
     )
     offers = batch.offers
-    ctx.store.overwrite_partition(offers, "gold", "offers_staging", as_of, merge_schema=True)
-    staged = ctx.store.read("gold", "offers_staging").where(F.col("as_of") == F.lit(as_of))
+    ctx.store.write(offers, "offers_staging", as_of)
+    staged = ctx.store.read_as_of("offers_staging", as_of)
 
     checks_cfg = config.offers.checks
     newest = newest_event_dates(
-        {t: (ctx.store.read("silver", t), EVENT_TIME_COLUMN[t]) for t in checks_cfg.freshness_tables}, as_of
+        {t: (ctx.store.table(t), EVENT_TIME_COLUMN[t]) for t in checks_cfg.freshness_tables}, as_of
     )
     floors = (
         features.select("subscriber_id", "arpu_3m")
@@ -360,9 +374,8 @@ def run(ctx: StageContext) -> StageResult:
     )
     allocation = batch.allocation
     if allocation is not None:
-        ctx.store.overwrite_partition(
+        ctx.store.write(
             ctx.spark.createDataFrame(allocation_rows(allocation, as_of, ctx.run_id), ALLOCATION_SCHEMA),
-            "gold",
             "allocation_constraints",
             as_of,
         )
@@ -384,7 +397,7 @@ def run(ctx: StageContext) -> StageResult:
     checks = decide(results, ctx.overrides)  # raises PublishRefused; `offers` untouched
 
     publish_snapshot(ctx.store, staged, as_of)
-    published = ctx.store.read("gold", "offers").where(F.col("as_of") == F.lit(as_of))
+    published = ctx.store.read_as_of("offers", as_of)
     # The decision log (DESIGN `decisions`): what was decided, with which models, by what chance.
     uplift_version = (
         first_row(offer_scores.select("model_version"), "offers: model_version of gold offer_scores")[
@@ -393,15 +406,13 @@ def run(ctx: StageContext) -> StageResult:
         if offer_scores
         else None
     )
-    ctx.store.overwrite_partition(
+    ctx.store.write(
         decision_rows(published, scores, config.offers.campaign_id, uplift_version),
-        "gold",
         "decisions",
         as_of,
-        merge_schema=True,
         only=BATCH_SOURCE,  # the day's trigger decisions (`cvo stream`) stay
     )
-    export_channels(published, exports_root(config), as_of, catalog.channels, config.offers.export_format)
+    export_channels(published, exports_root(ctx), as_of, catalog.channels, config.offers.export_format)
     row_counts = {
         "offers": int(summary["rows"]),
         "treatment": summary["treatment"],

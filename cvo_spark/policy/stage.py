@@ -38,7 +38,7 @@ from cvo_spark.core.errors import CvoError
 from cvo_spark.core.stage import StageContext, StageResult
 from cvo_spark.models import mlflow_store
 from cvo_spark.models.uplift import with_model_rows, with_uplift
-from cvo_spark.models.uplift_stage import TRAINED_AS_OF, catalog_frames
+from cvo_spark.models.uplift_stage import catalog_frames
 from cvo_spark.policy.ope import ESTIMATORS, PolicyEstimate, evaluate_policies
 from cvo_spark.policy.policies import POLICIES, candidate_policies
 
@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 ACTION_COLUMNS = ("offer_id", "channel", "offer_type", "category", "price", "unit_cost")
 HISTORY_KEY = ("subscriber_id", "offer_id", "channel", "contacted_ts")
 
+#: The tables `cvo evaluate-policy` reads (`cvo_spark.pipeline`).
+READS: tuple[str, ...] = ("uplift_training_frames", "offer_history")
 POLICY_EVALUATIONS_SCHEMA = StructType(
     [
         StructField("policy", StringType(), False),
@@ -80,11 +82,9 @@ def evaluation_contacts(ctx: StageContext) -> DataFrame:
         f"gold uplift_training_frames has no evaluation contacts as of {ctx.as_of}: "
         f"run `cvo run --as-of {ctx.as_of}` (the train stage) first"
     )
-    if not ctx.store.exists("gold", "uplift_training_frames"):
+    if not ctx.store.has("uplift_training_frames"):
         raise CvoError(missing)
-    frame = ctx.store.read("gold", "uplift_training_frames").where(
-        (F.col(TRAINED_AS_OF) == F.lit(ctx.as_of)) & (F.col("split") == "evaluation")
-    )
+    frame = ctx.store.read_as_of("uplift_training_frames", ctx.as_of).where(F.col("split") == "evaluation")
     if frame.isEmpty():
         raise CvoError(missing)
     return frame
@@ -237,14 +237,14 @@ def run(ctx: StageContext) -> StageResult:
     if unknown:
         raise CvoError(f"unknown policy {', '.join(unknown)}: choose from {', '.join(POLICIES)}")
     mf = ctx.config.mlflow
-    mlflow_store.configure_mlflow(ctx.config.lake, mf.experiment, mf.tracking_uri, mf.registry_uri)
+    mlflow_store.configure_mlflow(ctx.store.lake_root, mf.experiment, mf.tracking_uri, mf.registry_uri)
     name = mlflow_store.registered_name(mf.model_prefix, "uplift")
     model, mv = mlflow_store.load_spark_model(name)
     if model is None:
         raise CvoError(f"no reward model: {name}@champion is not registered (train the uplift model first)")
     meta = mlflow_store.load_run_json(mv.run_id, mlflow_store.META_FILE)
 
-    history = ctx.store.read_input("silver", "offer_history")
+    history = ctx.store.input("offer_history")
     contacts = with_logged_propensity(evaluation_contacts(ctx), history)
     counts = contacts.agg(
         F.count(F.lit(1)).alias("n"), F.sum(F.col("propensity").isNull().cast("long")).alias("missing")
@@ -277,7 +277,7 @@ def run(ctx: StageContext) -> StageResult:
         ctx.as_of,
     )
     frame = ctx.spark.createDataFrame(rows, POLICY_EVALUATIONS_SCHEMA)
-    ctx.store.overwrite_partition(frame, "gold", "policy_evaluations", ctx.as_of)
+    ctx.store.write(frame, "policy_evaluations", ctx.as_of)
     lines = summary_lines(results, excluded)
     for line in lines:
         log.info(line)

@@ -25,30 +25,35 @@ from typing import Any
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from cvo_spark.core import tables
 from cvo_spark.core.io import TableStore
+from cvo_spark.core.tables import partition_is, partitions_through
 from cvo_spark.core.util import require_columns
 
-#: Which stage writes each gold table the report reads (for "stage X has not run").
-TABLE_STAGE: dict[str, str] = {
-    "features": "features",
-    "segments": "segments",
-    "segment_profiles": "segments",
-    "persona_k_selection": "segments",
-    "b2b_segments": "segments",
-    "b2b_profiles": "segments",
-    "b2b_concentration": "segments",
-    "b2b_lorenz": "segments",
-    "scores": "score",
-    "offer_scores": "score",
-    "model_evaluations": "train",
-    "model_curves": "train",
-    "offers": "offers",
-    "campaign_power": "offers",
-    "campaign_results": "measure",
-    "policy_evaluations": "evaluate-policy",
-    "quarantine": "ingest",
-    "runs": "any",
-}
+#: The gold tables the report reads (what the report stage declares to `cvo_spark.pipeline`).
+READS: tuple[str, ...] = (
+    "features",
+    "segments",
+    "segment_profiles",
+    "persona_k_selection",
+    "b2b_segments",
+    "b2b_profiles",
+    "b2b_concentration",
+    "b2b_lorenz",
+    "scores",
+    "offer_scores",
+    "model_evaluations",
+    "model_curves",
+    "offers",
+    "campaign_power",
+    "campaign_results",
+    "policy_evaluations",
+    "quarantine",
+    "runs",
+)
+#: Which stage writes each gold table the report reads (for "stage X has not run"), from the
+#: table registry; `runs` gets a row from every stage.
+TABLE_STAGE: dict[str, str] = {t: "any" if t == "runs" else tables.table(t).producers[0] for t in READS}
 
 #: Tables cut to ``as_of = D``; the others are cut differently (see `load_gold`).
 _DATED = (
@@ -107,12 +112,12 @@ def load_gold(store: TableStore, as_of: date) -> Gold:
     """
     gold: Gold = {}
     for table, stage in TABLE_STAGE.items():
-        if not store.exists("gold", table):
+        if not store.has(table):
             gold[table] = Unavailable(table, stage, as_of)
             continue
-        df = store.read("gold", table)
+        df = store.table(table)
         if table in _DATED or (table == "quarantine" and "as_of" in df.columns):
-            df = df.where(F.col("as_of") == F.lit(as_of))
+            df = df.where(partition_is(as_of))
             if df.limit(1).count() == 0:
                 gold[table] = Unavailable(table, stage, as_of, empty=True)
                 continue
@@ -126,10 +131,10 @@ def load_gold(store: TableStore, as_of: date) -> Gold:
         # An empty as_of partition after a successful ingest means a clean input, not a
         # missing stage: report "no input row was rejected".
         ingested = gold["runs"].where(
-            (F.col("stage") == "ingest") & (F.col("status") == "succeeded") & (F.col("as_of") == F.lit(as_of))
+            (F.col("stage") == "ingest") & (F.col("status") == "succeeded") & partition_is(as_of)
         )
         if ingested.limit(1).count() > 0:
-            gold["quarantine"] = store.read("gold", "quarantine").where(F.col("as_of") == F.lit(as_of))
+            gold["quarantine"] = store.read_as_of("quarantine", as_of)
     elif (
         isinstance(quarantine, DataFrame)
         and "as_of" not in quarantine.columns
@@ -144,7 +149,7 @@ def load_gold(store: TableStore, as_of: date) -> Gold:
 def latest_training(df: DataFrame, as_of: date) -> DataFrame:
     """Rows of the latest ``trained_at`` per target among training runs with ``as_of <= D``."""
     require_columns(df, ["trained_at", "as_of", "target"], "latest_training")
-    cut = df.where(F.col("as_of") <= F.lit(as_of))
+    cut = df.where(partitions_through(as_of))
     latest = cut.groupBy("target").agg(F.max("trained_at").alias("trained_at"))
     return cut.join(latest, on=["target", "trained_at"], how="inner")
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from cvo_spark.core.io import local_path_under
 from cvo_spark.core.stage import StageContext, StageResult
+from cvo_spark.report.data import READS as READS
 from cvo_spark.report.data import Unavailable, collect_report
 from cvo_spark.report.html import render_report
 
@@ -21,18 +23,12 @@ log = logging.getLogger(__name__)
 def default_report_path(lake: str, as_of) -> Path:
     """Where the report goes when no file is given (see the module docstring)."""
     name = f"report_{as_of.isoformat()}.html"
-    if lake.startswith("dbfs:/"):
-        return Path("/dbfs") / lake[len("dbfs:/") :].lstrip("/") / "reports" / name
-    if lake.startswith("file:"):
-        return Path(lake[len("file:") :]) / "reports" / name
-    if "://" in lake:
-        return Path("reports") / name
-    return Path(lake) / "reports" / name
+    return local_path_under(lake, "reports", name) or Path("reports") / name
 
 
 def run(ctx: StageContext) -> StageResult:
     out = ctx.options.get("report_out")
-    path = Path(out) if out else default_report_path(ctx.config.lake, ctx.as_of)
+    path = Path(out) if out else default_report_path(ctx.store.lake_root, ctx.as_of)
     data = collect_report(ctx.store, ctx.as_of)
     missing = sorted({v.table for v in data.values() if isinstance(v, Unavailable)})
     html = render_report(data)

@@ -36,7 +36,6 @@ from cvo_spark.core.config import PersonasConfig, SegmentsConfig
 from cvo_spark.core.errors import ConfigError, MissingTableError
 from cvo_spark.core.io import TableStore
 from cvo_spark.core.stage import StageContext, StageResult
-from cvo_spark.core.util import first_row
 from cvo_spark.segments import b2b
 from cvo_spark.segments.personas import (
     NAMING_COLUMNS,
@@ -69,6 +68,9 @@ log = logging.getLogger(__name__)
 ALL_TIERS = "ALL"
 USAGE_COL = "usage_mb_eq_3m"
 RATE_PREFIX = "__rate_"
+#: The tables this stage reads from other stages (`cvo_spark.pipeline`); it also reads the
+#: previous partitions of its own tables (persona ids and migration follow them).
+READS: tuple[str, ...] = ("features", "b2b_features")
 
 
 def _schema(*fields: tuple[str, DataType]) -> StructType:
@@ -114,17 +116,12 @@ def _with_as_of(df: DataFrame, as_of: date) -> DataFrame:
 
 
 def _partition(store: TableStore, name: str, as_of: date) -> DataFrame:
-    return store.read("gold", name).filter(F.col("as_of") == F.lit(as_of))
+    return store.read_as_of(name, as_of)
 
 
 def _previous_as_of(store: TableStore, name: str, as_of: date) -> date | None:
     """The latest as_of strictly before `as_of` in gold `name`, or None."""
-    if not store.exists("gold", name):
-        return None
-    return first_row(
-        store.read("gold", name).filter(F.col("as_of") < F.lit(as_of)).agg(F.max("as_of")),
-        f"previous as_of of gold {name}",
-    )[0]
+    return store.latest_as_of(name, before=as_of)
 
 
 def _previous_centroids(store: TableStore, as_of: date) -> dict[int, dict[str, float]]:
@@ -219,21 +216,19 @@ def _segment_subscribers(ctx: StageContext, cfg: SegmentsConfig, result: StageRe
     }
     segmented = with_window_rates(with_personas(df, fit, ids, names), rates, RATE_PREFIX).persist()
     try:
-        store.overwrite_partition(
-            _select(_with_as_of(segmented, as_of), SEGMENTS_SCHEMA), "gold", "segments", as_of
-        )
+        store.write(_select(_with_as_of(segmented, as_of), SEGMENTS_SCHEMA), "segments", as_of)
         rules = _naming_rules(pc)
         persona_tactics = {n: list(cfg.tactics.get(_base_name(n, rules), ())) for n in names.values()}
         tier_tactics = {t.name: list(cfg.tactics[t.name]) for t in ladder if t.name in cfg.tactics}
         profiles = segment_profiles(segmented, centroid_cols, persona_tactics, tier_tactics, ALL_TIERS)
         profiles = _select(_with_as_of(profiles, as_of), PROFILES_SCHEMA)
-        store.overwrite_partition(profiles, "gold", "segment_profiles", as_of)
+        store.write(profiles, "segment_profiles", as_of)
     finally:
         segmented.unpersist()
 
     scores = [(as_of, s.k, s.silhouette, s.wcss, s.chosen) for s in fit.scores]
     k_table = ctx.spark.createDataFrame(scores, K_SELECTION_SCHEMA)
-    store.overwrite_partition(k_table, "gold", "persona_k_selection", as_of)
+    store.write(k_table, "persona_k_selection", as_of)
 
     result.row_counts.update(
         segments=_partition(store, "segments", as_of).count(),
@@ -258,14 +253,14 @@ def _write_migration(ctx: StageContext, result: StageResult) -> None:
         return
     moves = migration_matrix(_partition(store, "segments", previous), _partition(store, "segments", as_of))
     moves = _with_as_of(moves, as_of).withColumn("from_as_of", F.lit(previous).cast("date"))
-    store.overwrite_partition(_select(moves, MIGRATION_SCHEMA), "gold", "persona_migration", as_of)
+    store.write(_select(moves, MIGRATION_SCHEMA), "persona_migration", as_of)
     result.row_counts["persona_migration"] = _partition(store, "persona_migration", as_of).count()
     result.checks["persona_migration"] = f"from {previous}"
 
 
 def _segment_accounts(ctx: StageContext, cfg: SegmentsConfig, result: StageResult) -> None:
     store, as_of = ctx.store, ctx.as_of
-    if not store.exists("gold", "b2b_features"):
+    if not store.has("b2b_features"):
         result.checks["b2b"] = "skipped: no gold.b2b_features table"
         return
     accounts = _partition(store, "b2b_features", as_of).persist()
@@ -293,7 +288,7 @@ def _segment_accounts(ctx: StageContext, cfg: SegmentsConfig, result: StageResul
             "b2b_lorenz": (b2b.lorenz_curve(accounts), B2B_LORENZ_SCHEMA),
         }
         for name, (df, schema) in outputs.items():
-            store.overwrite_partition(_select(_with_as_of(df, as_of), schema), "gold", name, as_of)
+            store.write(_select(_with_as_of(df, as_of), schema), name, as_of)
             result.row_counts[name] = _partition(store, name, as_of).count()
         result.checks["b2b_k"] = str(fit.k)
     finally:

@@ -40,7 +40,6 @@ import threading
 import time
 from contextlib import contextmanager
 from datetime import date
-from pathlib import Path
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
@@ -48,7 +47,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from cvo_spark.core.errors import ConfigError, MissingTableError
-from cvo_spark.core.io import TableStore
+from cvo_spark.core.io import TableStore, under_root
 from cvo_spark.core.stage import StageContext
 from cvo_spark.core.util import first_row
 from cvo_spark.offers.stage import offer_params
@@ -68,18 +67,15 @@ OFFERS_REFRESH_SECONDS = 60.0
 
 def resolve_offers_as_of(store: TableStore, offers_as_of: date | None) -> date:
     """The offers snapshot to use: `offers_as_of` when it exists, else the newest published."""
-    if not store.exists("gold", "offers"):
+    if not store.has("offers"):
         raise MissingTableError(
-            f"stream: missing table gold.offers at {store.ref('gold', 'offers')}: run the offers stage first"
+            f"stream: missing table gold.offers at {store.location('offers')}: run the offers stage first"
         )
-    offers = store.read("gold", "offers")
     if offers_as_of is not None:
-        if offers.where(F.col("as_of") == F.lit(offers_as_of)).limit(1).count() == 0:
+        if store.read_as_of("offers", offers_as_of).limit(1).count() == 0:
             raise MissingTableError(f"stream: gold.offers has no partition as_of={offers_as_of}")
         return offers_as_of
-    newest = first_row(offers.agg(F.max("as_of").alias("as_of")), "stream: newest as_of of gold.offers")[
-        "as_of"
-    ]
+    newest = store.latest_as_of("offers")
     if newest is None:
         raise MissingTableError("stream: gold.offers is empty: run the offers stage first")
     return newest
@@ -126,22 +122,22 @@ class TriggerOfferSink:
         """Earlier trigger decisions (event key, channel): the emitted offers, plus the
         holdout's logged decisions, so rules 1, 4 and 5 treat the holdout alike."""
         cols = [*EVENT_KEY, "channel"]
-        if self.store.exists("gold", "trigger_offers"):
-            emitted = self.store.read("gold", "trigger_offers").select(*cols)
+        if self.store.has("trigger_offers"):
+            emitted = self.store.table("trigger_offers").select(*cols)
         else:
             emitted = spark.createDataFrame([], TRIGGER_OFFERS_SCHEMA).select(*cols)
-        if self.store.exists("gold", "decisions"):
-            log = self.store.read("gold", "decisions")
+        if self.store.has("decisions"):
+            log = self.store.table("decisions")
             if "event_ts" in log.columns:
                 held = log.where((F.col("source") == "trigger") & (F.col("group") == "holdout"))
                 emitted = emitted.unionByName(held.select(*cols))
         return emitted
 
     def _contacts(self, spark: SparkSession) -> DataFrame:
-        if not self.store.exists("silver", "offer_history"):
+        if not self.store.has("offer_history"):
             return spark.createDataFrame([], "subscriber_id string, channel string, contact_ts timestamp")
         return (
-            self.store.read("silver", "offer_history")
+            self.store.table("offer_history")
             .where(F.col("group") == "treatment")  # control rows were never actually contacted
             .select("subscriber_id", "channel", F.col("contacted_ts").alias("contact_ts"))
         )
@@ -155,7 +151,7 @@ class TriggerOfferSink:
             if self._resolved is None or now - self._resolved[1] > OFFERS_REFRESH_SECONDS:
                 self._resolved = (resolve_offers_as_of(self.store, None), now)
             as_of = self._resolved[0]
-        return self.store.read("gold", "offers").where(F.col("as_of") == F.lit(as_of))
+        return self.store.read_as_of("offers", as_of)
 
     def batch_decisions(self, events: DataFrame, first_sec: int, last_sec: int) -> DataFrame:
         """This batch's trigger decisions (`select_trigger_decisions`: treatment and
@@ -186,10 +182,12 @@ class TriggerOfferSink:
         decision_id: a replayed batch adds nothing), aligned to the table's columns."""
         spark = decisions.sparkSession
         rows = trigger_decision_rows(decisions, f"{self.app_id(spark)}-{batch_id}", self.default_campaign_id)
-        if not self.store.exists("gold", "decisions"):
-            self.store.append(rows, "gold", "decisions", partition_by=["as_of"])
+        # Not conformed to the registry's columns: the rows are aligned to the stored log's
+        # own columns, which an older lake may lack (see below).
+        if not self.store.has("decisions"):
+            self.store.write(rows, "decisions", mode="insert_new", conform=False)  # creates it
             return
-        target = self.store.read("gold", "decisions").schema
+        target = self.store.table("decisions").schema
         # A log written before a column existed: keep its columns (the batch's next run,
         # which merges its schema, adds them); a column only the log has reads null.
         aligned = rows.select(
@@ -198,12 +196,11 @@ class TriggerOfferSink:
                 for f in target.fields
             ]
         )
-        self.store.insert_new(aligned, "gold", "decisions", keys=["decision_id"])
+        self.store.write(aligned, "decisions", mode="insert_new", conform=False)
 
     def write(self, rows: DataFrame, batch_id: int) -> None:
-        self.store.append(
+        self.store.write(
             rows,
-            "gold",
             "trigger_offers",
             options={"txnAppId": self.app_id(rows.sparkSession), "txnVersion": batch_id},
         )
@@ -238,11 +235,7 @@ class TriggerOfferSink:
 
 def checkpoint_location(lake: str, checkpoint: str) -> str:
     """`checkpoint` as is when absolute or a URI, else under the lake root."""
-    if "://" in checkpoint or Path(checkpoint).is_absolute():
-        return checkpoint
-    if "://" in lake:
-        return f"{lake.rstrip('/')}/{checkpoint}"
-    return str(Path(lake, checkpoint).absolute())
+    return under_root(lake, checkpoint)
 
 
 def rules_from(ctx: StageContext) -> TriggerRules:
@@ -270,24 +263,22 @@ def start_trigger_stream(
     """Start the trigger-offer query (checks its inputs first) and return it running."""
     s = ctx.config.stream
     store = ctx.store
-    if not store.exists("silver", "quota_events"):
+    if not store.has("quota_events"):
         raise MissingTableError(
-            f"stream: missing table silver.quota_events at {store.ref('silver', 'quota_events')}"
+            f"stream: missing table silver.quota_events at {store.location('quota_events')}"
         )
     resolve_offers_as_of(store, offers_as_of)  # fail before starting, with one clear line
     unknown = sorted(set(s.channel_by_event) - {"recharge", "quota_low", "quota_expiring", "package_expired"})
     if unknown:
         raise ConfigError(f"stream.channel_by_event: unknown event type {unknown[0]!r}")
-    checkpoint = checkpoint_location(ctx.config.lake, s.checkpoint)
+    checkpoint = store.under_lake(s.checkpoint)
     sink = sink or TriggerOfferSink(
         store, rules_from(ctx), checkpoint, offers_as_of, ctx.config.offers.campaign_id
     )
 
-    ref = store.ref("silver", "quota_events")
-    reader = ctx.spark.readStream.format("delta")
-    if s.max_files_per_trigger:
-        reader = reader.option("maxFilesPerTrigger", s.max_files_per_trigger)
-    source = reader.table(ref.catalog_name) if ref.catalog_name else reader.load(ref.path)
+    source = store.read_stream(
+        "quota_events", {"maxFilesPerTrigger": s.max_files_per_trigger} if s.max_files_per_trigger else None
+    )
     events = (
         source.select(*EVENT_KEY)
         .where(F.col("subscriber_id").isNotNull() & F.col("event_ts").isNotNull())
