@@ -86,3 +86,33 @@ def test_xgboost_engine_without_the_package_names_the_key(monkeypatch):
     assert parse_config({"models": {"engine": "mllib"}}).models.engine == "mllib"
     with pytest.raises(ConfigError, match="models.engine"):
         parse_config({"models": {"engine": "lightgbm"}}, "test.yaml")
+
+
+def test_parameter_objects_take_their_defaults_from_the_config():
+    """Issue 17: no business default written twice. A parameter object built from the
+    default config equals the bare one, except what only a config and catalog can say."""
+    import dataclasses
+
+    from cvo_spark.core.catalog import load_catalog
+    from cvo_spark.models.uplift import UpliftParams
+    from cvo_spark.models.uplift_stage import uplift_params
+    from cvo_spark.offers.allocation import AllocationParams
+    from cvo_spark.offers.campaigns import PowerSettings
+    from cvo_spark.offers.engine import OfferParams
+    from cvo_spark.offers.stage import allocation_params, offer_params, power_settings
+
+    config = parse_config({}, "defaults")
+    catalog = load_catalog(Path(__file__).resolve().parents[1] / "conf" / "offers.yaml")
+    catalog_or_config_only = {"universal_holdout_share", "push_channels", "consent_when_missing"}
+    for built, bare in [
+        (offer_params(config, catalog), OfferParams()),
+        (allocation_params(config), AllocationParams()),
+        (power_settings(config), PowerSettings()),
+        (uplift_params(config), UpliftParams()),
+    ]:
+        differ = {
+            f.name
+            for f in dataclasses.fields(bare)
+            if getattr(built, f.name) != getattr(bare, f.name) and f.name not in catalog_or_config_only
+        }
+        assert differ == set(), f"{type(bare).__name__}: {sorted(differ)} written twice and apart"

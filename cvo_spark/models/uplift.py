@@ -46,6 +46,7 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from cvo_spark.core.config import ModelsConfig, UpliftConfig
 from cvo_spark.core.schemas import SUBSCRIBER_CHANNELS
 from cvo_spark.core.util import require_columns
 from cvo_spark.models.propensity import (
@@ -65,21 +66,22 @@ CATALOG_COLUMNS = ("offer_id", "offer_type", "category", "price", "unit_cost")
 class UpliftParams:
     """Plain values for the uplift transforms (the stages fill them from config)."""
 
-    snapshot_days: int = 7
-    history_days: int = 84
-    outcome_days: int = 7
-    fatigue_days: int = 14
-    evaluation_days: int = 21
-    max_iter: int = 40
-    max_depth: int = 4
+    # Defaults from the config model (written once there); the control arm's are fixed below.
+    snapshot_days: int = UpliftConfig().snapshot_days
+    history_days: int = UpliftConfig().history_days
+    outcome_days: int = UpliftConfig().outcome_days
+    fatigue_days: int = UpliftConfig().fatigue_days
+    evaluation_days: int = UpliftConfig().evaluation_days
+    max_iter: int = UpliftConfig().gbt_max_iter
+    max_depth: int = UpliftConfig().gbt_max_depth
     #: The control arm (10% of contacts) gets a smaller, shallower model: see the module docstring.
     control_max_iter: int = 15
     control_max_depth: int = 2
     control_min_instances: int = 20
-    seed: int = 42
+    seed: int = ModelsConfig().seed
     #: Each arm learns from at most this many contacts (a seeded sample beyond): the fit's
     #: cost stops growing with the base while the control arm keeps all it has below it.
-    max_contacts_per_arm: int = 500_000
+    max_contacts_per_arm: int = UpliftConfig().max_contacts_per_arm
 
 
 # ---------------------------------------------------------------------------- features

@@ -50,6 +50,7 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from cvo_spark.core.config import AllocationConfig
 from cvo_spark.core.util import first_row, require_columns
 
 log = logging.getLogger(__name__)
@@ -112,15 +113,21 @@ def paced_allowance(amount: float, spent: float, start: date, end: date, as_of: 
     return max(amount - spent, 0.0) / days_left
 
 
+#: The business defaults live once, in the config model; the parameter objects take theirs.
+_ALLOCATION = AllocationConfig()
+
+
 @dataclass(frozen=True)
 class AllocationParams:
-    max_offers: int = 3
-    min_net_value: float = 0.0
-    sample_share: float = 0.2
-    max_iterations: int = 30
-    full_passes: int = 2
-    tolerance: float = 0.01
-    seed: int = 7
+    """Plain values of config ``offers.allocation`` for the solver (`offers.stage.allocation_params`)."""
+
+    max_offers: int = _ALLOCATION.max_offers_per_subscriber
+    min_net_value: float = _ALLOCATION.min_net_value
+    sample_share: float = _ALLOCATION.solver_sample_share
+    max_iterations: int = _ALLOCATION.solver_max_iterations
+    full_passes: int = _ALLOCATION.solver_full_passes
+    tolerance: float = _ALLOCATION.solver_tolerance
+    seed: int = _ALLOCATION.solver_seed
 
 
 @dataclass

@@ -41,7 +41,7 @@ from pyspark.sql.types import (
 )
 
 from cvo_spark.core.catalog import Budget, Catalog, campaign_budget_name
-from cvo_spark.core.config import CampaignConfig
+from cvo_spark.core.config import CampaignConfig, OffersConfig, PowerConfig
 from cvo_spark.core.power import check_campaign_power
 from cvo_spark.core.rules import Eligibility, both_rules
 from cvo_spark.core.util import first_row, require_columns
@@ -223,13 +223,13 @@ CAMPAIGN_POWER_SCHEMA = StructType(
 class PowerSettings:
     """Plain values of config ``offers.power`` (and the default control share)."""
 
-    alpha: float = 0.05
-    power: float = 0.8
-    icc: float = 0.1
-    contacts_per_subscriber: float = 1.0
-    min_baseline_contacts: int = 100
-    default_accept_rate: float = 0.05
-    default_control_share: float = 0.1
+    alpha: float = PowerConfig().alpha
+    power: float = PowerConfig().power
+    icc: float = PowerConfig().icc
+    contacts_per_subscriber: float = PowerConfig().contacts_per_subscriber
+    min_baseline_contacts: int = PowerConfig().min_baseline_contacts
+    default_accept_rate: float = PowerConfig().default_accept_rate
+    default_control_share: float = OffersConfig.model_fields["control_share"].default
 
 
 def power_row(

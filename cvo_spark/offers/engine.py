@@ -48,6 +48,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from cvo_spark.core.config import AllocationConfig, FeatureWindows, OffersConfig
 from cvo_spark.core.schemas import SUBSCRIBER_CHANNELS
 from cvo_spark.core.util import require_columns
 from cvo_spark.offers.allocation import CHOSEN, AllocationParams, AllocationResult, Constraint, allocate
@@ -109,42 +110,49 @@ SCORE_COLUMNS = (
 HISTORY_COLUMNS = ("subscriber_id", "offer_id", "channel", "contacted_ts", "group", "accepted", "accepted_ts")
 
 
+#: The business defaults live once, in the config models; the parameter object takes theirs.
+_OFFERS, _ALLOC, _WINDOWS = OffersConfig(), AllocationConfig(), FeatureWindows()
+
+
 @dataclass(frozen=True)
 class OfferParams:
-    """Plain values the offer transforms need (the stage fills them from config)."""
+    """Plain values the offer transforms need (`offers.stage.offer_params` fills them from
+    config and the catalog). Defaults are the config's, except three that only a config and
+    catalog can say: the universal holdout is off (0) for a bare parameter object, and push
+    channels and consent defaults come from the catalog's channels."""
 
-    campaign_id: str = "cvo"
-    control_share: float = 0.1
-    #: Universal holdout (hash of subscriber_id and the key alone); 0 = none. The config's
-    #: default is 0.05 (offers.universal_holdout_share).
+    campaign_id: str = _OFFERS.campaign_id
+    control_share: float = _OFFERS.control_share
+    #: Universal holdout (hash of subscriber_id and the key alone); 0 = none here, so a
+    #: transform called without a config holds nobody back (offers.universal_holdout_share).
     universal_holdout_share: float = 0.0
-    universal_holdout_key: str = "cvo-universal-holdout"
-    contact_window_days: int = 7
-    max_contacts_per_channel: int = 3
-    cooldown_days_after_reject: int = 14
-    high_value_min_price_share: float = 0.05
-    price_elasticity: float = 0.5
-    arpu_floor: float = 10_000.0
-    retention_min_p_churn: float = 0.25
-    retention_save_rate: float = 0.2
+    universal_holdout_key: str = _OFFERS.universal_holdout_key
+    contact_window_days: int = _OFFERS.contact_window_days
+    max_contacts_per_channel: int = _OFFERS.max_contacts_per_channel
+    cooldown_days_after_reject: int = _OFFERS.cooldown_days_after_reject
+    high_value_min_price_share: float = _OFFERS.high_value_min_price_share
+    price_elasticity: float = _OFFERS.price_elasticity
+    arpu_floor: float = _OFFERS.arpu_floor
+    retention_min_p_churn: float = _OFFERS.retention_min_p_churn
+    retention_save_rate: float = _OFFERS.retention_save_rate
     type_weights: dict[str, float] = field(default_factory=dict)
-    trend_days: int = 30  # features' trend_recent_days: the window the trend reasons talk about
-    quota_days: int = 30  # features' quota window
+    trend_days: int = _WINDOWS.trend_recent_days  # the window the trend reasons talk about
+    quota_days: int = _WINDOWS.quota_days
     # Decision core (see cvo_spark/offers/allocation.py and AllocationConfig).
-    allocate: bool = True
+    allocate: bool = _ALLOC.enabled
     push_channels: tuple[str, ...] = ("sms", "ussd", "call_centre")
-    max_push_contacts: int = 2
-    fatigue_ignored_contacts: int = 3
-    fatigue_window_days: int = 14
+    max_push_contacts: int = _ALLOC.max_push_contacts
+    fatigue_ignored_contacts: int = _ALLOC.fatigue_ignored_contacts
+    fatigue_window_days: int = _ALLOC.fatigue_window_days
     #: channel -> allowed, for a subscriber with no consent row for the channel.
     consent_when_missing: dict[str, bool] = field(
         default_factory=lambda: dict.fromkeys(SUBSCRIBER_CHANNELS, True)
     )
-    uplift_fallback_share: float = 0.5
+    uplift_fallback_share: float = _ALLOC.uplift_fallback_share
     #: DESIGN invariant 9: the share of subscribers whose decision is drawn uniformly among
     #: their explorable actions (0 = off, the default) and the hash key of that draw.
-    exploration_share: float = 0.0
-    exploration_key: str = "cvo-exploration"
+    exploration_share: float = _ALLOC.exploration_share
+    exploration_key: str = _ALLOC.exploration_key
 
 
 # ---------------------------------------------------------------------------- helpers
