@@ -11,7 +11,7 @@ Then ``--replications`` times (seeded): a known random logging policy (an action
 among the point's allowed actions, held back as control with probability
 ``--control-share``) is drawn at every decision point, and its outcome from the planted
 probability of the drawn arm; `cvo_spark.policy.ope.evaluate_policies` judges the
-candidate policies (`cvo_spark.policy.policies`: uplift, response_model, random) on that log
+candidate policies (`cvo_spark.policy.policies`: uplift, response_model, tier_rule, random) on that log
 with ``--bootstrap`` Poisson resamples of subscribers. Reported per policy and estimator:
 coverage of the truth by the 95% interval, bias, RMSE, mean interval width, mean effective
 sample size. The same policies are also judged on the generator's own log (its logging
@@ -46,7 +46,7 @@ from cvo_spark.core.stage import StageContext  # noqa: E402
 from cvo_spark.models import mlflow_store  # noqa: E402
 from cvo_spark.models.uplift_stage import catalog_frames  # noqa: E402
 from cvo_spark.policy.ope import ESTIMATORS, evaluate_policies  # noqa: E402
-from cvo_spark.policy.policies import candidate_policies  # noqa: E402
+from cvo_spark.policy.policies import candidate_policies, with_high_value  # noqa: E402
 from cvo_spark.policy.stage import (  # noqa: E402
     evaluation_contacts,
     logged_rows,
@@ -57,7 +57,7 @@ from cvo_spark.synth.generate import ACTIVITY_FLOOR, DEFAULT_END_DATE  # noqa: E
 from cvo_spark.synth.response import true_response  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-POLICIES = ("uplift", "response_model", "random")
+POLICIES = ("uplift", "response_model", "tier_rule", "random")
 
 
 def _u(seed: int, stream: int, *cols) -> F.Column:
@@ -74,7 +74,11 @@ def inputs(ctx: StageContext, bronze: Path, max_points: int) -> tuple[DataFrame,
         raise SystemExit("no uplift champion in this lake: nothing to use as the reward model")
     meta = mlflow_store.load_run_json(mv.run_id, mlflow_store.META_FILE)
     history = ctx.store.read_input("silver", "offer_history")
-    points = with_logged_propensity(evaluation_contacts(ctx), history).where(F.col("propensity") > 0)
+    points = (
+        with_logged_propensity(evaluation_contacts(ctx), history)
+        .where(F.col("propensity") > 0)
+        .transform(with_high_value, ctx.config.segments.value_tiers)
+    )
     if max_points:
         # A seeded subset of subscribers (whole subscribers, so clusters stay whole).
         n = points.count()

@@ -6,8 +6,15 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
+from cvo_spark.core.errors import MissingColumnsError
 from cvo_spark.policy.ope import ESTIMATORS, evaluate_policies, policy_contributions
-from cvo_spark.policy.policies import candidate_policies, greedy_policy, uniform_policy
+from cvo_spark.policy.policies import (
+    candidate_policies,
+    greedy_policy,
+    tier_rule_policy,
+    uniform_policy,
+    with_high_value,
+)
 
 LOGGED_SCHEMA = (
     "decision_key string, subscriber_id string, offer_id string, channel string, treated int, "
@@ -113,6 +120,50 @@ def test_candidate_policies(spark):
         candidate_policies(scored, ("bogus",))
 
 
+def test_tier_rule_gives_high_value_the_dearest_offer_and_the_rest_the_cheapest(spark):
+    from cvo_spark.core.config import ValueTiersConfig
+
+    # High Value as the segments stage defines it (defaults: LOS > 180 days and arpu_3m >
+    # 100,000, both strict): h1 is; n1 misses by one day, n2 by one rupiah, n3 has no arpu.
+    points = spark.createDataFrame(
+        [("h1", 181, 100_001.0), ("n1", 180, 500_000.0), ("n2", 400, 100_000.0), ("n3", 400, None)],
+        "decision_key string, length_of_stay_days int, arpu_3m double",
+    )
+    high = {
+        r["decision_key"]: r["is_high_value"] for r in with_high_value(points, ValueTiersConfig()).collect()
+    }
+    assert high == {"h1": True, "n1": False, "n2": False, "n3": False}
+    # Two offers: cheap (price 10, on sms at cost 0.2 or app at cost 0.1) and dear (price 50,
+    # on sms 0.2 or app 0.3). The rule sends the dear one to h1 on its cheaper channel (sms)
+    # and the cheap one to everyone else on its cheaper channel (app), whatever the model says.
+    actions = [
+        ("cheap", "sms", 0.2, 10.0),
+        ("cheap", "app", 0.1, 10.0),
+        ("dear", "sms", 0.2, 50.0),
+        ("dear", "app", 0.3, 50.0),
+    ]
+    rows = [(d, o, c, 1.0, 0.0, cost, price, d == "h1") for d in high for (o, c, cost, price) in actions]
+    scored = spark.createDataFrame(
+        rows,
+        "decision_key string, offer_id string, channel string, q_contacted double, q_not double, "
+        "contact_cost double, price double, is_high_value boolean",
+    )
+    got = sorted(
+        (r["decision_key"], r["offer_id"], r["channel"], r["pi"]) for r in tier_rule_policy(scored).collect()
+    )
+    assert got == [
+        ("h1", "dear", "sms", 1.0),
+        ("n1", "cheap", "app", 1.0),
+        ("n2", "cheap", "app", 1.0),
+        ("n3", "cheap", "app", 1.0),
+    ]
+    stacked = candidate_policies(scored, ("tier_rule", "no_contact"))
+    assert stacked.where(F.col("policy") == "tier_rule").count() == 4
+    # Without the columns it needs, the rule says so instead of guessing.
+    with pytest.raises(MissingColumnsError, match="is_high_value"):
+        tier_rule_policy(scored.drop("is_high_value"))
+
+
 def test_report_shows_policies_best_net_value_first(spark):
     from datetime import date
 
@@ -164,7 +215,7 @@ def test_evaluate_policy_on_the_pipeline_lake(pipeline_lake, spark, capsys):
     )
     by = {(r["policy"], r["estimator"]): r for r in rows}
     assert set(by) == {
-        (p, e) for p in ("uplift", "response_model", "random", "no_contact") for e in ESTIMATORS
+        (p, e) for p in ("uplift", "response_model", "tier_rule", "random", "no_contact") for e in ESTIMATORS
     }
     for (policy, estimator), r in by.items():
         assert r["decision_points"] > 100 and r["subscribers"] > 50, (policy, r["decision_points"])

@@ -549,8 +549,8 @@ class PolicyEvaluationConfig(_Section):
     ``bootstrap_replicates``: Poisson resamples of subscribers for the intervals.
     """
 
-    policies: tuple[Literal["uplift", "response_model", "random", "no_contact"], ...] = Field(
-        ("uplift", "response_model", "random", "no_contact"), min_length=1
+    policies: tuple[Literal["uplift", "response_model", "tier_rule", "random", "no_contact"], ...] = Field(
+        ("uplift", "response_model", "tier_rule", "random", "no_contact"), min_length=1
     )
     bootstrap_replicates: int = Field(200, ge=0)
     seed: int = 7

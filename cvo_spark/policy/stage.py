@@ -40,7 +40,7 @@ from cvo_spark.models import mlflow_store
 from cvo_spark.models.uplift import with_model_rows, with_uplift
 from cvo_spark.models.uplift_stage import TRAINED_AS_OF, catalog_frames
 from cvo_spark.policy.ope import ESTIMATORS, PolicyEstimate, evaluate_policies
-from cvo_spark.policy.policies import POLICIES, candidate_policies
+from cvo_spark.policy.policies import POLICIES, candidate_policies, with_high_value
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +118,11 @@ def with_logged_propensity(contacts: DataFrame, offer_history: DataFrame) -> Dat
 def scored_actions(points: DataFrame, actions: DataFrame, model, meta: dict) -> DataFrame:
     """Every decision point x every allowed (offer, channel), scored by the reward model.
 
-    `points` are evaluation contacts with ``decision_key``; `actions` has ACTION_COLUMNS
-    and ``contact_cost``. Adds ``margin``, ``q_contacted`` and ``q_not`` (expected margin if
-    contacted / if not) per action.
+    `points` are evaluation contacts with ``decision_key`` (and optionally
+    ``is_high_value``, kept for the tier rule); `actions` has ACTION_COLUMNS and
+    ``contact_cost``. Returns ``decision_key, offer_id, channel, contact_cost, price,
+    margin, q_contacted, q_not`` (expected margin if contacted / if not) per action, plus
+    ``is_high_value`` when the points carry it.
     """
     subscriber_part = points.select(
         "decision_key", *[c for c in points.columns if c not in ACTION_COLUMNS and c != "decision_key"]
@@ -129,6 +131,7 @@ def scored_actions(points: DataFrame, actions: DataFrame, model, meta: dict) -> 
         with_model_rows, meta["offer_ids"], meta["categories"], meta["features"]
     )
     margin = (F.col("price") - F.col("unit_cost")).cast("double")
+    keep = ["is_high_value"] if "is_high_value" in points.columns else []
     return (
         with_uplift(model, rows)
         .withColumn("margin", margin)
@@ -137,6 +140,8 @@ def scored_actions(points: DataFrame, actions: DataFrame, model, meta: dict) -> 
             "offer_id",
             "channel",
             "contact_cost",
+            F.col("price").cast("double").alias("price"),
+            *keep,
             "margin",
             (F.col("p_accept_if_contacted") * F.col("margin")).alias("q_contacted"),
             (F.col("p_accept_if_not") * F.col("margin")).alias("q_not"),
@@ -250,7 +255,11 @@ def run(ctx: StageContext) -> StageResult:
         F.count(F.lit(1)).alias("n"), F.sum(F.col("propensity").isNull().cast("long")).alias("missing")
     ).first()
     excluded = int(counts["missing"] or 0) if counts else 0
-    points = contacts.where(F.col("propensity").isNotNull() & (F.col("propensity") > 0)).persist()
+    points = (
+        contacts.where(F.col("propensity").isNotNull() & (F.col("propensity") > 0))
+        .transform(with_high_value, ctx.config.segments.value_tiers)
+        .persist()
+    )
     try:
         offers, channels, _, _ = catalog_frames(ctx)
         actions = offers.select("offer_id", "offer_type", "category", "price", "unit_cost").join(
