@@ -69,6 +69,47 @@ def test_estimators_match_the_hand_computation(spark, logged):
     assert none.contact_mass == 0.0 and none.matched == 0
 
 
+def test_pooled_control_arm_matches_the_hand_computation(spark):
+    # Offer o1 can go out on sms or app (K = 2 channels on which it can be held back); every
+    # propensity is 1/4. d3 held o1 back on app: nobody held back sees the channel, so it
+    # tells the policy "always (o1, sms)" about μ₀ as much as d2 does. The reward model
+    # reads the channel (q̂₀ 1 on sms, 3 on app); the policy's q̂₀ of o1 is its own, 1.
+    rows = [
+        ("d1", "s1", "o1", "sms", 1, 0.25, 10.0, 4.0, 1.0, 2),
+        ("d2", "s2", "o1", "sms", 0, 0.25, 2.0, 4.0, 1.0, 2),
+        ("d3", "s3", "o1", "app", 0, 0.25, 6.0, 5.0, 3.0, 2),
+        ("d4", "s4", "o1", "sms", 1, 0.25, 0.0, 4.0, 1.0, 2),
+    ]
+    log = spark.createDataFrame(rows, LOGGED_SCHEMA + ", control_channels int")
+    policy = _always(spark, "always_a", "o1", "sms", 4.0, 1.0)
+    (a,) = evaluate_policies(log, policy, ["always_a"], replicates=20, seed=3, pool_control_channels=True)
+    # Treated weights 1/0.25 = 4 (d1, d4); pooled control weights π_o/(K p) = 1/(2 x 0.25) = 2 (d2, d3).
+    # IPS = (4*10 - 2*2 - 2*6 + 4*0) / 4 = 6.
+    assert a.estimates["ips"] == pytest.approx(6.0)
+    # SNIPS = 1 x (40/8 - (2*2 + 2*6)/(2 + 2)) = 5 - 4 = 1.
+    assert a.estimates["snips"] == pytest.approx(1.0)
+    # DR = (1/4) [ (3 + 4*(10-4)) + (3 - 2*(2-1)) + (3 - 2*(6-1)) + (3 + 4*(0-4)) ] = 8/4 = 2:
+    # d3's residual is taken against q̂₀ of the offer under the policy (1), not of app (3).
+    assert a.estimates["dm"] == pytest.approx(3.0)
+    assert a.estimates["dr"] == pytest.approx(2.0)
+    assert a.matched == 4 and a.matched_control == 2
+    assert a.effective_sample_size == pytest.approx(12.0**2 / 40.0)
+    assert a.control_effective_sample_size == pytest.approx(4.0**2 / 8.0)
+    assert a.unsupported_actions == []
+    # Unpooled, d3 is off the policy's action: IPS (40 - 8) / 4 = 8, one control row.
+    (u,) = evaluate_policies(log, policy, ["always_a"], replicates=0)
+    assert u.estimates["ips"] == pytest.approx(8.0)
+    assert u.matched_control == 1 and u.control_effective_sample_size == pytest.approx(1.0)
+    # (o1, app) was held back but never sent: no treated arm, pooled or not.
+    (b,) = evaluate_policies(
+        log, _always(spark, "b", "o1", "app", 5.0, 3.0), ["b"], replicates=0, pool_control_channels=True
+    )
+    assert b.unsupported_actions == ["o1/app"]
+    # Pooling needs K_o per row: a log without it is refused, not guessed at.
+    with pytest.raises(MissingColumnsError, match="control_channels"):
+        evaluate_policies(log.drop("control_channels"), policy, ["always_a"], pool_control_channels=True)
+
+
 def test_an_action_the_log_never_held_back_is_reported_unsupported(spark, logged):
     # B = (o2, app) was only ever sent, never held back: its incremental value has no control arm.
     policy = _always(spark, "always_b", "o2", "app", 3.0, 3.0)

@@ -547,6 +547,10 @@ class PolicyEvaluationConfig(_Section):
 
     ``policies``: the candidate policies judged by default (see `cvo_spark.policy.policies`).
     ``bootstrap_replicates``: Poisson resamples of subscribers for the intervals.
+    ``pool_control_channels``: estimate the control (not contacted) part of an action from
+    the control rows of its offer on every channel, since nobody held back sees the channel
+    (`cvo_spark.policy.ope`); assumes the logging policy could hold each offer back on every
+    catalog channel of it.
     """
 
     policies: tuple[Literal["uplift", "response_model", "tier_rule", "random", "no_contact"], ...] = Field(
@@ -554,6 +558,7 @@ class PolicyEvaluationConfig(_Section):
     )
     bootstrap_replicates: int = Field(200, ge=0)
     seed: int = 7
+    pool_control_channels: bool = False
 
 
 class Config(_Section):

@@ -39,7 +39,7 @@ from cvo_spark.core.stage import StageContext, StageResult
 from cvo_spark.models import mlflow_store
 from cvo_spark.models.uplift import with_model_rows, with_uplift
 from cvo_spark.models.uplift_stage import TRAINED_AS_OF, catalog_frames
-from cvo_spark.policy.ope import ESTIMATORS, PolicyEstimate, evaluate_policies
+from cvo_spark.policy.ope import CONTROL_CHANNELS, ESTIMATORS, PolicyEstimate, evaluate_policies
 from cvo_spark.policy.policies import POLICIES, candidate_policies, with_high_value
 
 log = logging.getLogger(__name__)
@@ -150,11 +150,17 @@ def scored_actions(points: DataFrame, actions: DataFrame, model, meta: dict) -> 
 
 
 def logged_rows(points: DataFrame, scored: DataFrame) -> DataFrame:
-    """The logged decision points in the estimators' form (`ope.LOGGED_COLUMNS`).
+    """The logged decision points in the estimators' form (`ope.LOGGED_COLUMNS` and
+    `ope.CONTROL_CHANNELS`).
 
     The reward is the logged outcome times the logged offer's margin; q̂ of the logged action
     comes from `scored` (an action outside the catalog's channels has no score: q̂ = 0, and
-    no candidate policy can take it, so its weight is 0 anyway).
+    no candidate policy can take it, so its weight is 0 anyway). ``control_channels`` (K_o,
+    for the pooled control arm) is the number of the catalog's channels for the logged offer:
+    this assumes the logging policy could hold the offer back on every one of them (true of
+    a logger exploring uniformly over the catalog; where a channel is never used for an
+    offer, pooling overstates the value, see `cvo_spark.policy.ope`). An offer outside the
+    catalog gets 1 (and, as above, weight 0).
     """
     margin = (F.col("price") - F.col("unit_cost")).cast("double")
     logged = points.select(
@@ -167,8 +173,12 @@ def logged_rows(points: DataFrame, scored: DataFrame) -> DataFrame:
         (F.col("label").cast("double") * F.coalesce(margin, F.lit(0.0))).alias("reward"),
     )
     q = scored.select("decision_key", "offer_id", "channel", "q_contacted", "q_not")
-    return logged.join(q, on=["decision_key", "offer_id", "channel"], how="left").fillna(
-        0.0, subset=["q_contacted", "q_not"]
+    k = scored.groupBy("decision_key", "offer_id").agg(F.count(F.lit(1)).alias(CONTROL_CHANNELS))
+    return (
+        logged.join(q, on=["decision_key", "offer_id", "channel"], how="left")
+        .join(k, on=["decision_key", "offer_id"], how="left")
+        .fillna(0.0, subset=["q_contacted", "q_not"])
+        .fillna(1, subset=[CONTROL_CHANNELS])
     )
 
 
@@ -271,7 +281,7 @@ def run(ctx: StageContext) -> StageResult:
             policy = candidate_policies(scored, names, ctx.config.offers.allocation.min_net_value)
             results = evaluate_policies(
                 logged, policy, names, replicates=cfg.bootstrap_replicates, seed=cfg.seed,
-                confidence=ctx.config.measure.confidence,
+                confidence=ctx.config.measure.confidence, pool_control_channels=cfg.pool_control_channels,
             )  # fmt: skip
         finally:
             scored.unpersist()
