@@ -47,7 +47,9 @@ def _always(spark, name, offer, channel, q1, q0):
 
 def test_estimators_match_the_hand_computation(spark, logged):
     policy = _always(spark, "always_a", "o1", "sms", 4.0, 1.0)
-    (a, none) = evaluate_policies(logged, policy, ["always_a", "no_contact"], replicates=20, seed=3)
+    (a, none) = evaluate_policies(
+        logged, policy, ["always_a", "no_contact"], replicates=20, seed=3, min_effective_sample=2.0
+    )
     # w = 1/0.25 = 4 on the three rows that logged A, 0 on d3.
     # IPS = (4*10 - 4*2 + 4*0) / 4 = 8.
     assert a.estimates["ips"] == pytest.approx(8.0)
@@ -67,6 +69,11 @@ def test_estimators_match_the_hand_computation(spark, logged):
     assert none.estimates == {e: 0.0 for e in ESTIMATORS}
     assert none.intervals == {e: (0.0, 0.0) for e in ESTIMATORS}
     assert none.contact_mass == 0.0 and none.matched == 0
+    # Support: ESS 3 overall, but the control arm is one row (d2): 1 effective decision, under
+    # the minimum of 2, so the interval is flagged. Never contacting needs no support.
+    assert a.control_effective_sample_size == pytest.approx(1.0) and a.matched_control == 1
+    assert a.effective_decisions == pytest.approx(1.0) and a.low_support
+    assert not none.low_support
 
 
 def test_pooled_control_arm_matches_the_hand_computation(spark):
@@ -211,14 +218,17 @@ def test_report_shows_policies_best_net_value_first(spark):
     from cvo_spark.report.data import Unavailable, policy_overview
     from cvo_spark.report.html import _policy_table
 
-    schema = "policy string, estimator string, value double, ci_low double, ci_high double, net_value double"
+    schema = (
+        "policy string, estimator string, value double, ci_low double, ci_high double, net_value double, "
+        "effective_sample_size double, control_effective_sample_size double, low_support boolean"
+    )
     rows = [
-        ("random", "dr", 10.0, 5.0, 15.0, -30.0),
-        ("random", "ips", 11.0, 4.0, 16.0, -29.0),
-        ("random", "snips", 9.0, 4.0, 14.0, -31.0),
-        ("uplift", "dr", 50.0, 20.0, 80.0, 49.0),
-        ("uplift", "ips", 55.0, 10.0, 90.0, 54.0),
-        ("uplift", "snips", 45.0, 15.0, 75.0, 44.0),
+        ("random", "dr", 10.0, 5.0, 15.0, -30.0, 2000.0, 580.0, False),
+        ("random", "ips", 11.0, 4.0, 16.0, -29.0, 2000.0, 580.0, False),
+        ("random", "snips", 9.0, 4.0, 14.0, -31.0, 2000.0, 580.0, False),
+        ("uplift", "dr", 50.0, 20.0, 80.0, 49.0, 40.0, 17.0, True),
+        ("uplift", "ips", 55.0, 10.0, 90.0, 54.0, 40.0, 17.0, True),
+        ("uplift", "snips", 45.0, 15.0, 75.0, 44.0, 40.0, 17.0, True),
     ]
     overview = [r.asDict() for r in policy_overview(spark.createDataFrame(rows, schema)).collect()]
     assert [(r["policy"], r["value"], r["ips"], r["snips"]) for r in overview] == [
@@ -227,23 +237,30 @@ def test_report_shows_policies_best_net_value_first(spark):
     ]
     html = _policy_table(overview, date(2026, 6, 30))
     assert "Policies judged offline" in html and "uplift" in html and "random" in html
+    # The thin one says so, once: the smaller of the two effective samples.
+    assert html.count("interval unreliable") == 1 and "rests on 17 effective decisions" in html
     missing = _policy_table(Unavailable("policy_evaluations", "evaluate-policy"), date(2026, 6, 30))
     assert "cvo evaluate-policy --as-of 2026-06-30" in missing
 
 
 # --------------------------------------------------------------------------- end to end
-@pytest.mark.slow
-def test_evaluate_policy_on_the_pipeline_lake(pipeline_lake, spark, capsys):
-    from cvo_spark.cli import main
+def _reward_model_champion(lake) -> None:
+    """The reward model is the uplift champion. On this small lake the gate may leave v1 a
+    challenger; an operator may promote it (as test_uplift does)."""
     from cvo_spark.models import mlflow_store
 
-    lake = pipeline_lake
-    # The reward model is the uplift champion. On this small lake the gate may leave v1 a
-    # challenger; an operator may promote it (as test_uplift does).
     mlflow_store.configure_mlflow(str(lake.lake), lake.ctx.config.mlflow.experiment)
     name = mlflow_store.registered_name(lake.ctx.config.mlflow.model_prefix, "uplift")
     if mlflow_store.version_by_alias(name, mlflow_store.CHAMPION) is None:
         mlflow_store.client().set_registered_model_alias(name, mlflow_store.CHAMPION, "1")
+
+
+@pytest.mark.slow
+def test_evaluate_policy_on_the_pipeline_lake(pipeline_lake, spark, capsys):
+    from cvo_spark.cli import main
+
+    lake = pipeline_lake
+    _reward_model_champion(lake)
     args = ["--conf", str(lake.conf_file), "--lake", str(lake.lake), "--as-of", lake.as_of.isoformat()]
     assert main(["evaluate-policy", *args]) == 0
     out = capsys.readouterr().out

@@ -550,7 +550,9 @@ class PolicyEvaluationConfig(_Section):
     ``pool_control_channels``: estimate the control (not contacted) part of an action from
     the control rows of its offer on every channel, since nobody held back sees the channel
     (`cvo_spark.policy.ope`); assumes the logging policy could hold each offer back on every
-    catalog channel of it.
+    catalog channel of it. ``min_effective_sample``: a policy whose estimate rests on fewer
+    effective decisions (the smaller of the log's and the control arm's effective sample
+    size) is flagged ``low_support`` in gold and the report: its interval is unreliable.
     """
 
     policies: tuple[Literal["uplift", "response_model", "tier_rule", "random", "no_contact"], ...] = Field(
@@ -559,6 +561,7 @@ class PolicyEvaluationConfig(_Section):
     bootstrap_replicates: int = Field(200, ge=0)
     seed: int = 7
     pool_control_channels: bool = False
+    min_effective_sample: float = Field(100.0, ge=0)
 
 
 class Config(_Section):

@@ -108,6 +108,16 @@ class PolicyEstimate:
     largest_weights: list[float] = field(default_factory=list)
     unsupported_mass: float = 0.0
     unsupported_actions: list[str] = field(default_factory=list)
+    #: True when the policy contacts and its estimate rests on fewer than the configured
+    #: minimum of effective decisions (`effective_decisions`): the interval is not to be trusted.
+    low_support: bool = False
+
+    @property
+    def effective_decisions(self) -> float:
+        """What the estimate rests on: the smaller of the whole log's and the control arm's
+        effective sample sizes (an incremental value needs both arms; the control arm,
+        10% of the log, is usually the thinner)."""
+        return min(self.effective_sample_size, self.control_effective_sample_size)
 
 
 def logged_support(logged: DataFrame, pool_control_channels: bool = False) -> DataFrame:
@@ -254,6 +264,7 @@ def evaluate_policies(
     confidence: float = 0.95,
     top_weights: int = 5,
     pool_control_channels: bool = False,
+    min_effective_sample: float = 0.0,
 ) -> list[PolicyEstimate]:
     """IPS, SNIPS, DR and DM of every policy in `policy` on the `logged` decision points.
 
@@ -263,7 +274,10 @@ def evaluate_policies(
     π > 0 for which the log holds no treatment or no control row (the two arms an
     incremental value needs; pooled: no control row of the offer on any channel); their
     mass per decision point is reported and the action ids listed. A policy named in
-    `names` without rows in `policy` never contacts.
+    `names` without rows in `policy` never contacts. ``low_support`` is set on a policy that
+    contacts (mass > 0) when its `effective_decisions` fall below `min_effective_sample`:
+    a percentile bootstrap of a mean resting on a few dozen large weights misses its tail
+    (bench_ope: 74-81% coverage of a nominal 95% at ~20-40 effective decisions).
     """
     logged = logged.persist()
     try:
@@ -336,6 +350,8 @@ def evaluate_policies(
                 unsupported_actions=sorted(f"{r['offer_id']}/{r['channel']}" for r in mine),
             )
         )
+        e = out[-1]
+        e.low_support = e.contact_mass > 0 and e.effective_decisions < min_effective_sample
     return out
 
 

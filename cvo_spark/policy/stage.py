@@ -26,6 +26,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
+    BooleanType,
     DateType,
     DoubleType,
     LongType,
@@ -62,6 +63,9 @@ POLICY_EVALUATIONS_SCHEMA = StructType(
         StructField("contact_cost", DoubleType(), True),
         StructField("effective_sample_size", DoubleType(), True),
         StructField("matched", LongType(), True),
+        StructField("control_effective_sample_size", DoubleType(), True),
+        StructField("matched_control", LongType(), True),
+        StructField("low_support", BooleanType(), True),
         StructField("largest_weights", ArrayType(DoubleType()), True),
         StructField("unsupported_share", DoubleType(), True),
         StructField("unsupported_actions", ArrayType(StringType()), True),
@@ -203,6 +207,9 @@ def evaluation_rows(
                     r.contact_cost,
                     r.effective_sample_size,
                     r.matched,
+                    r.control_effective_sample_size,
+                    r.matched_control,
+                    r.low_support,
                     r.largest_weights,
                     r.unsupported_mass,
                     r.unsupported_actions,
@@ -230,6 +237,11 @@ def summary_lines(results: list[PolicyEstimate], excluded: int) -> list[str]:
             f"SNIPS {r.estimates['snips']:.2f}  contacts {r.contact_mass:.0%}  cost {r.contact_cost:.2f}  "
             f"ESS {r.effective_sample_size:,.0f} of {r.decision_points:,}"
         )
+        if r.low_support:
+            line += (
+                f"  LOW SUPPORT: interval unreliable, rests on {r.effective_decisions:,.0f} effective "
+                f"decisions ({r.matched_control:,} matched control rows)"
+            )
         if r.unsupported_actions:
             line += (
                 f"  UNSUPPORTED: {r.unsupported_mass:.0%} of its contacts are actions the log never tested "
@@ -282,6 +294,7 @@ def run(ctx: StageContext) -> StageResult:
             results = evaluate_policies(
                 logged, policy, names, replicates=cfg.bootstrap_replicates, seed=cfg.seed,
                 confidence=ctx.config.measure.confidence, pool_control_channels=cfg.pool_control_channels,
+                min_effective_sample=cfg.min_effective_sample,
             )  # fmt: skip
         finally:
             scored.unpersist()
@@ -296,7 +309,9 @@ def run(ctx: StageContext) -> StageResult:
         ctx.as_of,
     )
     frame = ctx.spark.createDataFrame(rows, POLICY_EVALUATIONS_SCHEMA)
-    ctx.store.overwrite_partition(frame, "gold", "policy_evaluations", ctx.as_of)
+    # merge_schema: a table written before the support columns existed gains them (older
+    # partitions read null) instead of refusing the write.
+    ctx.store.overwrite_partition(frame, "gold", "policy_evaluations", ctx.as_of, merge_schema=True)
     lines = summary_lines(results, excluded)
     for line in lines:
         log.info(line)
