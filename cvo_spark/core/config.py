@@ -550,7 +550,10 @@ class PolicyEvaluationConfig(_Section):
     ``pool_control_channels``: estimate the control (not contacted) part of an action from
     the control rows of its offer on every channel, since nobody held back sees the channel
     (`cvo_spark.policy.ope`); assumes the logging policy could hold each offer back on every
-    catalog channel of it. ``min_effective_sample``: a policy whose estimate rests on fewer
+    catalog channel of it. On by default: on bench_ope's simulated logs it raised the DR
+    coverage of deterministic policies from 74-84% to 85-91% and cut their RMSE by a
+    third, and changes nothing for a policy spreading over every channel
+    (benchmarks/out/ope_pooling_r100.json). ``min_effective_sample``: a policy whose estimate rests on fewer
     effective decisions (the smaller of the log's and the control arm's effective sample
     size) is flagged ``low_support`` in gold and the report: its interval is unreliable.
     """
@@ -560,7 +563,7 @@ class PolicyEvaluationConfig(_Section):
     )
     bootstrap_replicates: int = Field(200, ge=0)
     seed: int = 7
-    pool_control_channels: bool = False
+    pool_control_channels: bool = True
     min_effective_sample: float = Field(100.0, ge=0)
 
 
