@@ -117,6 +117,35 @@ def test_pooled_control_arm_matches_the_hand_computation(spark):
         evaluate_policies(log.drop("control_channels"), policy, ["always_a"], pool_control_channels=True)
 
 
+def test_logged_rows_count_the_channels_the_logger_used_not_the_catalogs(spark):
+    from cvo_spark.policy.stage import logged_rows
+
+    # The catalog allows o1 on sms and app only, but the logger also sent it on banking:
+    # K_o1 = 3 (the pooled control weight divides by the channels the *logger* spreads over).
+    points = spark.createDataFrame(
+        [
+            ("d1", "s1", "o1", "sms", 1, 0.1, 1, 30.0, 10.0),
+            ("d2", "s2", "o1", "app", 0, 0.1, 0, 30.0, 10.0),
+            ("d3", "s3", "o1", "banking", 1, 0.1, 0, 30.0, 10.0),
+            ("d4", "s4", "o2", "app", 0, 0.1, 1, 20.0, 5.0),
+        ],
+        "decision_key string, subscriber_id string, offer_id string, channel string, treated int, "
+        "propensity double, label int, price double, unit_cost double",
+    )
+    scored = spark.createDataFrame(
+        [
+            (d, o, c, 2.0, 1.0)
+            for d in ("d1", "d2", "d3", "d4")
+            for o, c in (("o1", "sms"), ("o1", "app"), ("o2", "app"))
+        ],
+        "decision_key string, offer_id string, channel string, q_contacted double, q_not double",
+    )
+    got = {r["decision_key"]: r for r in logged_rows(points, scored).collect()}
+    assert {d: r["control_channels"] for d, r in got.items()} == {"d1": 3, "d2": 3, "d3": 3, "d4": 1}
+    assert got["d1"]["reward"] == 20.0 and got["d4"]["reward"] == 15.0
+    assert got["d3"]["q_contacted"] == 0.0  # off the catalog: no score, and no policy can take it
+
+
 def test_an_action_the_log_never_held_back_is_reported_unsupported(spark, logged):
     # B = (o2, app) was only ever sent, never held back: its incremental value has no control arm.
     policy = _always(spark, "always_b", "o2", "app", 3.0, 3.0)

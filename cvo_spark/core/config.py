@@ -549,8 +549,9 @@ class PolicyEvaluationConfig(_Section):
     ``bootstrap_replicates``: Poisson resamples of subscribers for the intervals.
     ``pool_control_channels``: estimate the control (not contacted) part of an action from
     the control rows of its offer on every channel, since nobody held back sees the channel
-    (`cvo_spark.policy.ope`); assumes the logging policy could hold each offer back on every
-    catalog channel of it. On by default: on bench_ope's simulated logs it raised the DR
+    (`cvo_spark.policy.ope`); assumes the logging policy's channel choice does not depend on
+    the subscriber (K_o is the channels the offer was logged on, `policy.stage.logged_rows`).
+    On by default: on bench_ope's simulated logs it raised the DR
     coverage of deterministic policies from 74-84% to 85-91% and cut their RMSE by a
     third, and changes nothing for a policy spreading over every channel
     (benchmarks/out/ope_pooling_r100.json). ``min_effective_sample``: a policy whose estimate rests on fewer

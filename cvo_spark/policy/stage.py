@@ -159,12 +159,19 @@ def logged_rows(points: DataFrame, scored: DataFrame) -> DataFrame:
 
     The reward is the logged outcome times the logged offer's margin; q̂ of the logged action
     comes from `scored` (an action outside the catalog's channels has no score: q̂ = 0, and
-    no candidate policy can take it, so its weight is 0 anyway). ``control_channels`` (K_o,
-    for the pooled control arm) is the number of the catalog's channels for the logged offer:
-    this assumes the logging policy could hold the offer back on every one of them (true of
-    a logger exploring uniformly over the catalog; where a channel is never used for an
-    offer, pooling overstates the value, see `cvo_spark.policy.ope`). An offer outside the
-    catalog gets 1 (and, as above, weight 0).
+    no candidate policy can take it, so its weight is 0 anyway).
+
+    ``control_channels`` (K_o, for the pooled control arm) must count the channels on which
+    the *logging* policy could send or hold back the offer, not the catalog's: the
+    generator's logger, for one, draws the channel regardless of the offer's catalog
+    channels, and with the catalog's count (2-4 instead of its 5) the pooled control part
+    was 1-2.5 times too large and the estimates of deterministic policies fell to -6,000 and
+    -16,000 against a planted +582 and +188. The log does not say which channels its policy
+    could use at each point, so K_o is the number of distinct channels the offer was logged
+    on in these decision points (either arm): right for a logger whose channel choice does
+    not depend on the subscriber; where it does (consent, per-subscriber rules), or a
+    channel is so rare it never shows, K_o is off for some points and pooling is biased
+    (turn `policy_evaluation.pool_control_channels` off).
     """
     margin = (F.col("price") - F.col("unit_cost")).cast("double")
     logged = points.select(
@@ -177,12 +184,11 @@ def logged_rows(points: DataFrame, scored: DataFrame) -> DataFrame:
         (F.col("label").cast("double") * F.coalesce(margin, F.lit(0.0))).alias("reward"),
     )
     q = scored.select("decision_key", "offer_id", "channel", "q_contacted", "q_not")
-    k = scored.groupBy("decision_key", "offer_id").agg(F.count(F.lit(1)).alias(CONTROL_CHANNELS))
+    k = logged.groupBy("offer_id").agg(F.countDistinct("channel").alias(CONTROL_CHANNELS))
     return (
         logged.join(q, on=["decision_key", "offer_id", "channel"], how="left")
-        .join(k, on=["decision_key", "offer_id"], how="left")
+        .join(F.broadcast(k), on="offer_id", how="left")
         .fillna(0.0, subset=["q_contacted", "q_not"])
-        .fillna(1, subset=[CONTROL_CHANNELS])
     )
 
 
