@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         action="append",
         default=[],
-        help="policy to judge (repeatable): uplift, response_model, random, no_contact "
+        help="policy to judge (repeatable): uplift, response_model, random, tier_rule, no_contact "
         "(default: the config's policy_evaluation.policies)",
     )
 

@@ -554,13 +554,26 @@ class PolicyEvaluationConfig(_Section):
 
     ``policies``: the candidate policies judged by default (see `cvo_spark.policy.policies`).
     ``bootstrap_replicates``: Poisson resamples of subscribers for the intervals.
+    ``pool_control_channels``: estimate the control (not contacted) part of an action from
+    the control rows of its offer on every channel, since nobody held back sees the channel
+    (`cvo_spark.policy.ope`); assumes the logging policy's channel choice does not depend on
+    the subscriber (K_o is the channels the offer was logged on, `policy.stage.logged_rows`).
+    On by default: on bench_ope's simulated logs (200 replications) it raised the DR
+    coverage of deterministic policies from 73.5-81% to 86-89.5% and cut their RMSE by a
+    third to two fifths, and changes nothing for a policy uniform over every channel
+    (benchmarks/out/ope.json; ope_pooling_r100.json is the first, smaller measurement).
+    ``min_effective_sample``: a policy whose estimate rests on fewer effective decisions
+    (the smaller of the log's and the control arm's effective sample size) is flagged
+    ``low_support`` in gold and the report: its interval is unreliable.
     """
 
-    policies: tuple[Literal["uplift", "response_model", "random", "no_contact"], ...] = Field(
-        ("uplift", "response_model", "random", "no_contact"), min_length=1
+    policies: tuple[Literal["uplift", "response_model", "tier_rule", "random", "no_contact"], ...] = Field(
+        ("uplift", "response_model", "tier_rule", "random", "no_contact"), min_length=1
     )
     bootstrap_replicates: int = Field(200, ge=0)
     seed: int = 7
+    pool_control_channels: bool = True
+    min_effective_sample: float = Field(100.0, ge=0)
 
 
 class Config(_Section):

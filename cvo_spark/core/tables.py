@@ -275,6 +275,9 @@ _TABLES: tuple[TableSpec, ...] = (
         ("as_of", "policy", "estimator"),
         "evaluate-policy",
         "cvo_spark.policy.stage:POLICY_EVALUATIONS_SCHEMA",
+        # A table written before the support columns existed gains them (older partitions
+        # read null) instead of refusing the write.
+        merge_schema=True,
     ),
 )
 

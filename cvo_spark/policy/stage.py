@@ -26,6 +26,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
+    BooleanType,
     DateType,
     DoubleType,
     LongType,
@@ -39,8 +40,8 @@ from cvo_spark.core.stage import StageContext, StageResult
 from cvo_spark.models import mlflow_store
 from cvo_spark.models.uplift import with_model_rows, with_uplift
 from cvo_spark.models.uplift_stage import catalog_frames
-from cvo_spark.policy.ope import ESTIMATORS, PolicyEstimate, evaluate_policies
-from cvo_spark.policy.policies import POLICIES, candidate_policies
+from cvo_spark.policy.ope import CONTROL_CHANNELS, ESTIMATORS, PolicyEstimate, evaluate_policies
+from cvo_spark.policy.policies import POLICIES, candidate_policies, with_high_value
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ POLICY_EVALUATIONS_SCHEMA = StructType(
         StructField("contact_cost", DoubleType(), True),
         StructField("effective_sample_size", DoubleType(), True),
         StructField("matched", LongType(), True),
+        StructField("control_effective_sample_size", DoubleType(), True),
+        StructField("matched_control", LongType(), True),
+        StructField("low_support", BooleanType(), True),
         StructField("largest_weights", ArrayType(DoubleType()), True),
         StructField("unsupported_share", DoubleType(), True),
         StructField("unsupported_actions", ArrayType(StringType()), True),
@@ -118,9 +122,11 @@ def with_logged_propensity(contacts: DataFrame, offer_history: DataFrame) -> Dat
 def scored_actions(points: DataFrame, actions: DataFrame, model, meta: dict) -> DataFrame:
     """Every decision point x every allowed (offer, channel), scored by the reward model.
 
-    `points` are evaluation contacts with ``decision_key``; `actions` has ACTION_COLUMNS
-    and ``contact_cost``. Adds ``margin``, ``q_contacted`` and ``q_not`` (expected margin if
-    contacted / if not) per action.
+    `points` are evaluation contacts with ``decision_key`` (and optionally
+    ``is_high_value``, kept for the tier rule); `actions` has ACTION_COLUMNS and
+    ``contact_cost``. Returns ``decision_key, offer_id, channel, contact_cost, price,
+    margin, q_contacted, q_not`` (expected margin if contacted / if not) per action, plus
+    ``is_high_value`` when the points carry it.
     """
     subscriber_part = points.select(
         "decision_key", *[c for c in points.columns if c not in ACTION_COLUMNS and c != "decision_key"]
@@ -129,6 +135,7 @@ def scored_actions(points: DataFrame, actions: DataFrame, model, meta: dict) -> 
         with_model_rows, meta["offer_ids"], meta["categories"], meta["features"]
     )
     margin = (F.col("price") - F.col("unit_cost")).cast("double")
+    keep = ["is_high_value"] if "is_high_value" in points.columns else []
     return (
         with_uplift(model, rows)
         .withColumn("margin", margin)
@@ -137,6 +144,8 @@ def scored_actions(points: DataFrame, actions: DataFrame, model, meta: dict) -> 
             "offer_id",
             "channel",
             "contact_cost",
+            F.col("price").cast("double").alias("price"),
+            *keep,
             "margin",
             (F.col("p_accept_if_contacted") * F.col("margin")).alias("q_contacted"),
             (F.col("p_accept_if_not") * F.col("margin")).alias("q_not"),
@@ -145,11 +154,24 @@ def scored_actions(points: DataFrame, actions: DataFrame, model, meta: dict) -> 
 
 
 def logged_rows(points: DataFrame, scored: DataFrame) -> DataFrame:
-    """The logged decision points in the estimators' form (`ope.LOGGED_COLUMNS`).
+    """The logged decision points in the estimators' form (`ope.LOGGED_COLUMNS` and
+    `ope.CONTROL_CHANNELS`).
 
     The reward is the logged outcome times the logged offer's margin; q̂ of the logged action
     comes from `scored` (an action outside the catalog's channels has no score: q̂ = 0, and
     no candidate policy can take it, so its weight is 0 anyway).
+
+    ``control_channels`` (K_o, for the pooled control arm) must count the channels on which
+    the *logging* policy could send or hold back the offer, not the catalog's: the
+    generator's logger, for one, draws the channel regardless of the offer's catalog
+    channels, and with the catalog's count (2-4 instead of its 5) the pooled control part
+    was 1-2.5 times too large and the estimates of deterministic policies fell to -6,000 and
+    -16,000 against a planted +582 and +188. The log does not say which channels its policy
+    could use at each point, so K_o is the number of distinct channels the offer was logged
+    on in these decision points (either arm): right for a logger whose channel choice does
+    not depend on the subscriber; where it does (consent, per-subscriber rules), or a
+    channel is so rare it never shows, K_o is off for some points and pooling is biased
+    (turn `policy_evaluation.pool_control_channels` off).
     """
     margin = (F.col("price") - F.col("unit_cost")).cast("double")
     logged = points.select(
@@ -162,8 +184,11 @@ def logged_rows(points: DataFrame, scored: DataFrame) -> DataFrame:
         (F.col("label").cast("double") * F.coalesce(margin, F.lit(0.0))).alias("reward"),
     )
     q = scored.select("decision_key", "offer_id", "channel", "q_contacted", "q_not")
-    return logged.join(q, on=["decision_key", "offer_id", "channel"], how="left").fillna(
-        0.0, subset=["q_contacted", "q_not"]
+    k = logged.groupBy("offer_id").agg(F.countDistinct("channel").alias(CONTROL_CHANNELS))
+    return (
+        logged.join(q, on=["decision_key", "offer_id", "channel"], how="left")
+        .join(F.broadcast(k), on="offer_id", how="left")
+        .fillna(0.0, subset=["q_contacted", "q_not"])
     )
 
 
@@ -188,6 +213,9 @@ def evaluation_rows(
                     r.contact_cost,
                     r.effective_sample_size,
                     r.matched,
+                    r.control_effective_sample_size,
+                    r.matched_control,
+                    r.low_support,
                     r.largest_weights,
                     r.unsupported_mass,
                     r.unsupported_actions,
@@ -215,6 +243,11 @@ def summary_lines(results: list[PolicyEstimate], excluded: int) -> list[str]:
             f"SNIPS {r.estimates['snips']:.2f}  contacts {r.contact_mass:.0%}  cost {r.contact_cost:.2f}  "
             f"ESS {r.effective_sample_size:,.0f} of {r.decision_points:,}"
         )
+        if r.low_support:
+            line += (
+                f"  LOW SUPPORT: interval unreliable, rests on {r.effective_decisions:,.0f} effective "
+                f"decisions ({r.matched_control:,} matched control rows)"
+            )
         if r.unsupported_actions:
             line += (
                 f"  UNSUPPORTED: {r.unsupported_mass:.0%} of its contacts are actions the log never tested "
@@ -250,7 +283,11 @@ def run(ctx: StageContext) -> StageResult:
         F.count(F.lit(1)).alias("n"), F.sum(F.col("propensity").isNull().cast("long")).alias("missing")
     ).first()
     excluded = int(counts["missing"] or 0) if counts else 0
-    points = contacts.where(F.col("propensity").isNotNull() & (F.col("propensity") > 0)).persist()
+    points = (
+        contacts.where(F.col("propensity").isNotNull() & (F.col("propensity") > 0))
+        .transform(with_high_value, ctx.config.segments.value_tiers)
+        .persist()
+    )
     try:
         offers, channels, _, _ = catalog_frames(ctx)
         actions = offers.select("offer_id", "offer_type", "category", "price", "unit_cost").join(
@@ -262,7 +299,8 @@ def run(ctx: StageContext) -> StageResult:
             policy = candidate_policies(scored, names, ctx.config.offers.allocation.min_net_value)
             results = evaluate_policies(
                 logged, policy, names, replicates=cfg.bootstrap_replicates, seed=cfg.seed,
-                confidence=ctx.config.measure.confidence,
+                confidence=ctx.config.measure.confidence, pool_control_channels=cfg.pool_control_channels,
+                min_effective_sample=cfg.min_effective_sample,
             )  # fmt: skip
         finally:
             scored.unpersist()

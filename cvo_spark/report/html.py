@@ -478,7 +478,9 @@ def _policy_table(rows, as_of) -> str:
         "was chosen. Doubly robust (DR) corrects the uplift model's own estimate by what the log saw; its "
         "interval is a bootstrap over subscribers. IPS and SNIPS use the weights alone. The effective "
         "sample size says how many logged decisions the estimate really rests on; a policy's contacts on "
-        "actions the log never tested cannot be judged and are counted."
+        "actions the log never tested cannot be judged and are counted. When the smaller of the log's "
+        "and the control arm's effective sample is under the configured minimum, the interval is flagged "
+        "unreliable: a policy that always picks one of many actions matches few logged decisions."
     )
     return head + text + records_table(rows, [
         ("Policy", "policy", None),
@@ -490,7 +492,22 @@ def _policy_table(rows, as_of) -> str:
         ("Net of cost (DR)", "net_value", fmt_money),
         ("Effective sample", "effective_sample_size", fmt_int),
         ("Untested share", "unsupported_share", fmt_pct),
+        ("Support", _support_note, None),
     ])  # fmt: skip
+
+
+def _support_note(r: dict) -> str:
+    """'interval unreliable: rests on N effective decisions' for a low-support row, else ''
+    (also for rows written before the flag existed)."""
+    if not r.get("low_support"):
+        return ""
+    both = (r.get("effective_sample_size"), r.get("control_effective_sample_size"))
+    ess = [float(v) for v in both if v is not None and _finite(v)]
+    return (
+        f"interval unreliable: rests on {fmt_int(min(ess))} effective decisions"
+        if ess
+        else "interval unreliable"
+    )
 
 
 def _uplift_table(rows) -> str:
