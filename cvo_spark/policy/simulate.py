@@ -57,12 +57,12 @@ def judged_actions(ctx: StageContext, bronze: Path, max_points: int = 0) -> tupl
     logger, so pooling's assumption holds here by construction).
     """
     mf = ctx.config.mlflow
-    mlflow_store.configure_mlflow(ctx.config.lake, mf.experiment, mf.tracking_uri, mf.registry_uri)
+    mlflow_store.configure_mlflow(ctx.store.lake_root, mf.experiment, mf.tracking_uri, mf.registry_uri)
     model, mv = mlflow_store.load_spark_model(mlflow_store.registered_name(mf.model_prefix, "uplift"))
     if model is None:
         raise ValueError("no uplift champion in this lake: nothing to use as the reward model")
     meta = mlflow_store.load_run_json(mv.run_id, mlflow_store.META_FILE)
-    history = ctx.store.read_input("silver", "offer_history")
+    history = ctx.store.input("offer_history")
     points = (
         with_logged_propensity(evaluation_contacts(ctx), history)
         .where(F.col("propensity") > 0)
