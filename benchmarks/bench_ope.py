@@ -5,7 +5,8 @@ on contacts before the evaluation window), the decision points are the train sta
 out-of-time evaluation contacts and the actions every (offer, channel) the catalog allows.
 The generator's planted response model gives each (decision point, action) its true accept
 probability with and without contact, hence each policy's true incremental margin per
-decision point (`cvo_spark.policy.simulate`: a judging tool, never imported by engine code).
+decision point (`benchmarks/ope_simulation.py`: a judging tool outside the package, never
+imported by engine code).
 
 Then ``--replications`` times (seeded): a known random logging policy (an action uniform
 among the point's allowed actions, held back as control with probability
@@ -41,6 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_uplift import build_lake  # noqa: E402
+from ope_simulation import (  # noqa: E402
+    coverage_summary,
+    judged_actions,
+    simulated_logs,
+    true_values,
+)
 
 from cvo_spark.core.config import load_config  # noqa: E402
 from cvo_spark.core.io import TableStore  # noqa: E402
@@ -48,12 +55,6 @@ from cvo_spark.core.session import get_spark  # noqa: E402
 from cvo_spark.core.stage import StageContext  # noqa: E402
 from cvo_spark.policy.ope import ESTIMATORS, evaluate_policies  # noqa: E402
 from cvo_spark.policy.policies import candidate_policies  # noqa: E402
-from cvo_spark.policy.simulate import (  # noqa: E402
-    coverage_summary,
-    judged_actions,
-    simulated_logs,
-    true_values,
-)
 from cvo_spark.policy.stage import logged_rows  # noqa: E402
 from cvo_spark.synth.generate import DEFAULT_END_DATE  # noqa: E402
 

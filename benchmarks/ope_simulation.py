@@ -4,7 +4,8 @@ THIS IS A JUDGING TOOL, NOT ENGINE CODE. It reads the synthetic generator's plan
 response model (`cvo_spark.synth.response.true_response` over ``bronze/_ground_truth``),
 which no real lake has and no engine code may look at; it exists only so the benchmark
 (`benchmarks/bench_ope.py`) and the slow coverage test can ask "does the interval cover
-the true value?". Nothing under `cvo_spark` other than tests and benchmarks may import it.
+the true value?". It lives outside the package, where no engine module can import it
+(only `cvo_spark.synth` may read the truth; tests check both).
 
 On a lake trained through the uplift stage: the decision points are the train stage's
 out-of-time evaluation contacts (as `cvo evaluate-policy` uses them), every allowed
